@@ -1,0 +1,189 @@
+//! Decoding untrusted bytes into events, and encoding events.
+//!
+//! Every error is a typed [`DecodeError`] that names the problem; nothing here panics on any input. Unknown
+//! extra fields are ignored so that older readers accept newer writers' additions; a `v` newer than
+//! [`PROTOCOL_VERSION`] is refused since its meaning may have changed.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::event::{Event, EventKind, PROTOCOL_VERSION};
+
+/// Why bytes are not a valid event or batch of events.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("body is not valid UTF-8 (invalid byte at offset {offset})")]
+    InvalidUtf8 { offset: usize },
+    #[error("body holds no event")]
+    Empty,
+    #[error("malformed JSON: {message}")]
+    Syntax { message: String },
+    #[error("an event must be a JSON object, found {found}")]
+    NotAnObject { found: &'static str },
+    #[error("missing field `{field}`")]
+    MissingField { field: String },
+    #[error(
+        "protocol version {found} is newer than {supported}, the newest this build reads: upgrade herald"
+    )]
+    UnsupportedVersion { found: u64, supported: u32 },
+    #[error("unknown event type `{found}`")]
+    UnknownType { found: String },
+    #[error("invalid `{kind}` event: {message}")]
+    Invalid { kind: String, message: String },
+    #[error("event {index}: {source}")]
+    AtIndex {
+        index: usize,
+        #[source]
+        source: Box<DecodeError>,
+    },
+}
+
+impl DecodeError {
+    /// The index of the bad element in a batch, if the error is about one.
+    pub fn index(&self) -> Option<usize> {
+        match self {
+            DecodeError::AtIndex { index, .. } => Some(*index),
+            _ => None,
+        }
+    }
+}
+
+/// An event could not be encoded (a field that must be finite was not).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode event: {0}")]
+pub struct EncodeError(#[from] serde_json::Error);
+
+/// Encode one event as a single line of JSON (no trailing newline).
+pub fn encode_event(event: &Event) -> Result<String, EncodeError> {
+    Ok(serde_json::to_string(event)?)
+}
+
+/// Decode one event from untrusted bytes.
+pub fn decode_event(bytes: &[u8]) -> Result<Event, DecodeError> {
+    let text = utf8(bytes)?;
+    let raw: &RawValue = serde_json::from_str(text).map_err(syntax)?;
+    decode_raw(raw)
+}
+
+/// Decode a batch: a JSON array of events, or one or more events separated by whitespace (newline-delimited
+/// JSON, or a single object). An error names the index of the first bad element; the batch is all or nothing.
+pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Event>, DecodeError> {
+    let text = utf8(bytes)?;
+    let trimmed = text.trim_start();
+    let mut events = Vec::new();
+    if trimmed.starts_with('[') {
+        let items: Vec<&RawValue> = serde_json::from_str(trimmed).map_err(syntax)?;
+        events.reserve(items.len());
+        for (index, raw) in items.into_iter().enumerate() {
+            events.push(decode_raw(raw).map_err(|e| at(index, e))?);
+        }
+    } else {
+        let stream = serde_json::Deserializer::from_str(trimmed).into_iter::<&RawValue>();
+        for (index, raw) in stream.enumerate() {
+            let raw = raw.map_err(|e| at(index, syntax(e)))?;
+            events.push(decode_raw(raw).map_err(|e| at(index, e))?);
+        }
+    }
+    if events.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    Ok(events)
+}
+
+fn at(index: usize, e: DecodeError) -> DecodeError {
+    DecodeError::AtIndex {
+        index,
+        source: Box::new(e),
+    }
+}
+
+fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
+    std::str::from_utf8(bytes).map_err(|e| DecodeError::InvalidUtf8 {
+        offset: e.valid_up_to(),
+    })
+}
+
+fn syntax(e: serde_json::Error) -> DecodeError {
+    if e.is_eof() && e.line() == 1 && e.column() == 0 {
+        return DecodeError::Empty;
+    }
+    DecodeError::Syntax {
+        message: e.to_string(),
+    }
+}
+
+/// The envelope fields read first, to give typed errors for the version and the type.
+#[derive(Deserialize)]
+struct Probe<'a> {
+    #[serde(default, borrow)]
+    v: Option<&'a RawValue>,
+    #[serde(default, rename = "type", borrow)]
+    ty: Option<&'a RawValue>,
+}
+
+fn decode_raw(raw: &RawValue) -> Result<Event, DecodeError> {
+    let text = raw.get();
+    let found = match text.as_bytes().first() {
+        Some(b'{') => None,
+        Some(b'[') => Some("an array"),
+        Some(b'"') => Some("a string"),
+        Some(b't' | b'f') => Some("a boolean"),
+        Some(b'n') => Some("null"),
+        _ => Some("a number"),
+    };
+    if let Some(found) = found {
+        return Err(DecodeError::NotAnObject { found });
+    }
+    let probe: Probe<'_> = serde_json::from_str(text).map_err(syntax)?;
+    let v = probe.v.ok_or_else(|| missing("v"))?;
+    let v: u64 = serde_json::from_str(v.get()).map_err(|_| DecodeError::Invalid {
+        kind: "envelope".into(),
+        message: format!(
+            "`v` must be a non-negative integer, found {}",
+            clip(v.get())
+        ),
+    })?;
+    if v > u64::from(PROTOCOL_VERSION) {
+        return Err(DecodeError::UnsupportedVersion {
+            found: v,
+            supported: PROTOCOL_VERSION,
+        });
+    }
+    let ty = probe.ty.ok_or_else(|| missing("type"))?;
+    let ty: String = serde_json::from_str(ty.get()).map_err(|_| DecodeError::Invalid {
+        kind: "envelope".into(),
+        message: format!("`type` must be a string, found {}", clip(ty.get())),
+    })?;
+    let kind =
+        EventKind::from_name(&ty).ok_or_else(|| DecodeError::UnknownType { found: clip(&ty) })?;
+    serde_json::from_str::<Event>(text).map_err(|e| invalid(kind, &e))
+}
+
+fn missing(field: &str) -> DecodeError {
+    DecodeError::MissingField {
+        field: field.to_owned(),
+    }
+}
+
+fn invalid(kind: EventKind, e: &serde_json::Error) -> DecodeError {
+    let message = e.to_string();
+    // serde reports a missing field as "missing field `name`" (with flatten, without a position).
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        if let Some(field) = rest.split('`').next() {
+            return missing(field);
+        }
+    }
+    DecodeError::Invalid {
+        kind: kind.as_str().to_owned(),
+        message,
+    }
+}
+
+/// Cut a piece of untrusted input for an error message.
+fn clip(s: &str) -> String {
+    const MAX: usize = 64;
+    match s.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}

@@ -1,0 +1,411 @@
+//! The event types: the envelope ([`Event`]) and one payload struct per `type`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::number;
+
+/// The protocol version this crate writes, and the newest it reads.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// One event: the envelope and its payload, flat on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Protocol version ([`PROTOCOL_VERSION`]).
+    pub v: u32,
+    /// The run id, unique per run.
+    pub run: String,
+    /// Per-run sequence number, from 0, without gaps for what a sender sends.
+    pub seq: u64,
+    /// When the event happened, RFC 3339 in UTC.
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    /// The type-specific fields; `type` names the variant.
+    #[serde(flatten)]
+    pub payload: Payload,
+}
+
+impl Event {
+    /// An event of the current protocol version stamped with the current time.
+    pub fn now(run: impl Into<String>, seq: u64, payload: impl Into<Payload>) -> Event {
+        Event {
+            v: PROTOCOL_VERSION,
+            run: run.into(),
+            seq,
+            time: OffsetDateTime::now_utc(),
+            payload: payload.into(),
+        }
+    }
+
+    /// The payload's type.
+    pub fn kind(&self) -> EventKind {
+        self.payload.kind()
+    }
+}
+
+/// The payload of an event, tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Payload {
+    RunStarted(RunStarted),
+    EpochStarted(EpochStarted),
+    BatchEnded(BatchEnded),
+    EpochEnded(EpochEnded),
+    RunFinished(RunFinished),
+    RunFailed(RunFailed),
+    Message(Message),
+    Heartbeat(Heartbeat),
+    RunStalled(RunStalled),
+    RunLost(RunLost),
+}
+
+/// The `type` of an event, without its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    RunStarted,
+    EpochStarted,
+    BatchEnded,
+    EpochEnded,
+    RunFinished,
+    RunFailed,
+    Message,
+    Heartbeat,
+    RunStalled,
+    RunLost,
+}
+
+impl EventKind {
+    /// Every type, in the order of the protocol document.
+    pub const ALL: [EventKind; 10] = [
+        EventKind::RunStarted,
+        EventKind::EpochStarted,
+        EventKind::BatchEnded,
+        EventKind::EpochEnded,
+        EventKind::RunFinished,
+        EventKind::RunFailed,
+        EventKind::Message,
+        EventKind::Heartbeat,
+        EventKind::RunStalled,
+        EventKind::RunLost,
+    ];
+
+    /// The wire name, as in the `type` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::RunStarted => "run_started",
+            EventKind::EpochStarted => "epoch_started",
+            EventKind::BatchEnded => "batch_ended",
+            EventKind::EpochEnded => "epoch_ended",
+            EventKind::RunFinished => "run_finished",
+            EventKind::RunFailed => "run_failed",
+            EventKind::Message => "message",
+            EventKind::Heartbeat => "heartbeat",
+            EventKind::RunStalled => "run_stalled",
+            EventKind::RunLost => "run_lost",
+        }
+    }
+
+    /// The type named `name` on the wire.
+    pub fn from_name(name: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// Whether the event marks the run's life (start, epochs, end); these are never dropped by a sender.
+    /// `batch_ended` and `heartbeat` are high-frequency and may be dropped under back-pressure.
+    pub fn is_lifecycle(self) -> bool {
+        !matches!(self, EventKind::BatchEnded | EventKind::Heartbeat)
+    }
+
+    /// Whether the event ends the run.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, EventKind::RunFinished | EventKind::RunFailed)
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for EventKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventKind::from_name(s).ok_or_else(|| {
+            let names: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+            format!(
+                "unknown event type `{s}`; expected one of {}",
+                names.join(", ")
+            )
+        })
+    }
+}
+
+impl Payload {
+    /// The payload's type.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Payload::RunStarted(_) => EventKind::RunStarted,
+            Payload::EpochStarted(_) => EventKind::EpochStarted,
+            Payload::BatchEnded(_) => EventKind::BatchEnded,
+            Payload::EpochEnded(_) => EventKind::EpochEnded,
+            Payload::RunFinished(_) => EventKind::RunFinished,
+            Payload::RunFailed(_) => EventKind::RunFailed,
+            Payload::Message(_) => EventKind::Message,
+            Payload::Heartbeat(_) => EventKind::Heartbeat,
+            Payload::RunStalled(_) => EventKind::RunStalled,
+            Payload::RunLost(_) => EventKind::RunLost,
+        }
+    }
+}
+
+macro_rules! payload_from {
+    ($($ty:ident),*) => {$(
+        impl From<$ty> for Payload {
+            fn from(p: $ty) -> Payload {
+                Payload::$ty(p)
+            }
+        }
+    )*};
+}
+payload_from!(
+    RunStarted,
+    EpochStarted,
+    BatchEnded,
+    EpochEnded,
+    RunFinished,
+    RunFailed,
+    Message,
+    Heartbeat,
+    RunStalled,
+    RunLost
+);
+
+/// `run_started`: a run began.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunStarted {
+    /// Human name of the run.
+    pub name: String,
+    /// Host the run trains on.
+    pub host: String,
+    /// Process id of the training process on `host`.
+    pub pid: u32,
+    /// Distributed rank; 0 for single-process runs.
+    #[serde(default)]
+    pub rank: u32,
+    /// Epochs planned.
+    pub n_epochs: u32,
+    /// Training batches per epoch.
+    pub batches_per_epoch: u64,
+    /// Metric names, in the order of the table's columns.
+    pub metric_names: Vec<String>,
+    /// Hyperparameters (lr, bs, model, ...), any JSON values.
+    #[serde(default)]
+    pub hyper: BTreeMap<String, serde_json::Value>,
+}
+
+/// `epoch_started`: an epoch began (0-based).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochStarted {
+    pub epoch: u32,
+}
+
+/// `batch_ended`: a training batch ended. High frequency; senders may drop it under back-pressure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchEnded {
+    /// Epoch, 0-based.
+    pub epoch: u32,
+    /// Batch within the epoch, 0-based.
+    pub batch: u64,
+    /// Training batches in the epoch.
+    pub n_batches: u64,
+    /// The batch's loss; may be non-finite (written `"NaN"`, `"Infinity"`, `"-Infinity"`).
+    #[serde(with = "number::loose")]
+    pub loss: f64,
+    /// fastai's smoothed loss after this batch; may be non-finite.
+    #[serde(with = "number::loose")]
+    pub smooth_loss: f64,
+    /// Learning rate used by the batch.
+    #[serde(with = "number::finite")]
+    pub lr: f64,
+}
+
+/// `epoch_ended`: an epoch ended, with the numbers of its row in the results table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochEnded {
+    /// Epoch, 0-based.
+    pub epoch: u32,
+    /// Epochs planned.
+    pub n_epochs: u32,
+    /// Smoothed training loss after the epoch's last batch; may be non-finite.
+    #[serde(with = "number::loose")]
+    pub train_loss: f64,
+    /// Validation loss; absent when validation was skipped.
+    #[serde(
+        default,
+        with = "number::loose_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub valid_loss: Option<f64>,
+    /// Metric values in `metric_names` order.
+    #[serde(default)]
+    pub metrics: Metrics,
+    /// Wall time of the epoch, seconds.
+    #[serde(with = "number::finite")]
+    pub elapsed_s: f64,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Completed,
+    Stopped,
+    Failed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Completed => "completed",
+            RunStatus::Stopped => "stopped",
+            RunStatus::Failed => "failed",
+        }
+    }
+}
+
+/// The best value a run reached for one metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Best {
+    pub name: String,
+    #[serde(with = "number::finite")]
+    pub value: f64,
+    pub epoch: u32,
+}
+
+/// `run_finished`: the run ended without an error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunFinished {
+    pub status: RunStatus,
+    /// Why it ended, in words.
+    pub reason: String,
+    #[serde(with = "number::finite")]
+    pub duration_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best: Option<Best>,
+}
+
+/// `run_failed`: the run ended with an error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunFailed {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceback: Option<String>,
+}
+
+/// Severity of a [`Message`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    #[default]
+    Info,
+    Warning,
+    Error,
+}
+
+/// `message`: free text from a run or a script.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub title: String,
+    pub text: String,
+    #[serde(default)]
+    pub level: Level,
+}
+
+/// `heartbeat`: the run is alive; no payload.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {}
+
+/// `run_stalled` (made by the daemon): no event from the run for `silent_s` seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunStalled {
+    #[serde(with = "number::finite")]
+    pub silent_s: f64,
+    /// The threshold that was crossed, seconds.
+    #[serde(with = "number::finite")]
+    pub stall_after_s: f64,
+}
+
+/// `run_lost` (made by the daemon): the run's process is gone without reporting an end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunLost {
+    pub pid: u32,
+    pub reason: String,
+}
+
+/// Metric values by name, in column order. On the wire a JSON object whose key order is kept.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metrics(pub Vec<(String, f64)>);
+
+impl Metrics {
+    /// The value of metric `name`.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), *v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<S: Into<String>> FromIterator<(S, f64)> for Metrics {
+    fn from_iter<I: IntoIterator<Item = (S, f64)>>(iter: I) -> Self {
+        Metrics(iter.into_iter().map(|(n, v)| (n.into(), v)).collect())
+    }
+}
+
+impl Serialize for Metrics {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, &number::Loose(*value))?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Metrics {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Metrics;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of metric names to numbers")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Metrics, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+                while let Some((name, value)) = map.next_entry::<String, number::Loose>()? {
+                    out.push((name, value.0));
+                }
+                Ok(Metrics(out))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
