@@ -1,1 +1,100 @@
-fn main() {}
+//! Project automation, run as `cargo xtask <command>` (aliased in `.cargo/config.toml`).
+//!
+//! - `setup`: installs what the demo and the tests need, idempotently; a second run with everything present
+//!   takes seconds.
+//! - `test`: setup, then the format check, clippy with `-D warnings`, and every test.
+//! - `demo`: setup, then the project's main job (`herald train` on the digits data).
+//! - `bench <name>`: the benchmarks that check the performance targets.
+//!
+//! Automation lives here rather than in shell scripts or Makefiles; `.ci/run` only calls `cargo xtask test`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+mod bench;
+mod setup;
+
+const USAGE: &str = "usage: cargo xtask <setup|test|demo|bench NAME> [args]
+
+  setup            install what the demo and the tests need (idempotent)
+  test             setup, cargo fmt --check, clippy -D warnings, every test
+  demo [ARGS]      setup, then `herald train` on the digits data (ARGS go to herald train)
+  bench NAME       run a benchmark: emitter, trainer, daemon";
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let command = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    let root = project_root()?;
+    std::env::set_current_dir(&root).with_context(|| format!("cannot enter {}", root.display()))?;
+    match command.as_str() {
+        "setup" => setup::run(&root),
+        "test" => test(&root),
+        "demo" => demo(&root, &rest),
+        "bench" => bench::run(&root, &rest),
+        "" | "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown xtask command `{other}`\n\n{USAGE}"),
+    }
+}
+
+/// The workspace root: the folder above this crate.
+fn project_root() -> Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest.parent().context("xtask lives one level below the workspace root")?;
+    Ok(root.to_path_buf())
+}
+
+fn test(root: &Path) -> Result<()> {
+    setup::run(root)?;
+    step("format check", cargo(&["fmt", "--all", "--", "--check"]))?;
+    step("clippy", cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    // The end-to-end tests drive the real binary: build it first.
+    step("build herald", cargo(&["build", "-p", "herald"]))?;
+    if has_nextest() {
+        step("tests (nextest)", cargo(&["nextest", "run", "--workspace", "--no-fail-fast"]))?;
+    } else {
+        step("tests", cargo(&["test", "--workspace", "--no-fail-fast"]))?;
+    }
+    // nextest does not run doctests.
+    step("doctests", cargo(&["test", "--workspace", "--doc"]))?;
+    Ok(())
+}
+
+fn demo(root: &Path, args: &[String]) -> Result<()> {
+    setup::run(root)?;
+    step("build herald (release)", cargo(&["build", "--release", "-p", "herald"]))?;
+    let bin = root.join("target/release/herald");
+    let mut cmd = Command::new(bin);
+    cmd.arg("train").args(args);
+    step("herald train", cmd)
+}
+
+/// A `cargo` command with this workspace's toolchain.
+pub(crate) fn cargo(args: &[&str]) -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.args(args);
+    cmd
+}
+
+fn has_nextest() -> bool {
+    cargo(&["nextest", "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Run one step, saying what it is, and fail with its name when it fails.
+pub(crate) fn step(name: &str, mut cmd: Command) -> Result<()> {
+    eprintln!("xtask: {name}");
+    let status = cmd.status().with_context(|| format!("{name}: cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{name} failed ({status})");
+    }
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! `cargo xtask bench <name>`: the benchmarks behind the performance targets. Each measures the things it
+//! compares side by side in one run, since the machine is shared and noisy, and prints the ratios.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+
+use crate::{cargo, step};
+
+pub fn run(_root: &Path, args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("emitter") => step(
+            "bench emitter",
+            cargo(&["bench", "-p", "herald-callback", "--bench", "emitter", "--", "--warm-up-time", "1"]),
+        ),
+        Some(other) => bail!("unknown benchmark `{other}`: expected emitter, trainer or daemon"),
+        None => bail!("name a benchmark: emitter, trainer or daemon"),
+    }
+}
