@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::event::{Event, EventKind, PROTOCOL_VERSION};
+use crate::event::{Event, EventKind, PROTOCOL_VERSION, Payload};
 
 /// Why bytes are not a valid event or batch of events.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -91,25 +91,18 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Event>, DecodeError> {
 }
 
 fn at(index: usize, e: DecodeError) -> DecodeError {
-    DecodeError::AtIndex {
-        index,
-        source: Box::new(e),
-    }
+    DecodeError::AtIndex { index, source: Box::new(e) }
 }
 
 fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
-    std::str::from_utf8(bytes).map_err(|e| DecodeError::InvalidUtf8 {
-        offset: e.valid_up_to(),
-    })
+    std::str::from_utf8(bytes).map_err(|e| DecodeError::InvalidUtf8 { offset: e.valid_up_to() })
 }
 
 fn syntax(e: serde_json::Error) -> DecodeError {
     if e.is_eof() && e.line() == 1 && e.column() == 0 {
         return DecodeError::Empty;
     }
-    DecodeError::Syntax {
-        message: e.to_string(),
-    }
+    DecodeError::Syntax { message: e.to_string() }
 }
 
 /// The envelope fields read first, to give typed errors for the version and the type.
@@ -138,15 +131,15 @@ fn decode_raw(raw: &RawValue) -> Result<Event, DecodeError> {
     let v = probe.v.ok_or_else(|| missing("v"))?;
     let v: u64 = serde_json::from_str(v.get()).map_err(|_| DecodeError::Invalid {
         kind: "envelope".into(),
-        message: format!(
-            "`v` must be a non-negative integer, found {}",
-            clip(v.get())
-        ),
+        message: format!("`v` must be a non-negative integer, found {}", clip(v.get())),
     })?;
     if v > u64::from(PROTOCOL_VERSION) {
-        return Err(DecodeError::UnsupportedVersion {
-            found: v,
-            supported: PROTOCOL_VERSION,
+        return Err(DecodeError::UnsupportedVersion { found: v, supported: PROTOCOL_VERSION });
+    }
+    if v == 0 {
+        return Err(DecodeError::Invalid {
+            kind: "envelope".into(),
+            message: format!("`v` must be between 1 and {PROTOCOL_VERSION}, found 0"),
         });
     }
     let ty = probe.ty.ok_or_else(|| missing("type"))?;
@@ -154,29 +147,53 @@ fn decode_raw(raw: &RawValue) -> Result<Event, DecodeError> {
         kind: "envelope".into(),
         message: format!("`type` must be a string, found {}", clip(ty.get())),
     })?;
-    let kind =
-        EventKind::from_name(&ty).ok_or_else(|| DecodeError::UnknownType { found: clip(&ty) })?;
-    serde_json::from_str::<Event>(text).map_err(|e| invalid(kind, &e))
+    let kind = EventKind::from_name(&ty).ok_or_else(|| DecodeError::UnknownType { found: clip(&ty) })?;
+    // The envelope and the payload are read from the same object, each ignoring the other's fields: no
+    // buffering, and errors that name the field.
+    let envelope: Envelope = field_errors(kind, text)?;
+    let payload = match kind {
+        EventKind::RunStarted => Payload::RunStarted(field_errors(kind, text)?),
+        EventKind::EpochStarted => Payload::EpochStarted(field_errors(kind, text)?),
+        EventKind::BatchEnded => Payload::BatchEnded(field_errors(kind, text)?),
+        EventKind::EpochEnded => Payload::EpochEnded(field_errors(kind, text)?),
+        EventKind::RunFinished => Payload::RunFinished(field_errors(kind, text)?),
+        EventKind::RunFailed => Payload::RunFailed(field_errors(kind, text)?),
+        EventKind::Message => Payload::Message(field_errors(kind, text)?),
+        EventKind::Heartbeat => Payload::Heartbeat(field_errors(kind, text)?),
+        EventKind::RunStalled => Payload::RunStalled(field_errors(kind, text)?),
+        EventKind::RunLost => Payload::RunLost(field_errors(kind, text)?),
+    };
+    Ok(Event { v: PROTOCOL_VERSION, run: envelope.run, seq: envelope.seq, time: envelope.time, payload })
+}
+
+/// The envelope fields other than `v` and `type`.
+#[derive(Deserialize)]
+struct Envelope {
+    run: String,
+    seq: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    time: time::OffsetDateTime,
+}
+
+/// Deserialize `T` from `text`, naming the offending field in the error.
+fn field_errors<T: serde::de::DeserializeOwned>(kind: EventKind, text: &str) -> Result<T, DecodeError> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        if let Some(rest) = message.strip_prefix("missing field `")
+            && let Some(field) = rest.split('`').next()
+        {
+            return missing(field);
+        }
+        let message = if path == "." { message } else { format!("`{path}`: {message}") };
+        DecodeError::Invalid { kind: kind.as_str().to_owned(), message }
+    })
 }
 
 fn missing(field: &str) -> DecodeError {
-    DecodeError::MissingField {
-        field: field.to_owned(),
-    }
-}
-
-fn invalid(kind: EventKind, e: &serde_json::Error) -> DecodeError {
-    let message = e.to_string();
-    // serde reports a missing field as "missing field `name`" (with flatten, without a position).
-    if let Some(rest) = message.strip_prefix("missing field `") {
-        if let Some(field) = rest.split('`').next() {
-            return missing(field);
-        }
-    }
-    DecodeError::Invalid {
-        kind: kind.as_str().to_owned(),
-        message,
-    }
+    DecodeError::MissingField { field: field.to_owned() }
 }
 
 /// Cut a piece of untrusted input for an error message.

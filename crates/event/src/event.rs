@@ -137,10 +137,7 @@ impl std::str::FromStr for EventKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         EventKind::from_name(s).ok_or_else(|| {
             let names: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
-            format!(
-                "unknown event type `{s}`; expected one of {}",
-                names.join(", ")
-            )
+            format!("unknown event type `{s}`; expected one of {}", names.join(", "))
         })
     }
 }
@@ -245,11 +242,7 @@ pub struct EpochEnded {
     #[serde(with = "number::loose")]
     pub train_loss: f64,
     /// Validation loss; absent when validation was skipped.
-    #[serde(
-        default,
-        with = "number::loose_opt",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "number::loose_opt", skip_serializing_if = "Option::is_none")]
     pub valid_loss: Option<f64>,
     /// Metric values in `metric_names` order.
     #[serde(default)]
@@ -395,10 +388,7 @@ impl<'de> Deserialize<'de> for Metrics {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("an object of metric names to numbers")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Metrics, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Metrics, A::Error> {
                 let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
                 while let Some((name, value)) = map.next_entry::<String, number::Loose>()? {
                     out.push((name, value.0));

@@ -38,11 +38,7 @@ pub fn float6(v: f64) -> String {
     if v.is_nan() {
         "nan".to_owned()
     } else if v.is_infinite() {
-        if v > 0.0 {
-            "inf".to_owned()
-        } else {
-            "-inf".to_owned()
-        }
+        if v > 0.0 { "inf".to_owned() } else { "-inf".to_owned() }
     } else {
         format!("{v:.6}")
     }
@@ -51,17 +47,9 @@ pub fn float6(v: f64) -> String {
 /// Seconds as fastprogress writes them: `mm:ss` under an hour, `h:mm:ss` from an hour on (whole seconds,
 /// truncated).
 pub fn format_time(seconds: f64) -> String {
-    let t = if seconds.is_finite() && seconds > 0.0 {
-        seconds as u64
-    } else {
-        0
-    };
+    let t = if seconds.is_finite() && seconds > 0.0 { seconds as u64 } else { 0 };
     let (h, m, s) = (t / 3600, (t / 60) % 60, t % 60);
-    if h != 0 {
-        format!("{h}:{m:02}:{s:02}")
-    } else {
-        format!("{m:02}:{s:02}")
-    }
+    if h != 0 { format!("{h}:{m:02}:{s:02}") } else { format!("{m:02}:{s:02}") }
 }
 
 /// The column names of a results table: `epoch`, `train_loss`, `valid_loss`, the metrics, `time`.
@@ -82,10 +70,7 @@ pub struct Table {
 impl Table {
     /// A table with the given column names (see [`column_names`]).
     pub fn new<S: AsRef<str>>(names: &[S]) -> Table {
-        let padded = names
-            .iter()
-            .map(|n| format!("{:<NAME_WIDTH$}", n.as_ref()))
-            .collect();
+        let padded = names.iter().map(|n| format!("{:<NAME_WIDTH$}", n.as_ref())).collect();
         Table { padded }
     }
 
@@ -118,11 +103,7 @@ impl Table {
 
     fn metric_columns(&self) -> impl Iterator<Item = &str> {
         let n = self.padded.len();
-        self.padded
-            .iter()
-            .take(n.saturating_sub(1))
-            .skip(3)
-            .map(|p| p.trim_end())
+        self.padded.iter().take(n.saturating_sub(1)).skip(3).map(|p| p.trim_end())
     }
 }
 
@@ -152,12 +133,7 @@ pub fn results_table<S: AsRef<str>>(metric_names: &[S], epochs: &[EpochEnded]) -
 /// The compact one-line summary of an epoch, 1-based for people:
 /// `epoch 3/10 · train 0.123400 · valid 0.056700 · accuracy 0.982100 · 00:05`.
 pub fn summary(e: &EpochEnded) -> String {
-    let mut out = format!(
-        "epoch {}/{} · train {}",
-        e.epoch + 1,
-        e.n_epochs,
-        float6(e.train_loss)
-    );
+    let mut out = format!("epoch {}/{} · train {}", e.epoch + 1, e.n_epochs, float6(e.train_loss));
     if let Some(v) = e.valid_loss {
         let _ = write!(out, " · valid {}", float6(v));
     }
@@ -173,21 +149,13 @@ mod tests {
     use super::*;
     use crate::event::Metrics;
 
-    fn epoch(
-        epoch: u32,
-        train: f64,
-        valid: Option<f64>,
-        acc: Option<f64>,
-        secs: f64,
-    ) -> EpochEnded {
+    fn epoch(epoch: u32, train: f64, valid: Option<f64>, acc: Option<f64>, secs: f64) -> EpochEnded {
         EpochEnded {
             epoch,
             n_epochs: 10,
             train_loss: train,
             valid_loss: valid,
-            metrics: acc
-                .map(|a| Metrics(vec![("accuracy".into(), a)]))
-                .unwrap_or_default(),
+            metrics: acc.map(|a| Metrics(vec![("accuracy".into(), a)])).unwrap_or_default(),
             elapsed_s: secs,
         }
     }
@@ -198,7 +166,9 @@ mod tests {
         let expected_header = "epoch     train_loss  valid_loss  accuracy  time";
         let expected_row = "0         0.100888    0.058969    0.978901  00:05";
         let table = Table::for_metrics(&["accuracy"]);
-        assert_eq!(table.header(), expected_header);
+        // Every header name is padded to width 8, `time` too, so the printed header ends in spaces.
+        assert_eq!(table.header(), format!("{expected_header}    "));
+        assert_eq!(table.header().trim_end(), expected_header);
         let row = table.epoch_row(&epoch(0, 0.100888, Some(0.058969), Some(0.978901), 5.2));
         // fastprogress pads the last cell too: `00:05` + (2 + 8 - 5) spaces.
         assert_eq!(row, format!("{expected_row}     "));
@@ -228,30 +198,18 @@ mod tests {
     #[test]
     fn missing_values_and_long_names() {
         let table = Table::for_metrics(&["error_rate", "f1"]);
-        assert_eq!(
-            table.header(),
-            "epoch     train_loss  valid_loss  error_rate  f1        time    "
-        );
+        assert_eq!(table.header(), "epoch     train_loss  valid_loss  error_rate  f1        time    ");
         let e = epoch(3, 0.5, None, None, 1.0);
-        assert_eq!(
-            table.epoch_row(&e),
-            "3         0.500000    #na#        #na#        #na#      00:01     "
-        );
+        assert_eq!(table.epoch_row(&e), "3         0.500000    #na#        #na#        #na#      00:01     ");
     }
 
     #[test]
     fn whole_table() {
-        let epochs = [
-            epoch(0, 0.3, Some(0.2), Some(0.9), 1.0),
-            epoch(1, 0.2, Some(0.1), Some(0.95), 2.0),
-        ];
+        let epochs = [epoch(0, 0.3, Some(0.2), Some(0.9), 1.0), epoch(1, 0.2, Some(0.1), Some(0.95), 2.0)];
         let text = results_table(&["accuracy"], &epochs);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert_eq!(
-            lines[2].trim_end(),
-            "1         0.200000    0.100000    0.950000  00:02"
-        );
+        assert_eq!(lines[2].trim_end(), "1         0.200000    0.100000    0.950000  00:02");
     }
 
     #[test]
@@ -264,10 +222,7 @@ mod tests {
             metrics: Metrics(vec![("accuracy".into(), 0.9821)]),
             elapsed_s: 5.0,
         };
-        assert_eq!(
-            summary(&e),
-            "epoch 3/10 · train 0.123400 · valid 0.056700 · accuracy 0.982100 · 00:05"
-        );
+        assert_eq!(summary(&e), "epoch 3/10 · train 0.123400 · valid 0.056700 · accuracy 0.982100 · 00:05");
         let e = epoch(0, 1.0, None, None, 0.0);
         assert_eq!(summary(&e), "epoch 1/10 · train 1.000000 · 00:00");
     }

@@ -63,9 +63,7 @@ impl<'de> Deserialize<'de> for Finite {
         if v.is_finite() {
             Ok(Finite(v))
         } else {
-            Err(serde::de::Error::custom(format!(
-                "expected a finite number, found {v}"
-            )))
+            Err(serde::de::Error::custom(format!("expected a finite number, found {v}")))
         }
     }
 }
@@ -101,9 +99,7 @@ pub(crate) mod finite {
         if v.is_finite() {
             s.serialize_f64(*v)
         } else {
-            Err(serde::ser::Error::custom(format!(
-                "expected a finite number, found {v}"
-            )))
+            Err(serde::ser::Error::custom(format!("expected a finite number, found {v}")))
         }
     }
 

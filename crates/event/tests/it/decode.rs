@@ -1,0 +1,114 @@
+//! The decoder's typed errors, table-driven.
+
+use herald_event::{DecodeError, EventKind, Payload, decode_batch, decode_event};
+
+const STARTED: &str = r#"{"v":1,"run":"r1","seq":0,"time":"2026-11-27T09:46:06Z","type":"run_started","name":"n","host":"h","pid":1,"n_epochs":2,"batches_per_epoch":3,"metric_names":["accuracy"]}"#;
+const EPOCH: &str = r#"{"v":1,"run":"r1","seq":1,"time":"2026-11-27T09:46:07Z","type":"epoch_ended","epoch":0,"n_epochs":2,"train_loss":0.5,"metrics":{"b":1,"a":0.5},"elapsed_s":1}"#;
+
+fn check(input: &str, expected: &str) {
+    match decode_event(input.as_bytes()) {
+        Ok(e) => panic!("{input} decoded as {e:?}, expected error {expected}"),
+        Err(e) => assert_eq!(e.to_string(), expected, "{input}"),
+    }
+}
+
+#[test]
+fn typed_errors() {
+    check("", "body holds no event");
+    check("[1]", "an event must be a JSON object, found an array");
+    check("42", "an event must be a JSON object, found a number");
+    check(r#"{"run":"r"}"#, "missing field `v`");
+    check(
+        r#"{"v":"1","type":"heartbeat"}"#,
+        "invalid `envelope` event: `v` must be a non-negative integer, found \"1\"",
+    );
+    check(
+        r#"{"v":2,"run":"r","seq":0,"time":"2026-11-27T09:46:06Z","type":"heartbeat"}"#,
+        "protocol version 2 is newer than 1, the newest this build reads: upgrade herald",
+    );
+    check(
+        r#"{"v":0,"run":"r","seq":0,"time":"2026-11-27T09:46:06Z","type":"heartbeat"}"#,
+        "invalid `envelope` event: `v` must be between 1 and 1, found 0",
+    );
+    check(r#"{"v":1,"run":"r","seq":0,"time":"2026-11-27T09:46:06Z"}"#, "missing field `type`");
+    check(
+        r#"{"v":1,"run":"r","seq":0,"time":"2026-11-27T09:46:06Z","type":"lunch"}"#,
+        "unknown event type `lunch`",
+    );
+    check(r#"{"v":1,"seq":0,"time":"2026-11-27T09:46:06Z","type":"heartbeat"}"#, "missing field `run`");
+    check(
+        r#"{"v":1,"run":"r","seq":0,"time":"2026-11-27T09:46:06Z","type":"epoch_started"}"#,
+        "missing field `epoch`",
+    );
+    let e = decode_event(
+        br#"{"v":1,"run":"r","seq":0,"time":"2026-11-27T09:46:06Z","type":"epoch_started","epoch":"zero"}"#,
+    )
+    .expect_err("a string epoch is refused");
+    assert!(matches!(&e, DecodeError::Invalid { kind, .. } if kind == "epoch_started"), "{e}");
+    let e = decode_event(br#"{"v":1,"run":"r","seq":0,"time":"yesterday","type":"heartbeat"}"#)
+        .expect_err("a bad time is refused");
+    assert!(matches!(e, DecodeError::Invalid { .. }), "{e}");
+    // lr must be finite; losses may be "NaN".
+    let e = decode_event(
+        br#"{"v":1,"run":"r","seq":0,"time":"2026-11-27T09:46:06Z","type":"batch_ended","epoch":0,"batch":0,"n_batches":1,"loss":"NaN","smooth_loss":1,"lr":"NaN"}"#,
+    )
+    .expect_err("a NaN lr is refused");
+    assert!(e.to_string().starts_with("invalid `batch_ended` event: `lr`: "), "{e}");
+    let ok = decode_event(
+        br#"{"v":1,"run":"r","seq":0,"time":"2026-11-27T09:46:06Z","type":"batch_ended","epoch":0,"batch":0,"n_batches":1,"loss":"NaN","smooth_loss":"Infinity","lr":0.1}"#,
+    )
+    .expect("NaN losses are allowed");
+    let Payload::BatchEnded(b) = ok.payload else { panic!("decoded as {:?}", ok.payload) };
+    assert!(b.loss.is_nan() && b.smooth_loss == f64::INFINITY);
+    assert!(matches!(decode_event(b"{\"v\":1,\xff}"), Err(DecodeError::InvalidUtf8 { offset: 7 })));
+    check("{\"v\":1,", "malformed JSON: EOF while parsing an object at line 1 column 7");
+}
+
+#[test]
+fn unknown_fields_are_ignored_and_defaults_apply() {
+    let text = STARTED.replace("\"v\":1,", "\"v\":1,\"future\":{\"x\":[1,2]},");
+    let event = decode_event(text.as_bytes()).expect("unknown fields are ignored");
+    let Payload::RunStarted(s) = event.payload else { panic!("not run_started") };
+    assert_eq!(s.rank, 0);
+    assert!(s.hyper.is_empty());
+}
+
+#[test]
+fn metrics_keep_their_order() {
+    let event = decode_event(EPOCH.as_bytes()).expect("valid");
+    let Payload::EpochEnded(e) = &event.payload else { panic!("not epoch_ended") };
+    let names: Vec<&str> = e.metrics.iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["b", "a"]);
+    assert_eq!(e.valid_loss, None);
+    let text = herald_event::encode_event(&event).expect("encodes");
+    assert!(text.contains(r#""metrics":{"b":1.0,"a":0.5}"#), "{text}");
+}
+
+#[test]
+fn batches_as_array_ndjson_and_single_objects() {
+    let array = format!("[{STARTED},{EPOCH}]");
+    let ndjson = format!("{STARTED}\n{EPOCH}\n");
+    let pretty =
+        serde_json::to_string_pretty(&serde_json::from_str::<serde_json::Value>(STARTED).expect("json"))
+            .expect("json");
+    for (body, n) in [(array.as_str(), 2), (ndjson.as_str(), 2), (pretty.as_str(), 1), (STARTED, 1)] {
+        let events = decode_batch(body.as_bytes()).unwrap_or_else(|e| panic!("{e}: {body}"));
+        assert_eq!(events.len(), n);
+        assert_eq!(events[0].kind(), EventKind::RunStarted);
+    }
+    for body in ["", "  \n", "[]"] {
+        assert_eq!(decode_batch(body.as_bytes()), Err(DecodeError::Empty), "{body:?}");
+    }
+}
+
+#[test]
+fn a_batch_error_names_the_index_of_the_bad_element() {
+    let bad = r#"{"v":1,"run":"r1","seq":2,"time":"2026-11-27T09:46:06Z","type":"nope"}"#;
+    for body in [format!("[{STARTED},{EPOCH},{bad}]"), format!("{STARTED}\n{EPOCH}\n{bad}\n")] {
+        let e = decode_batch(body.as_bytes()).expect_err("one bad element rejects the batch");
+        assert_eq!(e.index(), Some(2), "{e}");
+        assert_eq!(e.to_string(), "event 2: unknown event type `nope`");
+    }
+    let e = decode_batch(format!("{STARTED}\n{{\"v\":1,").as_bytes()).expect_err("truncated");
+    assert_eq!(e.index(), Some(1), "{e}");
+}
