@@ -64,22 +64,12 @@ pub struct DeliveryError {
 impl DeliveryError {
     /// A failure that a later retry may fix (network error, 5xx, rate limit).
     pub fn retryable(message: impl Into<String>) -> DeliveryError {
-        DeliveryError {
-            message: message.into(),
-            code: None,
-            retryable: true,
-            retry_after: None,
-        }
+        DeliveryError { message: message.into(), code: None, retryable: true, retry_after: None }
     }
 
     /// A failure no retry will fix (bad credentials, a rejected payload).
     pub fn permanent(message: impl Into<String>) -> DeliveryError {
-        DeliveryError {
-            message: message.into(),
-            code: None,
-            retryable: false,
-            retry_after: None,
-        }
+        DeliveryError { message: message.into(), code: None, retryable: false, retry_after: None }
     }
 
     pub fn with_code(mut self, code: impl Into<String>) -> DeliveryError {
@@ -190,10 +180,10 @@ mod secs_opt {
         let v = Option::<f64>::deserialize(d)?;
         match v {
             None => Ok(None),
-            Some(s) if s.is_finite() && s >= 0.0 && s < 1e9 => Ok(Some(Duration::from_secs_f64(s))),
-            Some(s) => Err(serde::de::Error::custom(format!(
-                "retry_after must be 0..1e9 seconds, found {s}"
-            ))),
+            Some(s) if (0.0..1e9).contains(&s) => Ok(Some(Duration::from_secs_f64(s))),
+            Some(s) => {
+                Err(serde::de::Error::custom(format!("retry_after must be 0..1e9 seconds, found {s}")))
+            }
         }
     }
 }
@@ -208,8 +198,6 @@ mod base64_bytes {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(d)?;
-        base64::engine::general_purpose::STANDARD
-            .decode(text.as_bytes())
-            .map_err(serde::de::Error::custom)
+        base64::engine::general_purpose::STANDARD.decode(text.as_bytes()).map_err(serde::de::Error::custom)
     }
 }
