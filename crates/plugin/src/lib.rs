@@ -12,6 +12,7 @@
 
 mod context;
 pub mod duration;
+pub mod http;
 mod notifier;
 mod registry;
 pub mod render;

@@ -1,0 +1,246 @@
+//! The `webhook` notifier: POSTs each notification as JSON to a URL, optionally signed.
+//!
+//! The body holds the event envelope (`run`, `seq`, `type`), the whole event as herald-event writes it
+//! (`event`), the run's `name` and `host`, the rendered `title` and `text`, the notifier's name and an
+//! `idempotency_key` (`<run>:<seq>:<notifier>`), also sent as the `Idempotency-Key` header so a receiver can
+//! drop the duplicates that at-least-once delivery produces. With `secret` set, `X-Herald-Signature:
+//! sha256=<hex>` carries the HMAC-SHA256 of the exact body bytes. HTTP answers are mapped to retryable or
+//! permanent errors by [`herald_plugin::http::check_status`]. One attempt per `deliver`: retries, rate
+//! limits and the overall per-delivery deadline belong to the host. Redirects are not followed (a POST
+//! would turn into a GET); the URL and header values are secrets and never appear in errors or logs.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use herald_plugin::{
+    Capabilities, ConfigError, DeliveryError, Health, Notification, Notifier, Receipt, Secret, parse_table,
+};
+use hmac::{Hmac, Mac};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+use sha2::Sha256;
+
+/// The `type` name.
+pub const KIND: &str = "webhook";
+/// What `herald plugins` says about it.
+pub const DESCRIPTION: &str = "POSTs each notification as JSON to a URL, optionally HMAC-signed";
+
+/// Headers Herald sets itself; `headers` may not replace them.
+const RESERVED_HEADERS: [&str; 6] =
+    ["content-type", "content-length", "host", "idempotency-key", "x-herald-signature", "x-herald-attempt"];
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(20)
+}
+
+/// The notifier's configuration table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where to POST (`http://` or `https://`); a secret, since such URLs often carry a token.
+    pub url: Secret,
+    /// Extra request headers, such as `Authorization`; values are secrets.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// Shared secret: when set, `X-Herald-Signature: sha256=<hex HMAC-SHA256 of the body>` is sent.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// Timeout of one HTTP request (connect, send, answer), default `20s`.
+    #[serde(default = "default_request_timeout", deserialize_with = "herald_plugin::duration::deserialize")]
+    pub request_timeout: Duration,
+}
+
+/// POSTs notifications to one URL.
+pub struct Webhook {
+    name: String,
+    url: reqwest::Url,
+    headers: HeaderMap,
+    secret: Option<Secret>,
+    client: reqwest::Client,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("name", &self.name)
+            .field("url", &"***")
+            .field("headers", &self.headers.keys().map(|k| k.as_str()).collect::<Vec<_>>())
+            .field("secret", &self.secret)
+            .finish()
+    }
+}
+
+/// The registry constructor: `name` and the `[[notifier]]` table less the host's keys.
+pub fn new(name: &str, table: toml::Table) -> Result<Box<dyn Notifier>, ConfigError> {
+    let config: WebhookConfig = parse_table(table)?;
+    Ok(Box::new(Webhook::new(name, config)?))
+}
+
+impl Webhook {
+    /// Check the configuration and build the HTTP client.
+    pub fn new(name: &str, config: WebhookConfig) -> Result<Webhook, ConfigError> {
+        let url = reqwest::Url::parse(config.url.expose()).map_err(|e| {
+            ConfigError::for_key(
+                "url",
+                format!("not a valid URL ({e}); write it like `https://example.com/hook`"),
+            )
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ConfigError::for_key(
+                "url",
+                format!("the URL scheme must be `http` or `https`, not `{}`", url.scheme()),
+            ));
+        }
+        let mut headers = HeaderMap::new();
+        for (key, value) in &config.headers {
+            let header = HeaderName::from_bytes(key.as_bytes()).map_err(|_| {
+                ConfigError::for_key(format!("headers.{key}"), "not a valid HTTP header name")
+            })?;
+            if RESERVED_HEADERS.contains(&header.as_str()) {
+                return Err(ConfigError::for_key(
+                    format!("headers.{key}"),
+                    "Herald sets this header itself; remove it from `headers`",
+                ));
+            }
+            let mut value = HeaderValue::from_str(value.expose()).map_err(|_| {
+                ConfigError::for_key(
+                    format!("headers.{key}"),
+                    "not a valid HTTP header value (visible ASCII only, no line breaks)",
+                )
+            })?;
+            value.set_sensitive(true);
+            headers.insert(header, value);
+        }
+        if config.request_timeout.is_zero() {
+            return Err(ConfigError::for_key("request_timeout", "must be more than zero, such as `20s`"));
+        }
+        let client = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ConfigError::new(format!("cannot set up the HTTP client: {e}")))?;
+        Ok(Webhook { name: name.to_owned(), url, headers, secret: config.secret, client })
+    }
+
+    /// `<run>:<seq>:<notifier name>`: the same for every attempt at the same delivery.
+    pub fn idempotency_key(&self, n: &Notification) -> String {
+        format!("{}:{}:{}", n.event.run, n.event.seq, self.name)
+    }
+
+    /// The exact bytes POSTed for a notification.
+    pub fn body(&self, n: &Notification) -> Result<Vec<u8>, DeliveryError> {
+        let event = serde_json::to_value(&n.event).map_err(|e| {
+            DeliveryError::permanent(format!("cannot encode the event as JSON: {e}")).with_code("encode")
+        })?;
+        let body = serde_json::json!({
+            "run": n.event.run,
+            "seq": n.event.seq,
+            "type": n.event.kind().as_str(),
+            "name": n.run.name,
+            "host": n.run.host,
+            "notifier": self.name,
+            "title": n.title,
+            "text": n.text,
+            "idempotency_key": self.idempotency_key(n),
+            "event": event,
+        });
+        serde_json::to_vec(&body).map_err(|e| {
+            DeliveryError::permanent(format!("cannot encode the body as JSON: {e}")).with_code("encode")
+        })
+    }
+}
+
+/// `sha256=<lowercase hex HMAC-SHA256 of body under secret>`.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of every length (RFC 2104)");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    let mut out = String::with_capacity(7 + digest.len() * 2);
+    out.push_str("sha256=");
+    for byte in digest {
+        out.push_str(&format!("{byte:02x}"));
+    }
+    out
+}
+
+/// A network failure as a retryable error, without the URL (a secret) in the message.
+fn network_error(err: reqwest::Error) -> DeliveryError {
+    let code = if err.is_timeout() {
+        "timeout"
+    } else if err.is_connect() {
+        "connect"
+    } else {
+        "network"
+    };
+    let what = match code {
+        "timeout" => "the webhook did not answer in time",
+        "connect" => "cannot connect to the webhook",
+        _ => "the request to the webhook failed",
+    };
+    let err = err.without_url();
+    let mut detail = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        detail.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    DeliveryError::retryable(format!("{what} ({detail}); will retry")).with_code(code)
+}
+
+/// The first KiB of a failed answer's body, to explain the failure; an unreadable body explains nothing.
+async fn body_start(mut response: reqwest::Response) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < 1024 {
+        match response.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    bytes.truncate(1024);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[async_trait::async_trait]
+impl Notifier for Webhook {
+    fn kind(&self) -> &str {
+        KIND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+
+    async fn deliver(&self, n: &Notification) -> Result<Receipt, DeliveryError> {
+        let body = self.body(n)?;
+        let key = self.idempotency_key(n);
+        let mut request = self
+            .client
+            .post(self.url.clone())
+            .headers(self.headers.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("Idempotency-Key", key.as_str())
+            .header("X-Herald-Attempt", n.attempt.to_string());
+        if let Some(secret) = &self.secret {
+            request = request.header("X-Herald-Signature", signature(secret.expose().as_bytes(), &body));
+        }
+        let response = request.body(body).send().await.map_err(network_error)?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = if response.status().is_success() { String::new() } else { body_start(response).await };
+        herald_plugin::http::check_status("the webhook", status, retry_after.as_deref(), &text)?;
+        tracing::debug!(notifier = %self.name, run = %n.event.run, seq = n.event.seq, status, "webhook delivered");
+        Ok(Receipt(serde_json::json!({ "status": status })))
+    }
+
+    /// Always `Ok`: checking would mean sending a request the receiver would take as a notification.
+    async fn health_check(&self) -> Health {
+        Health::Ok
+    }
+}
