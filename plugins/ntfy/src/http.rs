@@ -1,5 +1,6 @@
-//! HTTP plumbing for the ntfy notifier: the client, URL and token checks, header encoding, cutting to the
-//! service limits, and the mapping of HTTP answers to [`DeliveryError`]. It sends nothing on its own.
+//! HTTP plumbing shared in shape by the HTTP notifiers (ntfy, Pushover, Discord; each crate keeps its own
+//! copy so that plugins depend on the SDK only): the client, URL and token checks, header encoding, cutting
+//! to the service limits, and the mapping of HTTP answers to [`DeliveryError`]. It sends nothing on its own.
 
 use std::time::Duration;
 
@@ -125,19 +126,31 @@ pub async fn check_response(response: reqwest::Response, service: &str) -> Resul
                 None => err,
             }
         }
-        401 | 403 => DeliveryError::permanent(format!("{message}; check the `token` and the topic's access"))
-            .with_code(code),
+        401 | 403 => {
+            DeliveryError::permanent(format!("{message}; check the credentials in the configuration"))
+                .with_code(code)
+        }
         408 | 500..=599 => DeliveryError::retryable(message).with_code(code),
         _ => DeliveryError::permanent(message).with_code(code),
     })
 }
 
-/// ntfy's JSON error (`{"error": "..."}`) or the start of the body.
+/// The service's own words: ntfy's `{"error": ...}`, Pushover's `{"errors": [...]}`, Discord's
+/// `{"message": ...}`, or else the start of the body.
 fn service_error_text(body: &[u8]) -> String {
-    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body)
-        && let Some(text) = value.get("error").and_then(|e| e.as_str())
-    {
-        return text.to_owned();
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
+        if let Some(text) = value.get("error").and_then(|e| e.as_str()) {
+            return text.to_owned();
+        }
+        if let Some(errors) = value.get("errors").and_then(|e| e.as_array()) {
+            let texts: Vec<&str> = errors.iter().filter_map(|e| e.as_str()).collect();
+            if !texts.is_empty() {
+                return texts.join("; ");
+            }
+        }
+        if let Some(text) = value.get("message").and_then(|e| e.as_str()) {
+            return text.to_owned();
+        }
     }
     let text = String::from_utf8_lossy(body);
     let text = text.trim();

@@ -177,7 +177,7 @@ async fn maps_server_answers_to_delivery_errors() {
     let e = n.deliver(&note).await.expect_err("502");
     assert!(e.retryable && e.retry_after.is_none(), "{e:?}");
     let e = n.deliver(&note).await.expect_err("403");
-    assert!(!e.retryable && e.message.contains("forbidden") && e.message.contains("token"), "{e}");
+    assert!(!e.retryable && e.message.contains("forbidden") && e.message.contains("credentials"), "{e}");
     let e = n.deliver(&note).await.expect_err("413");
     assert!(!e.retryable, "{e:?}");
     n.deliver(&note).await.expect("the server recovered");
