@@ -1,0 +1,721 @@
+"""The sender: a background thread that ships events to the Herald daemon, and the spool that keeps them while the
+daemon is unreachable.
+
+Every integration (fastai, Keras, Lightning, transformers, ``herald.run``, ``herald.notify``) hands its events to a
+:class:`Client`. ``Client.emit`` only appends to an in-memory queue and returns: the training loop never waits on
+the network. The queue is bounded for the high-frequency types (``batch_ended``, ``heartbeat``: dropped and counted
+when full) and unbounded for lifecycle events, which are few and never dropped. The sender thread gives each event
+its per-run ``seq`` when it takes it from the queue (so dropped events leave no gaps), posts batches to
+``POST /v1/events``, and reads ``control.stop`` from the answers. When the daemon cannot be reached (refused, timed
+out, 5xx, 429, 401/403), events go to an append-only spool file (NDJSON, fsynced) and are replayed in order, with
+backoff, before anything newer is sent; spool files left by dead processes are replayed too. A batch the daemon
+rejects as malformed (other 4xx) is kept in ``rejected.ndjson`` beside the spool with the daemon's error.
+
+It deliberately does not retry forever at exit: ``close`` waits ``flush_timeout`` seconds at most, and what is not
+sent by then stays in the spool for the next client (or ``python -m herald flush``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import errno
+import http.client
+import json
+import logging
+import os
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+from typing import Any, Deque, Dict, List, Mapping, Optional, Tuple
+
+from . import _wire
+
+try:  # POSIX advisory locks mark which spool files belong to a live process
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger("herald")
+
+DEFAULT_URL = "http://127.0.0.1:7878"
+EVENTS_PATH = "/v1/events"
+
+
+class ConfigError(ValueError):
+    """A Herald setting (``HERALD_URL`` and friends) that cannot be used; the message says how to fix it."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Transport
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a Unix domain socket (the daemon's ``$XDG_RUNTIME_DIR/herald.sock``)."""
+
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self._socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class Endpoint:
+    """Where the daemon listens, parsed from ``HERALD_URL``.
+
+    Accepted: ``http://host:port[/prefix]``, ``https://...``, ``host:port``, ``unix:///path/to/herald.sock``,
+    ``unix:/path``, or a bare socket path (``/run/user/1000/herald.sock``, ``./herald.sock``, ``~/herald.sock``).
+    """
+
+    def __init__(self, url: Optional[str] = None):
+        raw = (url if url is not None else os.environ.get("HERALD_URL", "")).strip() or DEFAULT_URL
+        self.url = raw
+        self.unix_path: Optional[str] = None
+        self.scheme = "http"
+        self.host = "127.0.0.1"
+        self.port: Optional[int] = None
+        self.prefix = ""
+        if raw.startswith("unix:"):
+            path = raw[len("unix:") :]
+            if path.startswith("//"):
+                path = path[2:]
+            if not path:
+                raise ConfigError(f"HERALD_URL `{raw}` names no socket path; write unix:///path/to/herald.sock")
+            self.unix_path = os.path.expanduser(path)
+            return
+        if raw.startswith(("/", "./", "../", "~")):
+            self.unix_path = os.path.expanduser(raw)
+            return
+        if "://" not in raw:
+            raw = "http://" + raw
+        parts = urllib.parse.urlsplit(raw)
+        if parts.scheme not in ("http", "https"):
+            raise ConfigError(
+                f"HERALD_URL `{self.url}` has scheme `{parts.scheme}`; use http://, https://, unix:// or a socket path"
+            )
+        if not parts.hostname:
+            raise ConfigError(f"HERALD_URL `{self.url}` names no host; for example http://127.0.0.1:7878")
+        try:
+            self.port = parts.port
+        except ValueError as err:
+            raise ConfigError(f"HERALD_URL `{self.url}` has a bad port: {err}") from None
+        self.scheme = parts.scheme
+        self.host = parts.hostname
+        self.prefix = parts.path.rstrip("/")
+
+    def connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self.unix_path is not None:
+            return _UnixHTTPConnection(self.unix_path, timeout)
+        if self.scheme == "https":
+            return http.client.HTTPSConnection(
+                self.host, self.port, timeout=timeout, context=ssl.create_default_context()
+            )
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class Outcome:
+    """What became of one POST."""
+
+    OK = "ok"
+    #: The daemon is unreachable or asked us to come back later: spool and retry.
+    RETRY = "retry"
+    #: The daemon refused the batch as malformed: keep it aside, never resend.
+    REJECTED = "rejected"
+
+    def __init__(self, kind: str, detail: str = "", control: Optional[Mapping[str, Any]] = None):
+        self.kind = kind
+        self.detail = detail
+        self.control = control or {}
+
+
+class Transport:
+    """One keep-alive connection to the daemon, used by the sender thread only."""
+
+    def __init__(self, endpoint: Endpoint, token: Optional[str], timeout: float):
+        self.endpoint = endpoint
+        self.token = token
+        self.timeout = timeout
+        self._conn: Optional[http.client.HTTPConnection] = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def post(self, body: bytes, timeout: Optional[float] = None) -> Outcome:
+        headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        path = self.endpoint.prefix + EVENTS_PATH
+        t = self.timeout if timeout is None else max(0.05, min(timeout, self.timeout))
+        for attempt in (0, 1):  # a kept-alive connection the daemon closed fails once; reconnect once
+            if self._conn is None:
+                self._conn = self.endpoint.connection(t)
+            elif self._conn.sock is not None:
+                self._conn.sock.settimeout(t)
+            fresh = attempt == 1
+            try:
+                self._conn.request("POST", path, body=body, headers=headers)
+                resp = self._conn.getresponse()
+                data = resp.read()
+                status = resp.status
+                if resp.will_close:
+                    self.close()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as err:
+                self.close()
+                if fresh:
+                    return Outcome(Outcome.RETRY, f"connection lost: {err}")
+                continue
+            except (OSError, http.client.HTTPException) as err:
+                self.close()
+                return Outcome(Outcome.RETRY, _describe_os_error(err))
+            return _classify(status, data)
+        return Outcome(Outcome.RETRY, "connection lost")  # pragma: no cover - the loop always returns
+
+
+def _describe_os_error(err: BaseException) -> str:
+    if isinstance(err, socket.timeout):
+        return "timed out"
+    if isinstance(err, OSError) and err.errno in (errno.ECONNREFUSED, errno.ENOENT):
+        return "connection refused (is `herald serve` running?)"
+    return f"{type(err).__name__}: {err}"
+
+
+def _classify(status: int, data: bytes) -> Outcome:
+    text = data.decode("utf-8", "replace").strip()
+    if 200 <= status < 300:
+        control: Dict[str, Any] = {}
+        try:
+            doc = json.loads(text) if text else {}
+            if isinstance(doc, dict) and isinstance(doc.get("control"), dict):
+                control = doc["control"]
+        except ValueError:
+            log.debug("herald: the daemon's answer is not JSON: %.200s", text)
+        return Outcome(Outcome.OK, control=control)
+    detail = f"HTTP {status}: {text[:500]}"
+    if status in (401, 403):
+        return Outcome(Outcome.RETRY, detail + " (check HERALD_TOKEN against the daemon's `token`)")
+    if status in (408, 425, 429) or status >= 500:
+        return Outcome(Outcome.RETRY, detail)
+    return Outcome(Outcome.REJECTED, detail)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Spool
+
+
+def default_spool_dir() -> str:
+    explicit = os.environ.get("HERALD_SPOOL_DIR")
+    if explicit:
+        return os.path.expanduser(explicit)
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "herald", "client-spool")
+
+
+class SpoolFile:
+    """An append-only NDJSON file of events waiting for the daemon, with a sidecar holding how many bytes of it
+    were already delivered.
+
+    The owning process holds an exclusive ``flock`` on it for its lifetime; a file nobody holds belongs to a dead
+    process, and any client may take it over and replay it.
+    """
+
+    def __init__(self, path: str, handle: Any):
+        self.path = path
+        self._f = handle
+        self.sent = _read_offset(path + ".sent")
+
+    @classmethod
+    def create(cls, directory: str) -> "SpoolFile":
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        name = f"{socket.gethostname()}-{os.getpid()}-{int(time.time() * 1000)}.ndjson"
+        path = os.path.join(directory, name)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        f = os.fdopen(fd, "a+b")
+        if fcntl is not None:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return cls(path, f)
+
+    @classmethod
+    def adopt(cls, path: str) -> Optional["SpoolFile"]:
+        """Take over another process's spool file, or ``None`` when its owner still holds it."""
+        try:
+            f = open(path, "a+b")
+        except OSError:
+            return None
+        if fcntl is not None:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.close()
+                return None
+        return cls(path, f)
+
+    def append(self, events: List[Dict[str, Any]]) -> None:
+        data = "".join(_wire.dumps(e) + "\n" for e in events).encode("utf-8")
+        self._f.write(data)
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def size(self) -> int:
+        return os.fstat(self._f.fileno()).st_size
+
+    def pending(self) -> bool:
+        return self.size() > self.sent
+
+    def read_chunk(self, max_events: int) -> Tuple[List[str], int]:
+        """Up to ``max_events`` complete lines after what was delivered, and the offset after them."""
+        lines: List[str] = []
+        with open(self.path, "rb") as r:
+            r.seek(self.sent)
+            offset = self.sent
+            while len(lines) < max_events:
+                line = r.readline()
+                if not line or not line.endswith(b"\n"):
+                    break  # end, or a line cut by a crash mid-write: nothing more to read
+                offset += len(line)
+                text = line.decode("utf-8", "replace").strip()
+                if text:
+                    lines.append(text)
+        return lines, offset
+
+    def mark_sent(self, offset: int) -> None:
+        self.sent = offset
+        if offset >= self.size():
+            self._f.truncate(0)
+            self.sent = 0
+            _remove(self.path + ".sent")
+        else:
+            _write_offset(self.path + ".sent", offset)
+
+    def close(self, remove_if_empty: bool = True) -> None:
+        try:
+            empty = self.size() <= self.sent
+        except OSError:
+            empty = False
+        if remove_if_empty and empty:
+            _remove(self.path)
+            _remove(self.path + ".sent")
+        self._f.close()
+
+
+def _read_offset(path: str) -> int:
+    try:
+        with open(path, encoding="ascii") as f:
+            return max(0, int(f.read().strip() or 0))
+    except (OSError, ValueError):
+        return 0
+
+
+def _write_offset(path: str, offset: int) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="ascii") as f:
+        f.write(str(offset))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Client
+
+
+class Stats:
+    """Counters a caller can read (tests, ``python -m herald send``)."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.spooled = 0
+        self.replayed = 0
+        self.rejected = 0
+        self.dropped = 0
+        self.last_error = ""
+
+    def __repr__(self) -> str:
+        return (
+            f"Stats(sent={self.sent}, spooled={self.spooled}, replayed={self.replayed}, "
+            f"rejected={self.rejected}, dropped={self.dropped}, last_error={self.last_error!r})"
+        )
+
+
+_Item = Tuple[str, str, str, Mapping[str, Any], bool]
+
+
+class Client:
+    """Ships events to the daemon from a background thread. Thread-safe; ``emit`` never blocks on I/O.
+
+    Settings default to the environment: ``HERALD_URL`` (default ``http://127.0.0.1:7878``; a Unix socket path
+    works too), ``HERALD_TOKEN`` (sent as a Bearer token), ``HERALD_SPOOL_DIR`` (default
+    ``$XDG_STATE_HOME/herald/client-spool``).
+    """
+
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        token: Optional[str] = None,
+        *,
+        spool_dir: Optional[str] = None,
+        queue_size: int = 10_000,
+        timeout: float = 5.0,
+        heartbeat_s: float = 30.0,
+        flush_timeout: float = 5.0,
+        batch_max: int = 500,
+        linger_s: float = 0.25,
+        retry_max_s: float = 10.0,
+    ):
+        self.endpoint = Endpoint(url)
+        self.token = token if token is not None else (os.environ.get("HERALD_TOKEN") or None)
+        self.spool_dir = spool_dir or default_spool_dir()
+        self.queue_size = queue_size
+        self.timeout = timeout
+        self.heartbeat_s = heartbeat_s
+        self.flush_timeout = flush_timeout
+        self.batch_max = batch_max
+        self.linger_s = linger_s
+        self.retry_max_s = retry_max_s
+        self.stats = Stats()
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self._queue: Deque[_Item] = collections.deque()
+        self._queued_droppable = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._progress = threading.Condition(threading.Lock())
+        self._enqueued = 0
+        self._handled = 0
+        self._closing = False
+        self._thread: Optional[threading.Thread] = None
+        self._stop: Dict[str, bool] = {}
+        # Sender-thread state.
+        self._seq: Dict[str, int] = {}
+        self._active: Dict[str, float] = {}  # run -> monotonic time of its last event, for heartbeats
+        self._spool: Optional[SpoolFile] = None
+        self._down = False
+        self._backoff = 0.5
+        self._next_try = 0.0
+        self._next_orphan_scan = 0.0
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child (a DataLoader worker, say) starts with no thread and no spool of its own."""
+        self.stats = Stats()
+        self._init_state()
+
+    # -- the training side ------------------------------------------------------------------------------------
+
+    def emit(self, run: str, type_: str, payload: Mapping[str, Any], t: Optional[float] = None) -> bool:
+        """Queue one event; ``False`` when a droppable event was dropped because the queue is full."""
+        droppable = type_ in _wire.DROPPABLE
+        stamp = _wire.rfc3339(time.time() if t is None else t)
+        with self._lock:
+            if self._closing:
+                # Emitting after close: start again rather than leave the event in a queue nobody reads.
+                self._closing = False
+                if self._thread is not None and not self._thread.is_alive():
+                    self._thread = None
+            if droppable:
+                if self._queued_droppable >= self.queue_size:
+                    self.stats.dropped += 1
+                    return False
+                self._queued_droppable += 1
+            self._queue.append((run, type_, stamp, payload, droppable))
+            self._enqueued += 1
+            start = self._thread is None
+            if start:
+                self._thread = threading.Thread(target=self._run_thread, name="herald-sender", daemon=True)
+        if start:
+            self._thread.start()  # type: ignore[union-attr]
+        if not droppable:
+            self._wake.set()
+        return True
+
+    def stop_requested(self, run: str) -> bool:
+        """Whether the daemon asked ``run`` to stop (``herald stop RUN``, ``/stop`` from the phone)."""
+        return self._stop.get(run, False)
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait until everything emitted so far was posted, spooled or set aside; ``False`` on timeout."""
+        deadline = time.monotonic() + (self.flush_timeout if timeout is None else timeout)
+        with self._lock:
+            target = self._enqueued
+            if self._thread is None:
+                return True
+        self._wake.set()
+        with self._progress:
+            while self._handled < target:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._progress.wait(min(left, 0.1))
+        return True
+
+    def close(self, timeout: Optional[float] = None) -> bool:
+        """Send or spool what is queued, then stop the thread; waits ``flush_timeout`` seconds at most."""
+        with self._lock:
+            self._closing = True
+            thread = self._thread
+        if thread is None:
+            return True
+        self._wake.set()
+        thread.join(self.flush_timeout if timeout is None else timeout)
+        return not thread.is_alive()
+
+    def replay_spools(self) -> int:
+        """Replay, in the calling thread, the spool files that stopped processes left; returns how many events
+        reached the daemon. For ``python -m herald flush``; a running client does this by itself."""
+        transport = Transport(self.endpoint, self.token, self.timeout)
+        before = self.stats.replayed
+        try:
+            self._replay_orphans(transport)
+        finally:
+            transport.close()
+        return self.stats.replayed - before
+
+    @property
+    def down(self) -> bool:
+        """Whether the last attempt to reach the daemon failed (events are being spooled)."""
+        return self._down
+
+    # -- the sender thread ------------------------------------------------------------------------------------
+
+    def _run_thread(self) -> None:
+        transport = Transport(self.endpoint, self.token, self.timeout)
+        try:
+            self._loop(transport)
+        except Exception:  # noqa: BLE001 - the last line of defence: never let the thread die silently
+            log.exception("herald: the sender thread failed; events from now on are not sent")
+        finally:
+            transport.close()
+            if self._spool is not None:
+                self._spool.close()
+
+    def _take(self) -> List[Dict[str, Any]]:
+        with self._lock:
+            n = min(len(self._queue), self.batch_max)
+            items = [self._queue.popleft() for _ in range(n)]
+            self._queued_droppable -= sum(1 for it in items if it[4])
+        out = []
+        now = time.monotonic()
+        for run, type_, stamp, payload, _ in items:
+            seq = self._seq.get(run, 0)
+            self._seq[run] = seq + 1
+            out.append(_wire.event(run, seq, stamp, type_, payload))
+            if type_ in ("run_finished", "run_failed"):
+                self._active.pop(run, None)
+            elif type_ == "run_started" or run in self._active:
+                self._active[run] = now
+        return out
+
+    def _heartbeats(self) -> List[Dict[str, Any]]:
+        if self.heartbeat_s <= 0:
+            return []
+        now = time.monotonic()
+        out = []
+        for run, last in list(self._active.items()):
+            if now - last >= self.heartbeat_s:
+                seq = self._seq.get(run, 0)
+                self._seq[run] = seq + 1
+                self._active[run] = now
+                out.append(_wire.event(run, seq, _wire.rfc3339(time.time()), "heartbeat", {}))
+        return out
+
+    def _mark_handled(self, n: int) -> None:
+        if n:
+            with self._progress:
+                self._handled += n
+                self._progress.notify_all()
+
+    def _loop(self, transport: Transport) -> None:
+        while True:
+            with self._lock:
+                queued = len(self._queue)
+                closing = self._closing
+            if not queued:
+                if closing:
+                    return
+                wait = self.linger_s
+                if self._down:
+                    wait = max(0.0, min(wait * 4, self._next_try - time.monotonic()))
+                self._wake.wait(wait)
+                self._wake.clear()
+            batch = self._take()
+            counted = len(batch)
+            batch += self._heartbeats()
+            with self._lock:
+                closing = self._closing
+            deadline_post = self.flush_timeout / 2 if closing else None
+            if not self._down and batch:
+                outcome = transport.post(_wire.encode_batch(batch), deadline_post)
+                self._settle(batch, outcome)
+            elif batch:
+                self._to_spool(batch)
+            self._mark_handled(counted)
+            if self._down and not closing and time.monotonic() >= self._next_try:
+                self._replay_own(transport)
+            if not self._down and time.monotonic() >= self._next_orphan_scan:
+                self._next_orphan_scan = time.monotonic() + 60.0
+                if not closing:
+                    self._replay_orphans(transport)
+
+    def _settle(self, batch: List[Dict[str, Any]], outcome: Outcome) -> None:
+        if outcome.kind == Outcome.OK:
+            self.stats.sent += len(batch)
+            self._apply_control(outcome.control)
+        elif outcome.kind == Outcome.REJECTED:
+            self._reject([_wire.dumps(e) for e in batch], outcome.detail)
+        else:
+            self._went_down(outcome.detail)
+            self._to_spool(batch)
+
+    def _went_down(self, detail: str) -> None:
+        self.stats.last_error = detail
+        if not self._down:
+            log.warning(
+                "herald: cannot reach the daemon at %s (%s); keeping events in %s until it answers",
+                self.endpoint,
+                detail,
+                self.spool_dir,
+            )
+        self._down = True
+        self._next_try = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, self.retry_max_s)
+
+    def _to_spool(self, batch: List[Dict[str, Any]]) -> None:
+        try:
+            if self._spool is None:
+                self._spool = SpoolFile.create(self.spool_dir)
+            self._spool.append(batch)
+            self.stats.spooled += len(batch)
+        except OSError as err:
+            self.stats.last_error = f"cannot write the spool in {self.spool_dir}: {err}"
+            log.error("herald: %s; %d events are lost (set HERALD_SPOOL_DIR to a writable folder)",
+                      self.stats.last_error, len(batch))
+
+    def _apply_control(self, control: Mapping[str, Any]) -> None:
+        for run, c in control.items():
+            if isinstance(c, dict) and c.get("stop") is True:
+                if not self._stop.get(run):
+                    log.info("herald: the daemon asks run %s to stop", run)
+                self._stop[run] = True
+
+    def _reject(self, lines: List[str], detail: str) -> None:
+        self.stats.rejected += len(lines)
+        self.stats.last_error = detail
+        path = os.path.join(self.spool_dir, "rejected.ndjson")
+        try:
+            os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(_wire.dumps({"error": detail, "events": [json.loads(x) for x in lines]}) + "\n")
+            kept = f"kept in {path}"
+        except (OSError, ValueError) as err:
+            kept = f"and could not be kept ({err})"
+        log.error("herald: the daemon rejected %d events: %s; %s", len(lines), detail, kept)
+
+    def _replay(self, spool: SpoolFile, transport: Transport) -> bool:
+        """Post a spool's pending lines in order; ``True`` once it is empty."""
+        while spool.pending():
+            lines, offset = spool.read_chunk(self.batch_max)
+            if offset == spool.sent:
+                return True  # nothing complete left: at most a line cut short by a crash
+            if lines:
+                outcome = transport.post(("[" + ",".join(lines) + "]").encode("utf-8"))
+                if outcome.kind == Outcome.RETRY:
+                    self._went_down(outcome.detail)
+                    return False
+                if outcome.kind == Outcome.REJECTED:
+                    self._reject(lines, outcome.detail)
+                else:
+                    self.stats.replayed += len(lines)
+                    self._apply_control(outcome.control)
+            spool.mark_sent(offset)
+        return True
+
+    def _replay_own(self, transport: Transport) -> None:
+        if self._spool is None or self._replay(self._spool, transport):
+            if self._down:
+                log.warning("herald: reached the daemon at %s again; spooled events replayed", self.endpoint)
+            self._down = False
+            self._backoff = 0.5
+
+    def _replay_orphans(self, transport: Transport) -> None:
+        try:
+            names = sorted(os.listdir(self.spool_dir))
+        except OSError:
+            return
+        own = self._spool.path if self._spool is not None else None
+        for name in names:
+            path = os.path.join(self.spool_dir, name)
+            if not name.endswith(".ndjson") or name == "rejected.ndjson" or path == own:
+                continue
+            spool = SpoolFile.adopt(path)
+            if spool is None:
+                continue
+            try:
+                done = self._replay(spool, transport)
+            finally:
+                spool.close(remove_if_empty=True)
+            if not done:
+                return
+            log.info("herald: replayed the events a stopped process left in %s", path)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The process-wide client
+
+_default: Optional[Client] = None
+_default_lock = threading.Lock()
+
+
+def default_client() -> Client:
+    """The process's shared client, made from the environment on first use and flushed at exit."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Client()
+        return _default
+
+
+def set_default_client(client: Optional[Client]) -> None:
+    """Replace the shared client (tests, or a program that configures the client in code)."""
+    global _default
+    with _default_lock:
+        _default = client
+
+
+def _close_default() -> None:
+    client = _default
+    if client is not None:
+        client.close()
+
+
+def _after_fork() -> None:
+    client = _default
+    if client is not None:
+        client._after_fork_in_child()
+
+
+atexit.register(_close_default)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)

@@ -1,0 +1,386 @@
+"""One training run as Herald sees it: :class:`Run` turns calls (started, epoch ended, finished, failed) into
+events for the client, and is also the plain-loop helper behind ``with herald.run("name") as run:``.
+
+The framework integrations build on it. It keeps what the events need (the run id, the start time, fastai's
+smoothed loss, the best value of the monitored metric, the batch throttle) and never raises from a reporting
+call into a training loop except for arguments that cannot be numbers. It does not send anything itself: the
+:class:`~herald._client.Client` does, from its thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import sys
+import time
+import traceback as tb_module
+from typing import Any, Dict, Iterable, Mapping, Optional
+
+from . import _wire
+from ._client import Client, default_client
+
+log = logging.getLogger("herald")
+
+_LOWER_IS_BETTER = ("loss", "error", "err", "mse", "mae", "rmse", "perplexity", "wer", "cer")
+
+
+def detect_rank() -> int:
+    """The process's distributed rank from ``RANK`` (torchrun, Lightning, accelerate), else ``LOCAL_RANK``,
+    else 0. A value that is not an integer counts as 0."""
+    for var in ("RANK", "LOCAL_RANK"):
+        value = os.environ.get(var)
+        if value is not None and value.strip():
+            try:
+                return int(value)
+            except ValueError:
+                log.warning("herald: %s=%r is not an integer; reporting as rank 0", var, value)
+                return 0
+    return 0
+
+
+def default_name() -> str:
+    """The script's file name without its extension (``train`` for ``python train.py``), else ``python``."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    base = os.path.splitext(os.path.basename(argv0))[0]
+    return base if base and base not in ("-c", "-m", "ipykernel_launcher") else "python"
+
+
+def lower_is_better(name: str) -> bool:
+    """Whether a smaller value of the metric ``name`` is better (losses and error rates)."""
+    n = name.lower()
+    return any(word in n for word in _LOWER_IS_BETTER)
+
+
+class Smoother:
+    """fastai's smoothed loss: an exponential moving average with beta 0.98, debiased.
+
+    Losses 2.0, 1.0, 0.5 give 2.0, 1.494949, 1.156577.
+    """
+
+    def __init__(self, beta: float = 0.98):
+        self.beta = beta
+        self.count = 0
+        self.mov_avg = 0.0
+        self.value = math.nan
+
+    def add(self, loss: float) -> float:
+        self.count += 1
+        self.mov_avg = self.beta * self.mov_avg + (1 - self.beta) * loss
+        self.value = self.mov_avg / (1 - self.beta**self.count)
+        return self.value
+
+
+class Run:
+    """A run reporting to the Herald daemon.
+
+    >>> with herald.run("digits-mlp", n_epochs=10, metric_names=["accuracy"]) as run:  # doctest: +SKIP
+    ...     for epoch in range(10):
+    ...         for xb, yb in train:
+    ...             loss = step(xb, yb)
+    ...             run.batch_ended(loss, lr=opt.param_groups[0]["lr"])
+    ...             if run.should_stop:
+    ...                 break
+    ...         run.epoch_ended(valid_loss=vl, metrics={"accuracy": acc})
+
+    Only rank 0 reports start, epochs and finish; another rank stays quiet unless it fails, when it reports
+    ``run_started`` (with its rank) and ``run_failed``.
+    """
+
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        *,
+        n_epochs: int = 0,
+        batches_per_epoch: int = 0,
+        metric_names: Iterable[str] = (),
+        hyper: Optional[Mapping[str, Any]] = None,
+        monitor: Optional[str] = None,
+        batch_interval: float = 0.5,
+        rank: Optional[int] = None,
+        client: Optional[Client] = None,
+        run_id: Optional[str] = None,
+    ):
+        self.client = client if client is not None else default_client()
+        self.id = run_id or _wire.new_run_id()
+        self.name = name or default_name()
+        self.rank = detect_rank() if rank is None else int(rank)
+        self.n_epochs = int(n_epochs)
+        self.batches_per_epoch = int(batches_per_epoch)
+        self.metric_names = [str(m) for m in metric_names]
+        self.hyper: Dict[str, Any] = dict(hyper or {})
+        self.monitor = monitor
+        self.batch_interval = batch_interval
+        self.smoother = Smoother()
+        self.started_at: Optional[float] = None
+        self.ended = False
+        self.status: Optional[str] = None
+        self.best: Optional[Dict[str, Any]] = None
+        self._start_sent = False
+        self._epoch = -1
+        self._epoch_t0: Optional[float] = None
+        self._batch = 0
+        self._last_batch_sent = -math.inf
+        self._stop_seen = False
+        self._last_epoch_end: Optional[float] = None
+
+    # -- properties -----------------------------------------------------------------------------------------
+
+    @property
+    def reports(self) -> bool:
+        """Whether this process reports start, epochs and finish (rank 0)."""
+        return self.rank == 0
+
+    @property
+    def should_stop(self) -> bool:
+        """Whether a stop was requested for this run (``herald stop RUN`` or ``/stop`` from the phone)."""
+        if not self._stop_seen and self.client.stop_requested(self.id):
+            self._stop_seen = True
+        return self._stop_seen
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch, 0-based (-1 before the first)."""
+        return self._epoch
+
+    # -- events ---------------------------------------------------------------------------------------------
+
+    def _emit(self, type_: str, payload: Mapping[str, Any]) -> None:
+        self.client.emit(self.id, type_, payload)
+
+    def start(
+        self,
+        n_epochs: Optional[int] = None,
+        batches_per_epoch: Optional[int] = None,
+        metric_names: Optional[Iterable[str]] = None,
+        hyper: Optional[Mapping[str, Any]] = None,
+    ) -> "Run":
+        """Report ``run_started``. Arguments given here replace the constructor's."""
+        if n_epochs is not None:
+            self.n_epochs = int(n_epochs)
+        if batches_per_epoch is not None:
+            self.batches_per_epoch = int(batches_per_epoch)
+        if metric_names is not None:
+            self.metric_names = [str(m) for m in metric_names]
+        if hyper:
+            self.hyper.update(hyper)
+        self.started_at = time.time()
+        if self.reports:
+            self._send_start()
+        return self
+
+    def _send_start(self) -> None:
+        if self._start_sent:
+            return
+        self._start_sent = True
+        self._emit(
+            "run_started",
+            {
+                "name": self.name,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "rank": max(0, self.rank),
+                "n_epochs": max(0, self.n_epochs),
+                "batches_per_epoch": max(0, self.batches_per_epoch),
+                "metric_names": list(self.metric_names),
+                "hyper": _wire.json_value(self.hyper),
+            },
+        )
+
+    def epoch_started(self, epoch: Optional[int] = None) -> None:
+        """Report ``epoch_started``; without ``epoch``, the next one."""
+        self._epoch = self._epoch + 1 if epoch is None else int(epoch)
+        self._epoch_t0 = time.time()
+        self._batch = 0
+        if self.reports:
+            self._emit("epoch_started", {"epoch": max(0, self._epoch)})
+
+    def batch_due(self) -> bool:
+        """Whether a ``batch_ended`` sent now would pass the throttle (at most one per ``batch_interval`` s)."""
+        return time.monotonic() - self._last_batch_sent >= self.batch_interval
+
+    def batch_ended(
+        self,
+        loss: Any,
+        *,
+        lr: Any = 0.0,
+        smooth_loss: Any = None,
+        epoch: Optional[int] = None,
+        batch: Optional[int] = None,
+        n_batches: Optional[int] = None,
+        force: bool = False,
+    ) -> bool:
+        """Record a training batch; send ``batch_ended`` when the throttle allows (or ``force``).
+
+        Without ``smooth_loss`` the run smooths ``loss`` itself, fastai's way; call it for every batch then.
+        Returns whether an event was queued.
+        """
+        value = _wire.to_float(loss)
+        smooth = self.smoother.add(value) if smooth_loss is None else _wire.to_float(smooth_loss)
+        if smooth_loss is not None:
+            self.smoother.value = smooth
+        b = self._batch if batch is None else int(batch)
+        self._batch = b + 1
+        if not self.reports or not (force or self.batch_due()):
+            return False
+        self._last_batch_sent = time.monotonic()
+        if self._epoch < 0:
+            self._epoch = 0
+        self._emit(
+            "batch_ended",
+            {
+                "epoch": max(0, self._epoch if epoch is None else int(epoch)),
+                "batch": max(0, b),
+                "n_batches": max(0, self.batches_per_epoch if n_batches is None else int(n_batches)),
+                "loss": _wire.loose(value),
+                "smooth_loss": _wire.loose(smooth),
+                "lr": _wire.finite(lr, "lr"),
+            },
+        )
+        return True
+
+    def epoch_ended(
+        self,
+        train_loss: Any = None,
+        valid_loss: Any = None,
+        metrics: Optional[Mapping[str, Any]] = None,
+        *,
+        epoch: Optional[int] = None,
+        elapsed_s: Optional[float] = None,
+    ) -> None:
+        """Report ``epoch_ended`` (a row of the results table).
+
+        ``train_loss`` defaults to the smoothed loss after the last batch, ``epoch`` to the current one,
+        ``elapsed_s`` to the time since ``epoch_started`` (or since the previous epoch ended).
+        """
+        now = time.time()
+        if epoch is not None:
+            self._epoch = int(epoch)
+        elif self._epoch_t0 is None:
+            self._epoch += 1  # no epoch_started call: count epochs here
+        if self._epoch < 0:
+            self._epoch = 0
+        t0 = self._epoch_t0 if self._epoch_t0 is not None else (self._last_epoch_end or self.started_at or now)
+        elapsed = now - t0 if elapsed_s is None else _wire.finite(elapsed_s, "elapsed_s")
+        self._epoch_t0 = None
+        self._last_epoch_end = now
+        train = self.smoother.value if train_loss is None else train_loss
+        mets = dict(metrics or {})
+        for name in mets:
+            if name not in self.metric_names:
+                self.metric_names.append(str(name))
+        payload: Dict[str, Any] = {
+            "epoch": self._epoch,
+            "n_epochs": max(self.n_epochs, self._epoch + 1),
+            "train_loss": _wire.loose(train),
+        }
+        if valid_loss is not None:
+            payload["valid_loss"] = _wire.loose(valid_loss)
+        payload["metrics"] = _wire.metrics_dict(list(mets), list(mets.values()))
+        payload["elapsed_s"] = max(0.0, elapsed)
+        self._track_best(payload)
+        if self.reports:
+            self._emit("epoch_ended", payload)
+
+    def _track_best(self, payload: Mapping[str, Any]) -> None:
+        values: Dict[str, Any] = dict(payload.get("metrics", {}))
+        if "valid_loss" in payload:
+            values["valid_loss"] = payload["valid_loss"]
+        name = self.monitor or (next(iter(payload.get("metrics", {})), None) or "valid_loss")
+        value = values.get(name)
+        if not isinstance(value, float) or not math.isfinite(value):
+            return
+        if self.best is None or (
+            value < self.best["value"] if lower_is_better(name) else value > self.best["value"]
+        ):
+            self.best = {"name": name, "value": value, "epoch": payload["epoch"]}
+
+    def heartbeat(self) -> None:
+        """Tell the daemon the run is alive (the client also does this by itself every 30 s)."""
+        if self.reports:
+            self._emit("heartbeat", {})
+
+    def message(self, text: str, title: Optional[str] = None, level: str = "info") -> None:
+        """Free text for the phone (``level`` is info, warning or error)."""
+        if level not in ("info", "warning", "error"):
+            raise ValueError(f"level must be info, warning or error, found {level!r}")
+        if self.reports:
+            self._emit("message", {"title": title or self.name, "text": str(text), "level": level})
+
+    def finish(self, status: str = "completed", reason: Optional[str] = None) -> None:
+        """Report ``run_finished`` once (``completed``, ``stopped`` or ``failed``)."""
+        if status not in ("completed", "stopped", "failed"):
+            raise ValueError(f"status must be completed, stopped or failed, found {status!r}")
+        if self.ended:
+            return
+        self.ended = True
+        self.status = status
+        if not self.reports:
+            return
+        if reason is None:
+            done = self._epoch + 1
+            if status == "completed":
+                reason = f"completed all {self.n_epochs} epochs" if self.n_epochs else "completed"
+            elif status == "stopped":
+                reason = "stopped on request" + (f" after {done} of {self.n_epochs} epochs" if self.n_epochs else "")
+            else:
+                reason = "failed"
+        payload: Dict[str, Any] = {"status": status, "reason": reason, "duration_s": self.duration_s()}
+        if self.best is not None:
+            payload["best"] = dict(self.best)
+        self._send_start()  # a run that never reported its start still gets one, so the end has a context
+        self._emit("run_finished", payload)
+
+    def fail(self, error: Any, traceback: Optional[str] = None) -> None:
+        """Report ``run_failed`` once; ``error`` may be an exception (its traceback is then taken from it).
+
+        Any rank reports failures.
+        """
+        if self.ended:
+            return
+        self.ended = True
+        self.status = "failed"
+        if isinstance(error, BaseException):
+            if traceback is None and error.__traceback__ is not None:
+                traceback = "".join(tb_module.format_exception(type(error), error, error.__traceback__))
+            error = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        payload: Dict[str, Any] = {"error": str(error) or "unknown error"}
+        if traceback:
+            payload["traceback"] = _clip_traceback(traceback)
+        self._send_start()
+        self._emit("run_failed", payload)
+
+    def duration_s(self) -> float:
+        return max(0.0, time.time() - self.started_at) if self.started_at is not None else 0.0
+
+    # -- context manager ------------------------------------------------------------------------------------
+
+    def __enter__(self) -> "Run":
+        if self.started_at is None:
+            self.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        end_run_for_exception(self, exc)
+        return False
+
+
+def end_run_for_exception(run: Run, exc: Optional[BaseException]) -> None:
+    """Finish ``run`` the way an exception (or its absence) says: none is completed (or stopped when a stop was
+    requested), ``KeyboardInterrupt`` is stopped, anything else failed with its traceback."""
+    if exc is None:
+        run.finish("stopped" if run.should_stop else "completed")
+    elif isinstance(exc, KeyboardInterrupt):
+        run.finish("stopped", "interrupted (KeyboardInterrupt)")
+    elif isinstance(exc, SystemExit) and not exc.code:
+        run.finish("completed", "the program exited (SystemExit)")
+    else:
+        run.fail(exc)
+
+
+def _clip_traceback(text: str, limit: int = 16_000) -> str:
+    """Long tracebacks keep their end, where the error is."""
+    if len(text) <= limit:
+        return text
+    return "…(cut)\n" + text[-limit:]
