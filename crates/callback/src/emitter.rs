@@ -24,14 +24,16 @@
 //!   `max_pending_batches` unread, the event is dropped and counted ([`EventEmitter::dropped`],
 //!   [`EventReceiver::dropped`]). The [`EventReceiver`] decrements the count as it receives each one.
 //! - lifecycle events (`run_*`, `epoch_*`) are never dropped. Their number is bounded by the run's structure:
-//!   two per epoch plus three, so a consumer that stalls for a whole run holds at most
-//!   `max_pending_batches + 2 * n_epochs + 3` events.
+//!   two per epoch plus at most three, so a consumer that stalls for a whole run holds at most
+//!   `max_pending_batches + 2 * n_epochs + 3` events (plus any `message` the training code sends itself
+//!   through [`EventEmitter::message`]).
 //!
 //! If the receiver is gone (the consumer crashed or shut down), emission is a no-op that is counted
 //! ([`EventEmitter::undelivered`]); training goes on. If the training loop unwinds without `on_train_end`
 //! (a panic), the emitter's `Drop` sends `run_failed`.
 //!
-//! The emitter also polls a [`StopHandle`] at each training batch end; see [`crate::stop`].
+//! The emitter also polls a [`StopHandle`] at each training batch end and at each epoch end (so a request
+//! that arrives during validation takes effect when the epoch ends); see [`crate::stop`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -390,6 +392,14 @@ impl EventEmitter {
         self.emit(started.into());
     }
 
+    /// Stops the epoch and the training and skips validation once a stop was requested.
+    fn apply_stop(&self, s: &mut State) {
+        if self.stop.is_requested() {
+            let reason = self.stop.reason().unwrap_or_default();
+            s.stop_now(StopReason::Requested(reason));
+        }
+    }
+
     fn track_best(&mut self, s: &State) {
         let name = s.metric_names.first().map_or("valid_loss", String::as_str);
         let Some(value) = s.monitor_value(name).filter(|v| v.is_finite()) else { return };
@@ -451,10 +461,7 @@ impl Callback for EventEmitter {
         if !s.train {
             return Ok(());
         }
-        if self.stop.is_requested() {
-            let reason = self.stop.reason().unwrap_or_default();
-            s.stop_now(StopReason::Requested(reason));
-        }
+        self.apply_stop(s);
         if !self.sender.reserve_batch() {
             self.dropped += 1;
             return Ok(());
@@ -473,6 +480,8 @@ impl Callback for EventEmitter {
     }
 
     fn on_epoch_end(&mut self, s: &mut State) -> CallbackResult {
+        // a request that came during validation stops here rather than after another training batch
+        self.apply_stop(s);
         self.epochs_done = s.epoch + 1;
         self.track_best(s);
         self.emit(s.epoch_row().into());

@@ -244,24 +244,10 @@ impl Callback for OneCycleScheduler {
     }
 }
 
-/// Sets a constant `lr` (and optionally momentum) at `on_train_begin`. Equivalent to setting
-/// `handler.state_mut().lr` before `fit`; use whichever reads better.
+/// Sets a constant learning rate at `on_train_begin`. Equivalent to setting `handler.state_mut().lr` before
+/// `fit` (momentum likewise through `state_mut().mom`); use whichever reads better.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ConstantLr {
-    pub lr: f64,
-    pub mom: Option<f64>,
-}
-
-impl ConstantLr {
-    pub fn new(lr: f64) -> ConstantLr {
-        ConstantLr { lr, mom: None }
-    }
-
-    pub fn with_mom(mut self, mom: f64) -> ConstantLr {
-        self.mom = Some(mom);
-        self
-    }
-}
+pub struct ConstantLr(pub f64);
 
 impl Callback for ConstantLr {
     fn name(&self) -> &str {
@@ -269,10 +255,7 @@ impl Callback for ConstantLr {
     }
 
     fn on_train_begin(&mut self, s: &mut State) -> CallbackResult {
-        s.lr = self.lr;
-        if let Some(mom) = self.mom {
-            s.mom = mom;
-        }
+        s.lr = self.0;
         Ok(())
     }
 }

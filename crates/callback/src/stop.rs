@@ -1,9 +1,9 @@
 //! [`StopHandle`]: ask a running `fit` to stop, from any thread or task.
 //!
 //! The daemon relays a stop pressed on a phone; a signal handler or a test may do the same. The handle is a
-//! shared flag plus the reason; the [`crate::EventEmitter`] checks it at every training `on_batch_end` (one
-//! relaxed atomic load) and, once it is set, stops the epoch and the training, skips validation and ends the
-//! run with `run_finished {status: stopped, reason}`. It does not interrupt a batch in progress, and a request
+//! shared flag plus the reason; the [`crate::EventEmitter`] checks it at every training `on_batch_end` and
+//! every `on_epoch_end` (one atomic load) and, once it is set, stops the epoch and the training, skips
+//! validation and ends the run with `run_finished {status: stopped, reason}`. It does not interrupt a batch in progress, and a request
 //! stays set: a later `fit` with the same handle stops at its first batch.
 
 use std::sync::atomic::{AtomicBool, Ordering};

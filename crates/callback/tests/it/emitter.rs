@@ -233,6 +233,29 @@ fn stop_handle_set_from_another_thread_stops_at_the_next_batch_end() {
 }
 
 #[test]
+fn stop_requested_during_validation_takes_effect_at_epoch_end() {
+    let stop = StopHandle::new();
+    let (mut h, mut rx) = handler(&[], 1000, stop.clone());
+    let mut sim = Sim::new(2, 3);
+    let remote = stop.clone();
+    sim.on_forward = Some(Box::new(move |e, b, train| {
+        if !train && e == 0 && b == 1 {
+            remote.request("");
+        }
+    }));
+    fit(&mut h, &mut sim, 3).expect("a stop is not a failure");
+    let events = drain(&mut rx);
+    // validation of epoch 0 completes (its mean is over every batch), then training stops
+    assert_eq!(h.recorder().valid_losses, [Some(0.5)]);
+    assert_eq!(h.recorder().nb_batches, [2]);
+    let end = finished(&events);
+    assert_eq!(
+        (end.status, end.reason.as_str()),
+        (RunStatus::Stopped, "stop requested (after 1 of 3 epochs)")
+    );
+}
+
+#[test]
 fn early_stopping_ends_the_run_as_stopped() {
     let (mut h, mut rx) = handler(&[], 100, StopHandle::new());
     h.add(EarlyStopping::new("valid_loss", 0.0, 0));

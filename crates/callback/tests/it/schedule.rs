@@ -64,7 +64,8 @@ fn skipped_steps_still_advance_the_schedule() {
 #[test]
 fn constant_lr_sets_the_hypers_at_train_begin() {
     let mut handler = CallbackHandler::new(vec![]);
-    handler.add(ConstantLr::new(0.05).with_mom(0.8));
+    handler.add(ConstantLr(0.05));
+    handler.state_mut().mom = 0.8;
     let mut sim = Sim::new(2, 0);
     fit(&mut handler, &mut sim, 1).expect("the simulation does not fail");
     assert_eq!(sim.steps, [(0.05, 0.8), (0.05, 0.8)]);
