@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import socket
 import socketserver
 import threading
 import time
@@ -127,6 +128,7 @@ class FakeDaemon:
         self.stopped_runs: set = set()
         self._lock = threading.Lock()
         self._server: Any = None
+        self._conns: set = set()
         self._thread: Optional[threading.Thread] = None
 
     # -- control ------------------------------------------------------------------------------------------------
@@ -183,11 +185,19 @@ class FakeDaemon:
         return self
 
     def close(self) -> None:
+        """Stop like a killed daemon: the listener and every open connection go."""
         self.hold.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self._lock:
+            conns, self._conns = list(self._conns), set()
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         if self.unix_path is not None and os.path.exists(self.unix_path):
             os.remove(self.unix_path)
 
@@ -204,6 +214,16 @@ class FakeDaemon:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with daemon._lock:
+                    daemon._conns.add(self.connection)
+
+            def finish(self) -> None:
+                with daemon._lock:
+                    daemon._conns.discard(self.connection)
+                super().finish()
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
                 pass
