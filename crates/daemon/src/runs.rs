@@ -1,0 +1,360 @@
+//! What the daemon knows of each run, and which of its events go to which notifier.
+//!
+//! [`RunState`] is kept per run (in memory and in the outbox's `runs` table): the notifier context (name, host,
+//! hyperparameters, the results table), liveness (last event, longest epoch, the stalled and lost flags),
+//! the best value of each metric, and the stop request. [`accepts`] is the per-notifier routing rule applied
+//! at ingest: event types, ranks, `every_n_epochs` and `only_on_improvement`. `min_interval` is applied later
+//! by the worker, which alone knows when it last sent. Nothing here does I/O.
+
+use std::collections::BTreeMap;
+
+use herald_event::{EpochEnded, Event, EventKind, Payload, RunStatus};
+use herald_plugin::RunContext;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Routing;
+
+/// Sequence numbers of daemon-made events (`run_stalled`, `run_lost`) start here, far above anything a
+/// sender numbers, so they never collide with the run's own events.
+pub const MADE_SEQ_BASE: u64 = 1 << 48;
+
+/// How a run ended, as far as the daemon knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ending {
+    Completed,
+    Stopped,
+    Failed,
+}
+
+/// The daemon's record of one run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunState {
+    /// What notifiers are told about the run.
+    pub context: RunContext,
+    /// Whether a `run_started` arrived (only started runs are watched for stalls and lost processes).
+    pub started: bool,
+    /// Milliseconds since the Unix epoch of the first and the latest event from the run itself.
+    pub first_ms: u64,
+    pub last_event_ms: u64,
+    /// Events received from the run (duplicates not counted).
+    pub events: u64,
+    /// The highest sequence number the run sent.
+    pub last_seq: Option<u64>,
+    /// Set by `run_finished` or `run_failed`.
+    pub ended: Option<Ending>,
+    /// The stop request, with its reason, once someone asked.
+    pub stop: Option<String>,
+    /// A `run_stalled` was made and no event came since.
+    pub stalled: bool,
+    /// A `run_lost` was made and no event came since.
+    pub lost: bool,
+    /// The longest epoch so far, seconds (the stall threshold is at least three times this).
+    pub longest_epoch_s: f64,
+    /// The best value so far of each metric (`train_loss`, `valid_loss` and the named metrics).
+    pub best: BTreeMap<String, f64>,
+    /// Daemon-made events so far (their sequence numbers count up from [`MADE_SEQ_BASE`]).
+    pub made: u64,
+    /// The latest `batch_ended`: epoch, batch, batches in the epoch, smoothed loss.
+    pub last_batch: Option<(u32, u64, u64, f64)>,
+}
+
+impl RunState {
+    pub fn new(run: &str) -> RunState {
+        RunState { context: RunContext::new(run), ..RunState::default() }
+    }
+
+    /// Take one accepted event into account. `made` marks the daemon's own events, which do not count as a
+    /// sign of life.
+    pub fn apply(&mut self, event: &Event, made: bool, now_ms: u64) {
+        self.context.apply(event);
+        match &event.payload {
+            Payload::RunStalled(_) => self.stalled = true,
+            Payload::RunLost(_) => self.lost = true,
+            _ => {}
+        }
+        if made {
+            return;
+        }
+        if self.first_ms == 0 {
+            self.first_ms = now_ms;
+        }
+        self.last_event_ms = now_ms;
+        self.events += 1;
+        self.last_seq = Some(self.last_seq.map_or(event.seq, |s| s.max(event.seq)));
+        self.stalled = false;
+        self.lost = false;
+        match &event.payload {
+            Payload::RunStarted(_) => {
+                self.started = true;
+                self.ended = None;
+            }
+            Payload::EpochEnded(e) => {
+                if e.elapsed_s.is_finite() && e.elapsed_s > self.longest_epoch_s {
+                    self.longest_epoch_s = e.elapsed_s;
+                }
+                for (name, value) in epoch_values(e) {
+                    if value.is_finite() && improves(&name, value, self.best.get(&name).copied()) {
+                        self.best.insert(name, value);
+                    }
+                }
+            }
+            Payload::BatchEnded(b) => {
+                self.last_batch = Some((b.epoch, b.batch, b.n_batches, b.smooth_loss));
+            }
+            Payload::RunFinished(f) => {
+                self.ended = Some(match f.status {
+                    RunStatus::Completed => Ending::Completed,
+                    RunStatus::Stopped => Ending::Stopped,
+                    RunStatus::Failed => Ending::Failed,
+                });
+            }
+            Payload::RunFailed(_) => self.ended = Some(Ending::Failed),
+            _ => {}
+        }
+    }
+
+    /// The state word `herald status` shows.
+    pub fn state_word(&self) -> &'static str {
+        match self.ended {
+            Some(Ending::Completed) => "completed",
+            Some(Ending::Stopped) => "stopped",
+            Some(Ending::Failed) => "failed",
+            None if self.lost => "lost",
+            None if self.stalled => "stalled",
+            None if self.started => "running",
+            None => "messages",
+        }
+    }
+}
+
+/// The values of an epoch by name: `train_loss`, `valid_loss` (when present) and each metric.
+fn epoch_values(e: &EpochEnded) -> Vec<(String, f64)> {
+    let mut out = vec![("train_loss".to_owned(), e.train_loss)];
+    if let Some(v) = e.valid_loss {
+        out.push(("valid_loss".to_owned(), v));
+    }
+    out.extend(e.metrics.iter().map(|(n, v)| (n.to_owned(), v)));
+    out
+}
+
+/// Whether lower values of a metric are better: losses and error rates.
+pub fn lower_is_better(metric: &str) -> bool {
+    let m = metric.to_ascii_lowercase();
+    m.contains("loss")
+        || m.contains("error")
+        || m.contains("perplexity")
+        || m == "mae"
+        || m == "mse"
+        || m == "rmse"
+}
+
+/// Whether `value` beats the best so far (`None`: nothing yet, so any finite value does).
+pub fn improves(metric: &str, value: f64, best: Option<f64>) -> bool {
+    if !value.is_finite() {
+        return false;
+    }
+    match best {
+        None => true,
+        Some(b) if lower_is_better(metric) => value < b,
+        Some(b) => value > b,
+    }
+}
+
+/// Whether a notifier with `routing` gets `event`, given what was known of the run before the event.
+pub fn accepts(routing: &Routing, run: &RunState, event: &Event) -> bool {
+    let kind = event.kind();
+    if !routing.events.contains(&kind) {
+        return false;
+    }
+    // Only rank 0 speaks for a distributed run; failures from any rank go out.
+    let rank = match &event.payload {
+        Payload::RunStarted(s) => s.rank,
+        _ => run.context.rank,
+    };
+    if rank != 0
+        && matches!(
+            kind,
+            EventKind::RunStarted
+                | EventKind::EpochStarted
+                | EventKind::EpochEnded
+                | EventKind::BatchEnded
+                | EventKind::RunFinished
+                | EventKind::Heartbeat
+        )
+    {
+        return false;
+    }
+    match &event.payload {
+        Payload::EpochEnded(e) => {
+            if !nth_epoch(routing.every_n_epochs, e.epoch, e.n_epochs) {
+                return false;
+            }
+            if let Some(metric) = &routing.only_on_improvement {
+                let value = epoch_values(e).into_iter().find(|(n, _)| n == metric).map(|(_, v)| v);
+                return match value {
+                    Some(v) => improves(metric, v, run.best.get(metric).copied()),
+                    None => false,
+                };
+            }
+            true
+        }
+        Payload::EpochStarted(e) => nth_epoch(routing.every_n_epochs, e.epoch, run.context.n_epochs),
+        _ => true,
+    }
+}
+
+/// `every_n_epochs`: epochs n, 2n, ... (1-based) and always the last one.
+fn nth_epoch(every: u32, epoch: u32, n_epochs: u32) -> bool {
+    let every = every.max(1);
+    let last = n_epochs > 0 && epoch.saturating_add(1) >= n_epochs;
+    last || epoch.saturating_add(1).is_multiple_of(every)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use herald_event::{BatchEnded, EpochStarted, Message, Metrics, RunFailed, RunFinished, RunStarted};
+
+    use super::*;
+
+    fn routing() -> Routing {
+        Routing {
+            events: vec![
+                EventKind::RunStarted,
+                EventKind::EpochEnded,
+                EventKind::RunFinished,
+                EventKind::RunFailed,
+                EventKind::RunStalled,
+                EventKind::RunLost,
+                EventKind::Message,
+            ],
+            every_n_epochs: 1,
+            min_interval: Duration::ZERO,
+            only_on_improvement: None,
+            rate_per_s: None,
+            burst: None,
+            timeout: Duration::from_secs(30),
+            max_age: Duration::from_secs(86400),
+        }
+    }
+
+    fn started(rank: u32) -> Event {
+        Event::now(
+            "r",
+            0,
+            RunStarted {
+                name: "mnist".into(),
+                host: "h".into(),
+                pid: 1,
+                rank,
+                n_epochs: 4,
+                batches_per_epoch: 10,
+                metric_names: vec!["accuracy".into()],
+                hyper: BTreeMap::new(),
+            },
+        )
+    }
+
+    fn epoch(epoch: u32, valid_loss: f64, accuracy: f64) -> Event {
+        Event::now(
+            "r",
+            u64::from(epoch) + 1,
+            EpochEnded {
+                epoch,
+                n_epochs: 4,
+                train_loss: 1.0,
+                valid_loss: Some(valid_loss),
+                metrics: Metrics(vec![("accuracy".into(), accuracy)]),
+                elapsed_s: 2.0,
+            },
+        )
+    }
+
+    fn run_after(events: &[Event]) -> RunState {
+        let mut st = RunState::new("r");
+        for e in events {
+            st.apply(e, false, 1);
+        }
+        st
+    }
+
+    #[test]
+    fn default_events_skip_batches_and_epoch_starts() {
+        let r = routing();
+        let st = run_after(&[started(0)]);
+        let batch = Event::now(
+            "r",
+            1,
+            BatchEnded { epoch: 0, batch: 0, n_batches: 10, loss: 1.0, smooth_loss: 1.0, lr: 0.1 },
+        );
+        assert!(!accepts(&r, &st, &batch));
+        assert!(!accepts(&r, &st, &Event::now("r", 1, EpochStarted { epoch: 0 })));
+        assert!(accepts(&r, &st, &epoch(0, 1.0, 0.5)));
+        let msg =
+            Event::now("r", 2, Message { title: "t".into(), text: "x".into(), level: Default::default() });
+        assert!(accepts(&r, &st, &msg));
+    }
+
+    #[test]
+    fn only_rank_zero_starts_epochs_and_finishes_but_any_rank_fails() {
+        let r = routing();
+        let st = run_after(&[started(1)]);
+        assert!(!accepts(&r, &RunState::new("r"), &started(1)));
+        assert!(!accepts(&r, &st, &epoch(0, 1.0, 0.5)));
+        let finished = Event::now(
+            "r",
+            9,
+            RunFinished { status: RunStatus::Completed, reason: "done".into(), duration_s: 1.0, best: None },
+        );
+        assert!(!accepts(&r, &st, &finished));
+        let failed = Event::now("r", 9, RunFailed { error: "oom".into(), traceback: None });
+        assert!(accepts(&r, &st, &failed));
+        assert!(accepts(&r, &run_after(&[started(0)]), &finished));
+    }
+
+    #[test]
+    fn every_n_epochs_sends_each_nth_and_the_last() {
+        let mut r = routing();
+        r.every_n_epochs = 3;
+        let st = run_after(&[started(0)]);
+        let sent: Vec<u32> = (0..4).filter(|&e| accepts(&r, &st, &epoch(e, 1.0, 0.5))).collect();
+        assert_eq!(sent, vec![2, 3]);
+    }
+
+    #[test]
+    fn only_on_improvement_follows_the_metric_direction() {
+        let check = |metric: &str, epochs: &[(f64, f64)], expected: &[bool]| {
+            let mut r = routing();
+            r.only_on_improvement = Some(metric.to_owned());
+            let mut st = run_after(&[started(0)]);
+            let mut got = Vec::new();
+            for (i, (vl, acc)) in epochs.iter().enumerate() {
+                let e = epoch(i as u32, *vl, *acc);
+                got.push(accepts(&r, &st, &e));
+                st.apply(&e, false, 2);
+            }
+            assert_eq!(got, expected, "{metric}");
+        };
+        check("valid_loss", &[(1.0, 0.5), (0.8, 0.4), (0.9, 0.6), (0.7, 0.6)], &[true, true, false, true]);
+        check("accuracy", &[(1.0, 0.5), (0.8, 0.4), (0.9, 0.6), (0.7, 0.6)], &[true, false, true, false]);
+        check("accuracy", &[(1.0, f64::NAN), (1.0, 0.1)], &[false, true]);
+        check("missing", &[(1.0, 0.5)], &[false]);
+    }
+
+    #[test]
+    fn a_later_event_clears_the_stalled_and_lost_flags() {
+        let mut st = run_after(&[started(0)]);
+        let stalled =
+            Event::now("r", MADE_SEQ_BASE, herald_event::RunStalled { silent_s: 10.0, stall_after_s: 5.0 });
+        st.apply(&stalled, true, 5);
+        assert!(st.stalled);
+        assert_eq!(st.last_event_ms, 1, "a made event is no sign of life");
+        assert_eq!(st.state_word(), "stalled");
+        st.apply(&epoch(0, 1.0, 0.5), false, 6);
+        assert!(!st.stalled);
+        assert_eq!(st.longest_epoch_s, 2.0);
+        assert_eq!(st.state_word(), "running");
+    }
+}
