@@ -129,8 +129,9 @@ impl Callback for EarlyStopping {
         self.wait += 1;
         if self.wait > self.patience {
             s.stop_training = true;
+            let epochs = if self.wait == 1 { "epoch" } else { "epochs" };
             let text = format!(
-                "{} did not improve on {} for {} epochs (patience {})",
+                "{} did not improve on {} for {} {epochs} (patience {})",
                 self.monitor,
                 float6(self.tracker.best),
                 self.wait,

@@ -266,7 +266,7 @@ fn early_stopping_ends_the_run_as_stopped() {
     assert_eq!(end.status, RunStatus::Stopped);
     assert_eq!(
         end.reason,
-        "early stopping: valid_loss did not improve on 0.500000 for 1 epochs (patience 0) (after 2 of 3 epochs)"
+        "early stopping: valid_loss did not improve on 0.500000 for 1 epoch (patience 0) (after 2 of 3 epochs)"
     );
 }
 
