@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use herald_event::format::{float6, format_time, results_table, summary};
+use herald_event::format::{float6, format_time, results_table};
 use herald_event::{Event, Level, Payload, RunStatus};
 
 use crate::duration::format_duration;
@@ -137,6 +137,21 @@ impl Parts {
     }
 }
 
+/// `herald_event::format::summary`, safe for every epoch number a sender may send.
+fn summary(e: &herald_event::EpochEnded) -> String {
+    if e.epoch < u32::MAX {
+        herald_event::format::summary(e)
+    } else {
+        let mut shown = e.clone();
+        shown.epoch = 0;
+        herald_event::format::summary(&shown).replacen(
+            "epoch 1/",
+            &format!("epoch {}/", u64::from(e.epoch) + 1),
+            1,
+        )
+    }
+}
+
 fn push_section(out: &mut String, section: &str) {
     if !out.is_empty() {
         out.push_str("\n\n");
@@ -176,7 +191,7 @@ fn tail_lines(s: &str, n: usize) -> String {
 
 /// How far the run got: `epoch 3/10`, or nothing when no epoch ended.
 fn progress(ctx: &RunContext) -> Option<String> {
-    ctx.last_epoch().map(|e| format!("epoch {}/{}", e.epoch + 1, e.n_epochs))
+    ctx.last_epoch().map(|e| format!("epoch {}/{}", u64::from(e.epoch) + 1, e.n_epochs))
 }
 
 fn secs(s: f64) -> Duration {
@@ -211,27 +226,32 @@ fn parts(ctx: &RunContext, event: &Event) -> Parts {
         }
         Payload::EpochStarted(e) => {
             let n = if ctx.n_epochs == 0 { String::new() } else { format!("/{}", ctx.n_epochs) };
-            lines.push(format!("{}: epoch {}{n} started", who(ctx), e.epoch + 1));
-            format!("{name}: epoch {}{n} started", e.epoch + 1)
+            lines.push(format!("{}: epoch {}{n} started", who(ctx), u64::from(e.epoch) + 1));
+            format!("{name}: epoch {}{n} started", u64::from(e.epoch) + 1)
         }
         Payload::BatchEnded(b) => {
             lines.push(format!(
                 "epoch {} · batch {}/{} · loss {} · smooth {} · lr {}",
-                b.epoch + 1,
-                b.batch + 1,
+                u64::from(b.epoch) + 1,
+                b.batch.saturating_add(1),
                 b.n_batches,
                 float6(b.loss),
                 float6(b.smooth_loss),
                 b.lr
             ));
             lines.push(who(ctx));
-            format!("{name}: epoch {} batch {}/{}", b.epoch + 1, b.batch + 1, b.n_batches)
+            format!(
+                "{name}: epoch {} batch {}/{}",
+                u64::from(b.epoch) + 1,
+                b.batch.saturating_add(1),
+                b.n_batches
+            )
         }
         Payload::EpochEnded(e) => {
             lines.push(summary(e));
             lines.push(who(ctx));
             with_table = true;
-            format!("{name}: epoch {}/{}", e.epoch + 1, e.n_epochs)
+            format!("{name}: epoch {}/{}", u64::from(e.epoch) + 1, e.n_epochs)
         }
         Payload::RunFinished(f) => {
             let mut line = format!("{} {} after {}", who(ctx), f.status.as_str(), format_time(f.duration_s));
@@ -243,7 +263,12 @@ fn parts(ctx: &RunContext, event: &Event) -> Parts {
             }
             lines.push(line);
             if let Some(best) = &f.best {
-                lines.push(format!("best {} {} at epoch {}", best.name, float6(best.value), best.epoch + 1));
+                lines.push(format!(
+                    "best {} {} at epoch {}",
+                    best.name,
+                    float6(best.value),
+                    u64::from(best.epoch) + 1
+                ));
             }
             with_table = true;
             match f.status {
@@ -541,6 +566,40 @@ mod tests {
         assert!(n.text.contains("(5 earlier epochs not shown)\n5         "), "{}", n.text);
         assert!(n.text.contains("(60 earlier lines not shown)\nline 60\n"), "{}", n.text);
         assert!(n.text.ends_with("line 99"), "{}", n.text);
+    }
+
+    #[test]
+    fn extreme_numbers_do_not_panic() {
+        let mut e = epoch(u32::MAX, f64::NAN, f64::INFINITY, -0.0);
+        e.n_epochs = u32::MAX;
+        let payloads: Vec<Payload> = vec![
+            e.clone().into(),
+            EpochStarted { epoch: u32::MAX }.into(),
+            BatchEnded {
+                epoch: u32::MAX,
+                batch: u64::MAX,
+                n_batches: u64::MAX,
+                loss: f64::NAN,
+                smooth_loss: 1e300,
+                lr: 0.0,
+            }
+            .into(),
+            RunFinished {
+                status: RunStatus::Completed,
+                reason: String::new(),
+                duration_s: f64::MAX,
+                best: Some(Best { name: "x".into(), value: 1.0, epoch: u32::MAX }),
+            }
+            .into(),
+            RunStalled { silent_s: f64::MAX, stall_after_s: -1.0 }.into(),
+        ];
+        let mut context = RunContext::new("r");
+        context.apply(&Event::now("r", 0, e));
+        for payload in payloads {
+            let n = notification(&context, &Event::now("r", u64::MAX, payload), None, None, u32::MAX);
+            assert!(!n.title.is_empty());
+        }
+        assert!(summary(&epoch(u32::MAX, 1.0, 1.0, 1.0)).starts_with("epoch 4294967296/3 · train 1.000000"));
     }
 
     #[test]
