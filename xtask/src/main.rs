@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail};
 
 mod bench;
 mod setup;
+mod torch;
 
 const USAGE: &str = "usage: cargo xtask <setup|test|demo|bench NAME> [args]
 

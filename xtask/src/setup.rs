@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::Result;
 
 /// Install whatever is missing.
-pub fn run(_root: &Path) -> Result<()> {
+pub fn run(root: &Path) -> Result<()> {
+    crate::torch::ensure(root)?;
     Ok(())
 }
