@@ -12,6 +12,7 @@
 
 mod context;
 pub mod duration;
+mod host;
 pub mod http;
 mod notifier;
 mod registry;
@@ -19,6 +20,7 @@ pub mod render;
 mod secret;
 
 pub use duration::{format_duration, parse_duration};
+pub use host::{Host, HostError, RunSummary, RunView};
 pub use notifier::{Capabilities, DeliveryError, Health, Image, Notification, Notifier, Receipt, RunContext};
 pub use registry::{ConfigError, Constructor, Registry, parse_table};
 pub use secret::Secret;

@@ -159,6 +159,15 @@ pub trait Notifier: Send + Sync {
     async fn deliver(&self, notification: &Notification) -> Result<Receipt, DeliveryError>;
 
     /// Whether it can deliver right now (cheap; no message is sent).
+    /// For notifiers that take commands ([`Capabilities::commands`]): listen for them until the host shuts
+    /// down, answering through `host`. The host spawns this once per notifier, owns the task and aborts it
+    /// at shutdown; returning ends listening (the host logs an error and may restart it). The default does
+    /// nothing.
+    async fn listen(&self, host: std::sync::Arc<dyn crate::Host>) -> Result<(), DeliveryError> {
+        let _ = host;
+        Ok(())
+    }
+
     async fn health_check(&self) -> Health {
         Health::Ok
     }
