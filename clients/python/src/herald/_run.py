@@ -248,8 +248,10 @@ class Run:
         *,
         epoch: Optional[int] = None,
         elapsed_s: Optional[float] = None,
+        report: bool = True,
     ) -> None:
-        """Report ``epoch_ended`` (a row of the results table).
+        """Report ``epoch_ended`` (a row of the results table); ``report=False`` only records it (for the best
+        value) without sending.
 
         ``train_loss`` defaults to the smoothed loss after the last batch, ``epoch`` to the current one,
         ``elapsed_s`` to the time since ``epoch_started`` (or since the previous epoch ended).
@@ -280,7 +282,7 @@ class Run:
         payload["metrics"] = _wire.metrics_dict(list(mets), list(mets.values()))
         payload["elapsed_s"] = max(0.0, elapsed)
         self._track_best(payload)
-        if self.reports:
+        if self.reports and report:
             self._emit("epoch_ended", payload)
 
     def _track_best(self, payload: Mapping[str, Any]) -> None:
