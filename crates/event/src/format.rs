@@ -133,7 +133,7 @@ pub fn results_table<S: AsRef<str>>(metric_names: &[S], epochs: &[EpochEnded]) -
 /// The compact one-line summary of an epoch, 1-based for people:
 /// `epoch 3/10 · train 0.123400 · valid 0.056700 · accuracy 0.982100 · 00:05`.
 pub fn summary(e: &EpochEnded) -> String {
-    let mut out = format!("epoch {}/{} · train {}", e.epoch + 1, e.n_epochs, float6(e.train_loss));
+    let mut out = format!("epoch {}/{} · train {}", u64::from(e.epoch) + 1, e.n_epochs, float6(e.train_loss));
     if let Some(v) = e.valid_loss {
         let _ = write!(out, " · valid {}", float6(v));
     }
@@ -225,5 +225,11 @@ mod tests {
         assert_eq!(summary(&e), "epoch 3/10 · train 0.123400 · valid 0.056700 · accuracy 0.982100 · 00:05");
         let e = epoch(0, 1.0, None, None, 0.0);
         assert_eq!(summary(&e), "epoch 1/10 · train 1.000000 · 00:00");
+    }
+
+    #[test]
+    fn summary_of_the_last_possible_epoch_does_not_overflow() {
+        let e = epoch(u32::MAX, 1.0, None, None, 0.0);
+        assert!(summary(&e).starts_with("epoch 4294967296/10 "));
     }
 }
