@@ -1,0 +1,62 @@
+"""An aiosmtpd handler for herald-email's tests: every received mail becomes one JSON line.
+
+Run as `python3 -m aiosmtpd -n -l 127.0.0.1:PORT -c smtp_sink.JsonSink OUT.jsonl` with this folder on
+PYTHONPATH. Python's own `email` package parses the MIME, so the tests assert on what a mail client sees:
+the envelope, the decoded subject and headers, each part's type, Content-ID and decoded content, whether
+the session was under TLS, and the client's address (the same address for several mails shows that the
+connection was reused). Recipients starting with `reject` get 550 and with `busy` get 451.
+"""
+
+import base64
+import email
+import email.policy
+import json
+
+
+class JsonSink:
+    def __init__(self, path):
+        self.path = path
+
+    @classmethod
+    def from_cli(cls, parser, *args):
+        if len(args) != 1:
+            parser.error("JsonSink takes one argument: the JSON-lines file to append to")
+        return cls(args[0])
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.startswith("reject"):
+            return "550 5.1.1 mailbox unavailable"
+        if address.startswith("busy"):
+            return "451 4.3.0 try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        msg = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
+        parts = []
+        for part in msg.walk():
+            entry = {
+                "content_type": part.get_content_type(),
+                "content_id": part.get("Content-ID"),
+                "disposition": part.get_content_disposition(),
+                "filename": part.get_filename(),
+            }
+            if part.is_multipart():
+                entry["multipart"] = True
+            elif part.get_content_maintype() == "text":
+                entry["text"] = part.get_content()
+            else:
+                entry["base64"] = base64.b64encode(part.get_payload(decode=True)).decode()
+            parts.append(entry)
+        record = {
+            "mail_from": envelope.mail_from,
+            "rcpt_tos": envelope.rcpt_tos,
+            "subject": str(msg["Subject"]),
+            "headers": {k.lower(): str(v) for k, v in msg.items()},
+            "tls": session.ssl is not None,
+            "peer": list(session.peer),
+            "parts": parts,
+        }
+        with open(self.path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(record) + "\n")
+        return "250 OK"
