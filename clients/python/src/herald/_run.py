@@ -15,7 +15,9 @@ import os
 import socket
 import sys
 import time
+import threading
 import traceback as tb_module
+import weakref
 from typing import Any, Dict, Iterable, Mapping, Optional
 
 from . import _wire
@@ -51,6 +53,32 @@ def lower_is_better(name: str) -> bool:
     """Whether a smaller value of the metric ``name`` is better (losses and error rates)."""
     n = name.lower()
     return any(word in n for word in _LOWER_IS_BETTER)
+
+
+_open_runs: "weakref.WeakSet[Run]" = weakref.WeakSet()
+_hook_lock = threading.Lock()
+_hook_installed = False
+
+
+def _install_excepthook() -> None:
+    """Frameworks without an exception hook (Keras, transformers, plain scripts) still report a crash: an
+    exception that reaches the top of the program fails every run still open, then the previous hook runs."""
+    global _hook_installed
+    with _hook_lock:
+        if _hook_installed:
+            return
+        _hook_installed = True
+        previous = sys.excepthook
+
+        def herald_excepthook(exc_type: Any, exc: Any, tb: Any) -> None:
+            for run in list(_open_runs):
+                try:
+                    end_run_for_exception(run, exc if exc is not None else exc_type())
+                except Exception:  # noqa: BLE001 - never hide the user's traceback behind ours
+                    pass
+            previous(exc_type, exc, tb)
+
+        sys.excepthook = herald_excepthook
 
 
 class Smoother:
@@ -166,6 +194,8 @@ class Run:
         if hyper:
             self.hyper.update(hyper)
         self.started_at = time.time()
+        _open_runs.add(self)
+        _install_excepthook()
         if self.reports:
             self._send_start()
         return self
@@ -318,6 +348,7 @@ class Run:
             return
         self.ended = True
         self.status = status
+        _open_runs.discard(self)
         if not self.reports:
             return
         if reason is None:
@@ -343,6 +374,7 @@ class Run:
             return
         self.ended = True
         self.status = "failed"
+        _open_runs.discard(self)
         if isinstance(error, BaseException):
             if traceback is None and error.__traceback__ is not None:
                 traceback = "".join(tb_module.format_exception(type(error), error, error.__traceback__))

@@ -1,0 +1,189 @@
+"""Lightning 2.x integration: ``HeraldCallback`` reports ``trainer.fit`` to the Herald daemon.
+
+    from herald.lightning import HeraldCallback
+    trainer = L.Trainer(max_epochs=10, callbacks=[HeraldCallback()])
+
+``run_started`` in ``on_train_start`` (max epochs, training batches, lr, the module's ``hparams``), ``epoch_started``,
+``batch_ended`` at most once per ``batch_interval`` seconds, ``epoch_ended`` in ``on_train_epoch_end`` from
+``trainer.callback_metrics`` (``train_loss``/``loss`` is the train loss, ``val_loss``/``valid_loss`` the valid
+loss, the rest metrics, under the names you logged), ``run_finished`` in ``on_train_end``, ``run_failed`` from
+``on_exception`` (a ``KeyboardInterrupt`` is a stop). A stop request sets ``trainer.should_stop``.
+
+Distributed: only global rank 0 reports start, epochs and finish; a failure is reported from any rank. Uses
+``lightning.pytorch`` when installed, else ``pytorch_lightning``; importing this module imports it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Dict, Mapping, Optional
+
+try:
+    from lightning.pytorch import Callback
+except ImportError:  # the standalone package
+    from pytorch_lightning import Callback  # type: ignore[no-redef]
+
+from . import _wire
+from ._client import Client
+from ._run import Run, end_run_for_exception
+
+log = logging.getLogger("herald")
+
+__all__ = ["HeraldCallback"]
+
+_TRAIN_LOSS = ("train_loss", "loss", "train_loss_epoch")
+_VALID_LOSS = ("val_loss", "valid_loss", "val_loss_epoch")
+
+
+def _number(value: Any) -> Optional[float]:
+    try:
+        return _wire.to_float(value)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+
+
+class HeraldCallback(Callback):
+    """Report each ``fit`` as a Herald run (``name``, ``monitor``, ``batch_interval``, ``hyper``, ``client`` as
+    in the fastai callback)."""
+
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        *,
+        monitor: Optional[str] = None,
+        batch_interval: float = 0.5,
+        hyper: Optional[Mapping[str, Any]] = None,
+        client: Optional[Client] = None,
+    ):
+        super().__init__()
+        self.run_name = name
+        self.monitor = monitor
+        self.batch_interval = batch_interval
+        self.extra_hyper = dict(hyper or {})
+        self.client = client
+        self.run: Optional[Run] = None
+        self._stop_requested = False
+        self._warned: set = set()
+
+    def _warn(self, hook: str, err: BaseException) -> None:
+        if hook not in self._warned:
+            self._warned.add(hook)
+            log.warning("herald: %s could not report (%s: %s); training goes on", hook, type(err).__name__, err)
+
+    @staticmethod
+    def _lr(trainer: Any) -> Optional[float]:
+        try:
+            return float(trainer.optimizers[0].param_groups[0]["lr"])
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+            return None
+
+    def _hyper(self, trainer: Any, pl_module: Any) -> Dict[str, Any]:
+        hyper: Dict[str, Any] = {"model": type(pl_module).__name__}
+        try:
+            hyper.update(dict(pl_module.hparams))
+        except (AttributeError, TypeError, ValueError):
+            pass
+        lr = self._lr(trainer)
+        if lr is not None:
+            hyper.setdefault("lr", lr)
+        if trainer.optimizers:
+            hyper["opt"] = type(trainer.optimizers[0]).__name__
+        hyper.update(self.extra_hyper)
+        return hyper
+
+    def _run_for(self, trainer: Any, pl_module: Any) -> Run:
+        n_batches = trainer.num_training_batches
+        n_batches = int(n_batches) if isinstance(n_batches, (int, float)) and math.isfinite(n_batches) else 0
+        max_epochs = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else 0
+        return Run(
+            self.run_name,
+            n_epochs=max_epochs,
+            batches_per_epoch=n_batches,
+            hyper=self._hyper(trainer, pl_module),
+            monitor=self.monitor,
+            batch_interval=self.batch_interval,
+            rank=int(trainer.global_rank),
+            client=self.client,
+        )
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._stop_requested = False
+        try:
+            self.run = self._run_for(trainer, pl_module).start()
+        except Exception as err:  # noqa: BLE001 - reporting never breaks training
+            self._warn("on_train_start", err)
+            self.run = None
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        if self.run is not None:
+            try:
+                self.run.epoch_started(trainer.current_epoch)
+            except Exception as err:  # noqa: BLE001
+                self._warn("on_train_epoch_start", err)
+
+    def _check_stop(self, trainer: Any) -> None:
+        if self.run is not None and not self._stop_requested and self.run.should_stop:
+            self._stop_requested = True
+            log.warning("herald: stop requested for run %s; setting trainer.should_stop", self.run.id)
+            trainer.should_stop = True
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        run = self.run
+        if run is None:
+            return
+        self._check_stop(trainer)
+        if not run.reports or not run.batch_due():
+            return
+        try:
+            loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+            value = _number(loss.detach() if hasattr(loss, "detach") else loss)
+            if value is None:
+                return
+            run.batch_ended(value, lr=self._lr(trainer) or 0.0, epoch=trainer.current_epoch, batch=batch_idx,
+                            force=True)
+        except Exception as err:  # noqa: BLE001
+            self._warn("on_train_batch_end", err)
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        run = self.run
+        if run is None:
+            return
+        try:
+            values = {str(k): _number(v) for k, v in trainer.callback_metrics.items()}
+            values = {k: v for k, v in values.items() if v is not None}
+            train_loss = next((values.pop(k) for k in _TRAIN_LOSS if k in values), None)
+            valid_loss = next((values.pop(k) for k in _VALID_LOSS if k in values), None)
+            for k in _TRAIN_LOSS + _VALID_LOSS:
+                values.pop(k, None)
+            metrics = {k: v for k, v in values.items() if not k.endswith("_step")}
+            run.epoch_ended(train_loss, valid_loss, metrics, epoch=trainer.current_epoch)
+        except Exception as err:  # noqa: BLE001
+            self._warn("on_train_epoch_end", err)
+        self._check_stop(trainer)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        run = self.run
+        if run is None or run.ended:
+            return
+        try:
+            done = run.epoch + 1
+            n = run.n_epochs
+            if self._stop_requested:
+                run.finish("stopped", f"stopped on request after {done} of {n} epochs")
+            elif n and done < n:
+                run.finish("stopped", f"stopped early (trainer.should_stop) after {done} of {n} epochs")
+            else:
+                run.finish("completed", f"completed all {n} epochs" if n else "completed")
+        except Exception as err:  # noqa: BLE001
+            self._warn("on_train_end", err)
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        run = self.run
+        try:
+            if run is None:
+                run = self._run_for(trainer, pl_module)  # failed before training started: still report it
+            if not run.ended:
+                end_run_for_exception(run, exception)
+        except Exception as err:  # noqa: BLE001
+            self._warn("on_exception", err)
