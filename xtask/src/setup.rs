@@ -8,6 +8,8 @@ use anyhow::Result;
 
 /// Install whatever is missing.
 pub fn run(root: &Path) -> Result<()> {
+    // Debian packages for the notifier tests: one dpkg-query when all are present.
+    crate::debian::ensure()?;
     crate::torch::ensure(root)?;
     Ok(())
 }
