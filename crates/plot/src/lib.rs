@@ -147,6 +147,7 @@ pub fn plot_losses(history: &LossHistory) -> Result<Vec<u8>, PlotError> {
             .configure_mesh()
             .x_desc("batches processed")
             .y_desc("loss")
+            .x_label_formatter(&whole)
             .label_style((FAMILY, 13))
             .draw()
             .map_err(draw_err)?;
@@ -188,12 +189,12 @@ pub fn plot_lr(history: &LrHistory) -> Result<Vec<u8>, PlotError> {
     }
     register_font()?;
     render(|root| {
-        let mut panels: Vec<Panel<'_>> = vec![("learning rate", &lrs, BLUE)];
+        let mut panels: Vec<Panel<'_>> = vec![("learning rate", &lrs, BLUE, sci)];
         if !moms.is_empty() {
-            panels.push(("momentum", &moms, RGBColor(44, 160, 44)));
+            panels.push(("momentum", &moms, RGBColor(44, 160, 44), fixed3));
         }
         let areas = root.split_evenly((1, panels.len()));
-        for (area, (name, points, color)) in areas.iter().zip(panels) {
+        for (area, (name, points, color, y_format)) in areas.iter().zip(panels) {
             let (x_max, y_min, y_max) = bounds(points.iter());
             let mut chart = ChartBuilder::on(area)
                 .caption(name, (FAMILY, 20))
@@ -206,7 +207,8 @@ pub fn plot_lr(history: &LrHistory) -> Result<Vec<u8>, PlotError> {
                 .configure_mesh()
                 .x_desc("batch")
                 .label_style((FAMILY, 12))
-                .y_label_formatter(&|v| format!("{v:.2e}"))
+                .x_label_formatter(&whole)
+                .y_label_formatter(&y_format)
                 .draw()
                 .map_err(draw_err)?;
             chart
@@ -217,8 +219,20 @@ pub fn plot_lr(history: &LrHistory) -> Result<Vec<u8>, PlotError> {
     })
 }
 
-/// One chart of `plot_lr`: its title, points and colour.
-type Panel<'a> = (&'static str, &'a [(f64, f64)], RGBColor);
+/// One chart of `plot_lr`: its title, points, colour and y-label format.
+type Panel<'a> = (&'static str, &'a [(f64, f64)], RGBColor, fn(&f64) -> String);
+
+fn whole(v: &f64) -> String {
+    format!("{v:.0}")
+}
+
+fn sci(v: &f64) -> String {
+    format!("{v:.1e}")
+}
+
+fn fixed3(v: &f64) -> String {
+    format!("{v:.3}")
+}
 
 fn indexed(values: &[f64]) -> Vec<(f64, f64)> {
     values.iter().enumerate().map(|(i, v)| (i as f64, *v)).collect()
