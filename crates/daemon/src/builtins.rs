@@ -11,6 +11,7 @@ pub fn registry() -> Registry {
     let mut registry = Registry::new();
     registry.register(herald_console::KIND, herald_console::DESCRIPTION, herald_console::new);
     registry.register(herald_webhook::KIND, herald_webhook::DESCRIPTION, herald_webhook::new);
+    registry.register(crate::exec::KIND, crate::exec::DESCRIPTION, crate::exec::new);
     registry
 }
 

@@ -157,8 +157,28 @@ impl Default for Routing {
 impl NotifierConfig {
     /// Build the notifier with `registry`. A constructor's error gets this table's file, the line and column
     /// of the key it names (or of the table), and the key path under `notifier[i]`.
+    /// A type the registry does not know runs the plugin `herald-notify-<type>` when one is installed
+    /// (`crate::exec::discover`).
     pub fn build(&self, registry: &Registry) -> Result<Box<dyn Notifier>, ConfigError> {
-        registry.build(&self.kind, &self.name, self.table.clone()).map_err(|err| self.locate(err))
+        let built = match registry.contains(&self.kind) {
+            true => registry.build(&self.kind, &self.name, self.table.clone()),
+            false => match crate::exec::discover(&self.kind) {
+                Some(program) => {
+                    crate::exec::build_discovered(&self.name, &self.kind, program, self.table.clone())
+                }
+                None => registry.build(&self.kind, &self.name, self.table.clone()).map_err(|e| ConfigError {
+                    message: format!(
+                        "{}; or install a plugin as an executable `{}{}` on PATH or in \
+                         ~/.local/share/herald/plugins",
+                        e.message,
+                        crate::exec::PREFIX,
+                        self.kind
+                    ),
+                    ..e
+                }),
+            },
+        };
+        built.map_err(|err| self.locate(err))
     }
 
     fn locate(&self, err: ConfigError) -> ConfigError {

@@ -17,6 +17,7 @@ mod daemon;
 pub mod dispatcher;
 pub mod embedded;
 mod error;
+pub mod exec;
 pub mod forwarder;
 pub mod limits;
 pub mod runs;
