@@ -10,7 +10,7 @@
 //! Without a session bus (a headless training box, an SSH session) the notifier reports itself
 //! unavailable with a clear message ("no D-Bus session bus") in `herald check`, `/v1/status` and the log,
 //! and its deliveries fail as retryable, so the other notifiers keep working. The daemon and the CLI use
-//! this crate through [`build`] and [`session_bus_available`] (the built-in default configuration adds a
+//! this crate through [`new`] and [`session_bus_available`] (the built-in default configuration adds a
 //! desktop notifier only when a bus is there).
 
 use std::path::PathBuf;
@@ -31,6 +31,12 @@ const OBJECT_PATH: &str = "/org/freedesktop/Notifications";
 const BUS_TIMEOUT: Duration = Duration::from_secs(5);
 /// The popup body keeps at most this many lines of the first paragraph.
 const BODY_LINES: usize = 8;
+
+/// The notifier type name, as in `type = "desktop"`.
+pub const KIND: &str = "desktop";
+/// What `herald plugins` says about this type.
+pub const DESCRIPTION: &str =
+    "shows freedesktop notifications on the D-Bus session bus, one per run replaced in place";
 
 /// Configuration of a `desktop` notifier (`[[notifier]]` with `type = "desktop"`).
 #[derive(Debug, Clone, Deserialize)]
@@ -60,7 +66,7 @@ fn default_app_name() -> String {
 }
 
 /// Build a `desktop` notifier from its configuration table (the registry's constructor).
-pub fn build(name: &str, table: toml::Table) -> Result<Box<dyn Notifier>, ConfigError> {
+pub fn new(name: &str, table: toml::Table) -> Result<Box<dyn Notifier>, ConfigError> {
     let config: DesktopConfig = parse_table(table)?;
     Ok(Box::new(Desktop::new(name, config)?))
 }
@@ -218,7 +224,7 @@ fn delivery_error(message: String) -> DeliveryError {
 #[async_trait]
 impl Notifier for Desktop {
     fn kind(&self) -> &str {
-        "desktop"
+        KIND
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -280,7 +286,7 @@ mod tests {
     #[test]
     fn config_errors_name_the_key() {
         fn check(text: &str, key: &str, part: &str) {
-            let err = build("d", text.parse().expect("TOML")).err().expect(text);
+            let err = new("d", text.parse().expect("TOML")).err().expect(text);
             assert_eq!(err.key.as_deref(), Some(key), "{text}: {err}");
             assert!(err.message.contains(part), "{text}: {err}");
         }
@@ -289,7 +295,7 @@ mod tests {
         check("expire = 'forever'", "expire", "invalid duration");
         check("icon = 3", "icon", "string");
         check("urgent = true", "urgent", "unknown key");
-        assert!(build("d", toml::Table::new()).is_ok());
+        assert!(new("d", toml::Table::new()).is_ok());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! dropping the oldest table rows (or traceback lines) first, with the code blocks kept closed; mentions in
 //! run-supplied text are disabled. The loss curve is attached at run end. A 429 is retried after the
 //! `retry_after` Discord sends (fractional seconds). The daemon and the CLI use this crate through
-//! [`build`]; it does not retry or rate-limit itself: the host does.
+//! [`new`]; it does not retry or rate-limit itself: the host does.
 
 use std::time::Duration;
 
@@ -24,6 +24,12 @@ mod http;
 
 /// Discord's limit on a message's `content`, in characters.
 pub const CONTENT_LIMIT: usize = 2000;
+
+/// The notifier type name, as in `type = "discord"`.
+pub const KIND: &str = "discord";
+/// What `herald plugins` says about this type.
+pub const DESCRIPTION: &str =
+    "posts to a Discord webhook: one live message per run edited in place, table in a code block";
 
 /// Configuration of a `discord` notifier (`[[notifier]]` with `type = "discord"`).
 #[derive(Debug, Clone, Deserialize)]
@@ -48,7 +54,7 @@ fn default_true() -> bool {
 }
 
 /// Build a `discord` notifier from its configuration table (the registry's constructor).
-pub fn build(name: &str, table: toml::Table) -> Result<Box<dyn Notifier>, ConfigError> {
+pub fn new(name: &str, table: toml::Table) -> Result<Box<dyn Notifier>, ConfigError> {
     let config: DiscordConfig = parse_table(table)?;
     Ok(Box::new(Discord::new(name, config)?))
 }
@@ -192,7 +198,7 @@ fn pings(n: &Notification) -> bool {
 #[async_trait]
 impl Notifier for Discord {
     fn kind(&self) -> &str {
-        "discord"
+        KIND
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -344,10 +350,10 @@ mod tests {
     #[test]
     fn config_errors_do_not_echo_the_url() {
         let err =
-            build("d", table("webhook_url = 'discord.com/api/webhooks/1/SECRET'")).err().expect("no scheme");
+            new("d", table("webhook_url = 'discord.com/api/webhooks/1/SECRET'")).err().expect("no scheme");
         assert_eq!(err.key.as_deref(), Some("webhook_url"));
         assert!(!err.to_string().contains("SECRET"), "{err}");
-        let err = build("d", table("webhook_url = 'https://x/1/t'\nlife = true")).err().expect("typo");
+        let err = new("d", table("webhook_url = 'https://x/1/t'\nlife = true")).err().expect("typo");
         assert_eq!(err.key.as_deref(), Some("life"));
         let ok = Discord::new(
             "d",

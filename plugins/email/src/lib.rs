@@ -11,7 +11,7 @@
 //! run's finish, failure or stall, which always go at once) carries it in its table, since the table holds
 //! every epoch so far. The window lives in the [`Receipt`], so it survives a daemon restart.
 //!
-//! The daemon and the CLI use this crate through [`build`]; it does not retry or rate-limit: the host does.
+//! The daemon and the CLI use this crate through [`new`]; it does not retry or rate-limit: the host does.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -46,6 +46,12 @@ pub enum TlsMode {
     /// No encryption: only for a relay on this machine or a trusted network.
     None,
 }
+
+/// The notifier type name, as in `type = "email"`.
+pub const KIND: &str = "email";
+/// What `herald plugins` says about this type.
+pub const DESCRIPTION: &str =
+    "mails text and HTML (results table, inline loss curve) over SMTP with STARTTLS or TLS; digest mode";
 
 /// Configuration of an `email` notifier (`[[notifier]]` with `type = "email"`).
 #[derive(Debug, Clone, Deserialize)]
@@ -97,7 +103,7 @@ fn default_timeout() -> Duration {
 }
 
 /// Build an `email` notifier from its configuration table (the registry's constructor).
-pub fn build(name: &str, table: toml::Table) -> Result<Box<dyn Notifier>, ConfigError> {
+pub fn new(name: &str, table: toml::Table) -> Result<Box<dyn Notifier>, ConfigError> {
     let config: EmailConfig = parse_table(table)?;
     Ok(Box::new(Email::new(name, config)?))
 }
@@ -347,7 +353,7 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 #[async_trait]
 impl Notifier for Email {
     fn kind(&self) -> &str {
-        "email"
+        KIND
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -412,7 +418,7 @@ mod tests {
     #[test]
     fn config_errors_name_the_key() {
         fn check(text: &str, key: &str, part: &str) {
-            let err = build("m", table(text)).err().expect(text);
+            let err = new("m", table(text)).err().expect(text);
             assert_eq!(err.key.as_deref(), Some(key), "{text}: {err}");
             assert!(err.message.contains(part), "{text}: {err}");
         }
@@ -426,7 +432,7 @@ mod tests {
         check(&format!("{BASE}digest = 'soon'"), "digest", "invalid duration");
         check(&format!("{BASE}ca_file = '/nonexistent/ca.pem'"), "ca_file", "cannot read");
         check(&format!("{BASE}subjectprefix = 'x'"), "subjectprefix", "unknown key");
-        assert!(build("m", table(BASE)).is_ok());
+        assert!(new("m", table(BASE)).is_ok());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! `PUT {server}/{topic}` with the PNG as the body, a `Filename` header and the text in the `Message` header.
 //! A "Stop run" button (an ntfy `http` action that posts to the daemon's stop endpoint) appears only when
 //! `public_url` and `daemon_token` are configured. The daemon and the CLI use this crate through
-//! [`build`]; it does not retry, rate-limit or edit earlier messages (ntfy cannot): the host retries.
+//! [`new`]; it does not retry, rate-limit or edit earlier messages (ntfy cannot): the host retries.
 
 use std::time::Duration;
 
@@ -22,6 +22,12 @@ mod http;
 
 /// ntfy refuses (or turns into an attachment) a message body over 4096 bytes.
 pub const MESSAGE_LIMIT_BYTES: usize = 4096;
+
+/// The notifier type name, as in `type = "ntfy"`.
+pub const KIND: &str = "ntfy";
+/// What `herald plugins` says about this type.
+pub const DESCRIPTION: &str =
+    "publishes to an ntfy topic: per-event priority and tags, loss curve, optional Stop run button";
 
 /// Configuration of an `ntfy` notifier (`[[notifier]]` with `type = "ntfy"`).
 #[derive(Debug, Clone, Deserialize)]
@@ -57,7 +63,7 @@ fn default_server() -> String {
 }
 
 /// Build an `ntfy` notifier from its configuration table (the registry's constructor).
-pub fn build(name: &str, table: toml::Table) -> Result<Box<dyn Notifier>, ConfigError> {
+pub fn new(name: &str, table: toml::Table) -> Result<Box<dyn Notifier>, ConfigError> {
     let config: NtfyConfig = parse_table(table)?;
     Ok(Box::new(Ntfy::new(name, config)?))
 }
@@ -195,7 +201,7 @@ fn event_tags(kind: EventKind) -> &'static [&'static str] {
 #[async_trait]
 impl Notifier for Ntfy {
     fn kind(&self) -> &str {
-        "ntfy"
+        KIND
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -260,7 +266,7 @@ mod tests {
     #[test]
     fn config_errors_name_the_key() {
         fn check(text: &str, key: &str, part: &str) {
-            let err = build("n", table(text)).err().expect(text);
+            let err = new("n", table(text)).err().expect(text);
             assert_eq!(err.key.as_deref(), Some(key), "{text}: {err}");
             assert!(err.message.contains(part), "{text}: {err}");
         }
@@ -272,7 +278,7 @@ mod tests {
         check("topic = 'runs'\ndaemon_token = 't'", "public_url", "needs the daemon's address");
         check("topic = 'runs'\ntags = ['a,b']", "tags[0]", "without commas");
         check("topic = 'runs'\ntoken = 'a b'", "token", "spaces");
-        assert!(build("n", table("topic = 'runs'")).is_ok());
+        assert!(new("n", table("topic = 'runs'")).is_ok());
     }
 
     #[test]

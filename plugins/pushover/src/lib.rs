@@ -7,7 +7,7 @@
 //! Failures (a failed, lost or stalled run, an error message) use `failure_priority`, which may be 2
 //! (emergency: repeated every `retry` until acknowledged or `expire`). At run end the loss curve the host
 //! hands over is attached when it is under Pushover's 2.5 MB limit. The daemon and the CLI use this crate
-//! through [`build`]; it does not retry, rate-limit or edit (Pushover cannot): the host retries.
+//! through [`new`]; it does not retry, rate-limit or edit (Pushover cannot): the host retries.
 
 use std::time::Duration;
 
@@ -28,6 +28,12 @@ pub const URL_LIMIT: usize = 512;
 pub const URL_TITLE_LIMIT: usize = 100;
 /// The largest attachment Pushover takes (about 2.5 MB).
 pub const ATTACHMENT_LIMIT_BYTES: usize = 2_621_440;
+
+/// The notifier type name, as in `type = "pushover"`.
+pub const KIND: &str = "pushover";
+/// What `herald plugins` says about this type.
+pub const DESCRIPTION: &str =
+    "sends Pushover messages: failure priority (emergency possible), loss curve attached";
 
 /// Configuration of a `pushover` notifier (`[[notifier]]` with `type = "pushover"`).
 #[derive(Debug, Clone, Deserialize)]
@@ -81,7 +87,7 @@ fn default_expire() -> Duration {
 }
 
 /// Build a `pushover` notifier from its configuration table (the registry's constructor).
-pub fn build(name: &str, table: toml::Table) -> Result<Box<dyn Notifier>, ConfigError> {
+pub fn new(name: &str, table: toml::Table) -> Result<Box<dyn Notifier>, ConfigError> {
     let config: PushoverConfig = parse_table(table)?;
     Ok(Box::new(Pushover::new(name, config)?))
 }
@@ -187,7 +193,7 @@ fn non_empty(text: &str) -> &str {
 #[async_trait]
 impl Notifier for Pushover {
     fn kind(&self) -> &str {
-        "pushover"
+        KIND
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -277,7 +283,7 @@ mod tests {
     fn config_errors_name_the_key() {
         fn check(extra: &str, key: &str, part: &str) {
             let text = format!("{KEYS}{extra}");
-            let err = build("p", table(&text)).err().expect(extra);
+            let err = new("p", table(&text)).err().expect(extra);
             assert_eq!(err.key.as_deref(), Some(key), "{extra}: {err}");
             assert!(err.message.contains(part), "{extra}: {err}");
         }
@@ -287,11 +293,11 @@ mod tests {
         check("expire = '4h'", "expire", "3h");
         check("api_url = 'api.pushover.net'", "api_url", "http");
         check("sounds = 'x'", "sounds", "unknown key");
-        let err = build("p", table("token = 'a b'\nuser = 'u'")).err().expect("bad token");
+        let err = new("p", table("token = 'a b'\nuser = 'u'")).err().expect("bad token");
         assert_eq!(err.key.as_deref(), Some("token"));
-        let err = build("p", table("token = 'abc'")).err().expect("no user");
+        let err = new("p", table("token = 'abc'")).err().expect("no user");
         assert_eq!((err.key.as_deref(), err.message.as_str()), (Some("user"), "missing required key"));
-        assert!(build("p", table(KEYS)).is_ok());
+        assert!(new("p", table(KEYS)).is_ok());
     }
 
     #[test]

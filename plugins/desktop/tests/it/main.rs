@@ -220,7 +220,7 @@ impl Run {
 }
 
 fn notifier(toml_text: &str) -> Box<dyn Notifier> {
-    herald_desktop::build("desk", toml_text.parse().expect("test config is TOML")).expect("valid config")
+    herald_desktop::new("desk", toml_text.parse().expect("test config is TOML")).expect("valid config")
 }
 
 #[test]

@@ -58,7 +58,7 @@ async fn discord() -> Fake {
 
 fn notifier(server: &Fake, extra: &str) -> Box<dyn Notifier> {
     let text = format!("webhook_url = '{}{HOOK}'\n{extra}", server.base);
-    herald_discord::build("chan", text.parse().expect("test config is TOML")).expect("valid config")
+    herald_discord::new("chan", text.parse().expect("test config is TOML")).expect("valid config")
 }
 
 /// A run that goes through `events`, delivering each with the previous receipt, as the daemon does.
@@ -247,7 +247,7 @@ async fn health_check_asks_for_the_webhook() {
     }
     // Nothing listening: unavailable, and the message does not leak the token.
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let gone = herald_discord::build(
+    let gone = herald_discord::new(
         "chan",
         format!("webhook_url = 'http://127.0.0.1:{port}{HOOK}'").parse().expect("TOML"),
     )

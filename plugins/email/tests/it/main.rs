@@ -95,7 +95,7 @@ impl Run {
 fn notifier(extra: &str) -> Box<dyn Notifier> {
     let text =
         format!("from = 'Herald <herald@example.org>'\nto = ['me@example.org', 'you@example.org']\n{extra}");
-    herald_email::build("mail", text.parse().expect("test config is TOML")).expect("valid config")
+    herald_email::new("mail", text.parse().expect("test config is TOML")).expect("valid config")
 }
 
 fn plain(sink: &Sink, extra: &str) -> Box<dyn Notifier> {
@@ -283,7 +283,7 @@ async fn smtp_answers_map_to_delivery_errors() {
     let base =
         format!("smtp_host = '127.0.0.1'\nsmtp_port = {}\ntls = 'none'\nfrom = 'h@example.org'\n", sink.port);
     let build = |to: &str| {
-        herald_email::build("mail", format!("{base}to = ['{to}']").parse().expect("TOML"))
+        herald_email::new("mail", format!("{base}to = ['{to}']").parse().expect("TOML"))
             .expect("valid config")
     };
     let mut run = Run::new();
@@ -295,7 +295,7 @@ async fn smtp_answers_map_to_delivery_errors() {
     assert!(sink.mails().is_empty());
 
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let gone = herald_email::build(
+    let gone = herald_email::new(
         "mail",
         format!("smtp_host = '127.0.0.1'\nsmtp_port = {port}\ntls = 'none'\nfrom = 'h@example.org'\nto = ['me@example.org']")
             .parse()

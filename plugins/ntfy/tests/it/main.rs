@@ -43,7 +43,7 @@ fn note(payload: impl Into<Payload>) -> Notification {
 }
 
 fn notifier(toml_text: &str) -> Box<dyn Notifier> {
-    herald_ntfy::build("phone", toml_text.parse().expect("test config is TOML")).expect("valid config")
+    herald_ntfy::new("phone", toml_text.parse().expect("test config is TOML")).expect("valid config")
 }
 
 async fn ok_server() -> Fake {

@@ -46,7 +46,7 @@ fn note(payload: impl Into<Payload>, image: Option<Image>) -> Notification {
 
 fn notifier(server: &Fake, extra: &str) -> Box<dyn Notifier> {
     let text = format!("{KEYS}api_url = '{}/1/messages.json'\n{extra}", server.base);
-    herald_pushover::build("phone", text.parse().expect("test config is TOML")).expect("valid config")
+    herald_pushover::new("phone", text.parse().expect("test config is TOML")).expect("valid config")
 }
 
 async fn ok_server() -> Fake {
