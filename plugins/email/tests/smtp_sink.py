@@ -5,6 +5,10 @@ PYTHONPATH. Python's own `email` package parses the MIME, so the tests assert on
 the envelope, the decoded subject and headers, each part's type, Content-ID and decoded content, whether
 the session was under TLS, and the client's address (the same address for several mails shows that the
 connection was reused). Recipients starting with `reject` get 550 and with `busy` get 451.
+
+aiosmtpd's command line cannot require a login, so for the login test this file also runs as a script:
+`python3 smtp_sink.py PORT OUT.jsonl CERT KEY USER PASSWORD` serves the same handler on 127.0.0.1:PORT with
+STARTTLS and AUTH required (only USER/PASSWORD succeed) until it is killed.
 """
 
 import base64
@@ -53,10 +57,43 @@ class JsonSink:
             "rcpt_tos": envelope.rcpt_tos,
             "subject": str(msg["Subject"]),
             "headers": {k.lower(): str(v) for k, v in msg.items()},
-            "tls": session.ssl is not None,
+            "tls": session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None,
             "peer": list(session.peer),
+            "login": session.auth_data.login.decode() if session.authenticated and session.auth_data else None,
             "parts": parts,
         }
         with open(self.path, "a", encoding="utf-8") as out:
             out.write(json.dumps(record) + "\n")
         return "250 OK"
+
+
+def _serve_with_login(port, out, cert, key, user, password):
+    import ssl
+    import threading
+
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = auth_data.login == user.encode() and auth_data.password == password.encode()
+        return AuthResult(success=ok, handled=False, auth_data=auth_data)
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    controller = Controller(
+        JsonSink(out),
+        hostname="127.0.0.1",
+        port=int(port),
+        tls_context=context,
+        require_starttls=True,
+        authenticator=authenticator,
+        auth_required=True,
+    )
+    controller.start()
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    import sys
+
+    _serve_with_login(*sys.argv[1:7])

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use herald_event::{EpochEnded, Event, Metrics, Payload, RunFailed, RunFinished, RunStarted, RunStatus};
 use herald_plugin::{Health, Image, Notification, Notifier, Receipt, RunContext, render};
 use serde_json::Value;
-use smtp::{Certs, Sink};
+use smtp::{Certs, Security, Sink};
 
 /// A 1×1 PNG.
 const PNG: &[u8] = &[
@@ -126,7 +126,7 @@ fn content_types(mail: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn mails_text_and_html_table_with_everything_escaped() {
-    let sink = Sink::start(None);
+    let sink = Sink::start(Security::Plain);
     let n = plain(&sink, "subject_prefix = '[train] '");
     let mut run = Run::new();
     run.deliver(n.as_ref(), started(HOSTILE)).await;
@@ -174,7 +174,7 @@ async fn mails_text_and_html_table_with_everything_escaped() {
 
 #[tokio::test]
 async fn run_end_mail_shows_the_loss_curve_inline() {
-    let sink = Sink::start(None);
+    let sink = Sink::start(Security::Plain);
     let n = plain(&sink, "");
     let mut run = Run::new();
     run.deliver(n.as_ref(), epoch(0)).await;
@@ -203,7 +203,7 @@ async fn run_end_mail_shows_the_loss_curve_inline() {
 
 #[tokio::test]
 async fn failure_mail_carries_the_traceback() {
-    let sink = Sink::start(None);
+    let sink = Sink::start(Security::Plain);
     let n = plain(&sink, "");
     let mut run = Run::new();
     run.deliver(n.as_ref(), epoch(0)).await;
@@ -222,7 +222,7 @@ async fn failure_mail_carries_the_traceback() {
 async fn starttls_with_a_private_ca() {
     let dir = tempfile::tempdir().expect("temp dir");
     let certs = Certs::make(dir.path());
-    let sink = Sink::start(Some(&certs));
+    let sink = Sink::start(Security::Starttls(&certs));
     let base = format!("smtp_host = '127.0.0.1'\nsmtp_port = {}\ntls = 'starttls'\n", sink.port);
     let n = notifier(&format!("{base}ca_file = '{}'", certs.ca.display()));
     assert_eq!(n.health_check().await, Health::Ok);
@@ -246,8 +246,45 @@ async fn starttls_with_a_private_ca() {
 }
 
 #[tokio::test]
+async fn login_over_starttls() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certs = Certs::make(dir.path());
+    let sink = Sink::start_with_login(&certs, "herald", "s3cret pass");
+    let base = format!(
+        "smtp_host = '127.0.0.1'\nsmtp_port = {}\nca_file = '{}'\nusername = 'herald'\n",
+        sink.port,
+        certs.ca.display()
+    );
+    let mut run = Run::new();
+    let wrong = notifier(&format!("{base}password = 'guess'"));
+    let e = wrong.deliver(&run.note_at(epoch(0), Duration::ZERO, None)).await.expect_err("wrong password");
+    assert!(!e.retryable && e.message.contains("535") && e.message.contains("`password`"), "{e:?}");
+    assert!(!e.message.contains("guess"), "the password is never shown: {e}");
+    let n = notifier(&format!("{base}password = 's3cret pass'"));
+    run.deliver(n.as_ref(), epoch(0)).await;
+    let mail = &sink.wait_for(1)[0];
+    assert_eq!((mail["tls"].as_bool(), mail["login"].as_str()), (Some(true), Some("herald")), "{mail:#}");
+}
+
+#[tokio::test]
+async fn implicit_tls_with_a_private_ca() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certs = Certs::make(dir.path());
+    let sink = Sink::start(Security::Implicit(&certs));
+    let n = notifier(&format!(
+        "smtp_host = '127.0.0.1'\nsmtp_port = {}\ntls = 'tls'\nca_file = '{}'",
+        sink.port,
+        certs.ca.display()
+    ));
+    assert_eq!(n.health_check().await, Health::Ok);
+    let mut run = Run::new();
+    run.deliver(n.as_ref(), epoch(0)).await;
+    assert_eq!(sink.wait_for(1)[0]["tls"], true, "the mail went over TLS");
+}
+
+#[tokio::test]
 async fn digest_mails_epochs_once_per_window() {
-    let sink = Sink::start(None);
+    let sink = Sink::start(Security::Plain);
     let n = plain(&sink, "digest = '10m'");
     let mut run = Run::new();
     let min = |m: u64| Duration::from_secs(60 * m);
@@ -279,7 +316,7 @@ async fn digest_mails_epochs_once_per_window() {
 
 #[tokio::test]
 async fn smtp_answers_map_to_delivery_errors() {
-    let sink = Sink::start(None);
+    let sink = Sink::start(Security::Plain);
     let base =
         format!("smtp_host = '127.0.0.1'\nsmtp_port = {}\ntls = 'none'\nfrom = 'h@example.org'\n", sink.port);
     let build = |to: &str| {

@@ -67,6 +67,15 @@ impl Certs {
     }
 }
 
+/// How the server protects the session.
+pub enum Security<'a> {
+    Plain,
+    /// Offers STARTTLS and requires it before MAIL.
+    Starttls(&'a Certs),
+    /// TLS from the first byte (SMTPS).
+    Implicit(&'a Certs),
+}
+
 /// A running aiosmtpd; killed when dropped.
 pub struct Sink {
     child: Child,
@@ -76,8 +85,37 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Start aiosmtpd; with `certs` it offers STARTTLS and requires it before MAIL.
-    pub fn start(certs: Option<&Certs>) -> Sink {
+    /// Start aiosmtpd.
+    pub fn start(security: Security<'_>) -> Sink {
+        Sink::spawn(|cmd, port, out| {
+            cmd.args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")]);
+            match security {
+                Security::Plain => {}
+                Security::Starttls(certs) => {
+                    cmd.arg("--tlscert").arg(&certs.cert).arg("--tlskey").arg(&certs.key);
+                }
+                Security::Implicit(certs) => {
+                    cmd.arg("--smtpscert").arg(&certs.cert).arg("--smtpskey").arg(&certs.key);
+                }
+            }
+            cmd.args(["-c", "smtp_sink.JsonSink"]).arg(out);
+        })
+    }
+
+    /// Start aiosmtpd requiring STARTTLS and a login with `user` and `password` (through
+    /// `tests/smtp_sink.py`, since aiosmtpd's command line has no login option).
+    pub fn start_with_login(certs: &Certs, user: &str, password: &str) -> Sink {
+        Sink::spawn(|cmd, port, out| {
+            cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/smtp_sink.py"))
+                .arg(port.to_string())
+                .arg(out)
+                .arg(&certs.cert)
+                .arg(&certs.key)
+                .args([user, password]);
+        })
+    }
+
+    fn spawn(args: impl FnOnce(&mut Command, u16, &Path)) -> Sink {
         let check = Command::new(PYTHON).args(["-c", "import aiosmtpd"]).output();
         match check {
             Ok(out) if out.status.success() => {}
@@ -88,11 +126,7 @@ impl Sink {
         let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
         let stderr = std::fs::File::create(dir.path().join("stderr")).expect("stderr file");
         let mut cmd = Command::new(PYTHON);
-        cmd.args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")]);
-        if let Some(certs) = certs {
-            cmd.arg("--tlscert").arg(&certs.cert).arg("--tlskey").arg(&certs.key);
-        }
-        cmd.args(["-c", "smtp_sink.JsonSink"]).arg(&out);
+        args(&mut cmd, port, &out);
         cmd.env("PYTHONPATH", concat!(env!("CARGO_MANIFEST_DIR"), "/tests"));
         let mut child =
             cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr).spawn().expect("start aiosmtpd");
