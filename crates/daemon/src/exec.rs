@@ -925,5 +925,7 @@ async fn relay(
     }
 }
 
+pub mod conformance;
+
 #[cfg(test)]
 mod tests;
