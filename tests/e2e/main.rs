@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 mod cli;
+mod daemon;
+mod watch;
 
 /// The path of the `herald` binary built in this target folder.
 pub fn herald_bin() -> PathBuf {

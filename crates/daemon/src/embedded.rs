@@ -7,6 +7,7 @@
 //! trainer never awaits the network and needs no runtime. The in-process mode is durable only while the
 //! process lives, and cannot notice its own process dying: run `herald serve` for that.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use herald_callback::{EventReceiver, StopHandle};
@@ -30,8 +31,33 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 pub enum LinkMode {
     /// To the daemon at this URL.
     Daemon { url: String },
+    /// No daemon answers, but this machine runs one (its outbox exists): events are spooled to this file
+    /// and sent once the daemon is back (or replayed by the daemon at its next start).
+    Spool { url: String, spool: PathBuf },
     /// To the configured notifiers from this process.
     InProcess,
+}
+
+/// Where a link's events come from.
+enum Source {
+    Trainer(EventReceiver),
+    Channel(mpsc::Receiver<Event>),
+}
+
+impl Source {
+    async fn recv(&mut self) -> Option<Event> {
+        match self {
+            Source::Trainer(r) => r.recv().await,
+            Source::Channel(r) => r.recv().await,
+        }
+    }
+
+    fn try_recv(&mut self) -> Option<Event> {
+        match self {
+            Source::Trainer(r) => r.try_recv().ok(),
+            Source::Channel(r) => r.try_recv().ok(),
+        }
+    }
 }
 
 /// What the link did, once the trainer's channel closed.
@@ -71,6 +97,29 @@ pub fn spawn_for_trainer(
     receiver: EventReceiver,
     stop: StopHandle,
 ) -> Result<TrainerLink, DaemonError> {
+    let on_stop: forwarder::StopCallback = Box::new(move |_run, reason| {
+        if !stop.is_requested() {
+            stop.request(reason.to_owned());
+        }
+    });
+    spawn(config, Source::Trainer(receiver), on_stop)
+}
+
+/// [`spawn_for_trainer`] for any event source (`herald watch`): events from `events`, stop requests to
+/// `on_stop(run, reason)`.
+pub fn spawn_link(
+    config: &Config,
+    events: mpsc::Receiver<Event>,
+    on_stop: forwarder::StopCallback,
+) -> Result<TrainerLink, DaemonError> {
+    spawn(config, Source::Channel(events), on_stop)
+}
+
+fn spawn(
+    config: &Config,
+    source: Source,
+    on_stop: forwarder::StopCallback,
+) -> Result<TrainerLink, DaemonError> {
     let config = config.clone();
     let (mode_tx, mode_rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
@@ -80,7 +129,7 @@ pub fn spawn_for_trainer(
                 .enable_all()
                 .build()
                 .map_err(|e| DaemonError::io("cannot start the notification runtime", e))?;
-            rt.block_on(link(config, receiver, stop, mode_tx))
+            rt.block_on(link(config, source, on_stop, mode_tx))
         })
         .map_err(|e| DaemonError::io("cannot start the notification thread", e))?;
     match mode_rx.recv() {
@@ -100,8 +149,8 @@ pub fn spawn_for_trainer(
 
 async fn link(
     config: Config,
-    mut receiver: EventReceiver,
-    stop: StopHandle,
+    mut receiver: Source,
+    on_stop: forwarder::StopCallback,
     mode_tx: std::sync::mpsc::Sender<Result<LinkMode, DaemonError>>,
 ) -> Result<LinkReport, DaemonError> {
     let d = &config.daemon;
@@ -112,9 +161,15 @@ async fn link(
         Ok(c) => tokio::time::timeout(PROBE_TIMEOUT, c.healthy()).await.unwrap_or(false),
         Err(_) => false,
     };
-    if let (true, Ok(client)) = (probe, client) {
-        let _ = mode_tx.send(Ok(LinkMode::Daemon { url: client.base().to_owned() }));
-        tracing::info!(daemon = client.base(), "forwarding events to the herald daemon");
+    // A machine that ran a daemon (its outbox exists) expects one: spool while it is down.
+    let expects_daemon = d.state_dir.join("outbox.redb").exists();
+    if let (true, Ok(client)) = (probe || expects_daemon, client) {
+        let spool = forwarder::spool_path(&d.state_dir);
+        let url = client.base().to_owned();
+        let mode =
+            if probe { LinkMode::Daemon { url } } else { LinkMode::Spool { url, spool: spool.clone() } };
+        let _ = mode_tx.send(Ok(mode));
+        tracing::info!(daemon = client.base(), answers = probe, "forwarding events to the herald daemon");
         let (tx, rx) = mpsc::channel::<Event>(4096);
         let pump = tokio::spawn(async move {
             while let Some(e) = receiver.recv().await {
@@ -123,9 +178,7 @@ async fn link(
                 }
             }
         });
-        let on_stop: forwarder::StopCallback = Box::new(move |_run, reason| stop.request(reason.to_owned()));
-        let report =
-            forwarder::run(rx, client, forwarder::spool_path(&d.state_dir), on_stop, d.drain_timeout).await;
+        let report = forwarder::run(rx, client, spool, on_stop, d.drain_timeout).await;
         let _ = pump.await;
         return Ok(LinkReport { forward: report, undelivered: 0 });
     }
@@ -153,15 +206,15 @@ async fn link(
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match receiver.try_recv() {
-                Ok(e) => batch.push(e),
-                Err(_) => break,
+                Some(e) => batch.push(e),
+                None => break,
             }
         }
         match handle.ingest(batch).await {
             Ok(reply) => {
-                for control in reply.control.into_values() {
-                    if control.stop && !stop.is_requested() {
-                        stop.request(control.reason.unwrap_or_else(|| "stop requested".into()));
+                for (run, control) in reply.control {
+                    if control.stop {
+                        on_stop(&run, control.reason.as_deref().unwrap_or("stop requested"));
                     }
                 }
             }

@@ -29,6 +29,6 @@ mod worker;
 pub use client::{Client, ClientError};
 pub use daemon::{build_notifiers, check_listen, default_socket, serve};
 pub use dispatcher::{Dispatcher, Handle, IngestReply, NotifierSpec, Options, RunControl, Status};
-pub use embedded::{LinkMode, LinkReport, TrainerLink, spawn_for_trainer};
+pub use embedded::{LinkMode, LinkReport, TrainerLink, spawn_for_trainer, spawn_link};
 pub use error::DaemonError;
 pub use worker::deliver_with_timeout;

@@ -4,7 +4,15 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+
+mod check;
+mod plugins;
+mod send;
+mod serve;
+mod status;
+mod stop;
+mod watch;
 
 /// Training notifications on your phone: live epoch stats, loss curves, crash and stall alerts, stop from the
 /// phone.
@@ -14,9 +22,63 @@ struct Cli {
     /// Configuration file (default: $HERALD_CONFIG, then ~/.config/herald/herald.toml, then built-in defaults).
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon: take events, keep them in the outbox, deliver them (systemd: config/herald.service).
+    Serve(serve::Args),
+    /// Send a message, or events from a file, through the daemon or directly.
+    Send(send::Args),
+    /// Show the daemon's runs, notifiers and outbox.
+    Status(status::Args),
+    /// Validate the configuration and the notifiers (with --send-test, send a test message).
+    Check(check::Args),
+    /// Ask a training run to stop.
+    Stop(stop::Args),
+    /// Run a command and report its start and end (like knockknock).
+    Watch(watch::Args),
+    /// List the notifier types.
+    Plugins(plugins::Args),
+}
+
+/// Log to stderr at `default` level unless `RUST_LOG` says otherwise.
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    Ok(())
+    let cli = Cli::parse();
+    let config = cli.config.as_deref();
+    match cli.command {
+        Command::Serve(args) => {
+            init_tracing("info");
+            serve::run(config, args)
+        }
+        Command::Send(args) => {
+            init_tracing("warn");
+            send::run(config, args)
+        }
+        Command::Status(args) => {
+            init_tracing("warn");
+            status::run(config, args)
+        }
+        Command::Check(args) => {
+            init_tracing("warn");
+            check::run(config, args)
+        }
+        Command::Stop(args) => {
+            init_tracing("warn");
+            stop::run(config, args)
+        }
+        Command::Watch(args) => {
+            init_tracing("warn");
+            watch::run(config, args)
+        }
+        Command::Plugins(args) => plugins::run(args),
+    }
 }

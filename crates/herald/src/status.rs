@@ -1,0 +1,129 @@
+//! `herald status [--json]`: what the daemon knows: runs with their last epoch, notifiers with health and
+//! queue depth, the outbox size, recent give-ups.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+use herald_daemon::Status;
+use herald_event::format::float6;
+
+/// Show the daemon's runs, notifiers and outbox.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print the daemon's JSON status as it is.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(config_path: Option<&Path>, args: Args) -> Result<()> {
+    let config = crate::serve::load_config(config_path)?;
+    let client = crate::serve::client(&config, Duration::from_secs(10))?;
+    let status = crate::serve::runtime()?.block_on(client.status())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", render(&status));
+    }
+    Ok(())
+}
+
+fn ago(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s / 60) % 60),
+    }
+}
+
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> =
+            row.iter().enumerate().map(|(c, cell)| format!("{cell:<w$}", w = widths[c])).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The human-readable status.
+pub fn render(s: &Status) -> String {
+    let mut out = format!(
+        "herald daemon {} up {}; outbox: {} deliveries waiting ({} KiB)\n\n",
+        s.version,
+        ago(s.uptime_s),
+        s.outbox.jobs,
+        s.outbox.bytes / 1024
+    );
+    if s.runs.is_empty() {
+        out.push_str("no runs yet\n");
+    } else {
+        let mut rows = vec![
+            ["RUN", "NAME", "STATE", "EPOCH", "TRAIN_LOSS", "VALID_LOSS", "LAST EVENT"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        for r in &s.runs {
+            let (train, valid) = match &r.last_epoch {
+                Some(e) => (float6(e.train_loss), e.valid_loss.map_or_else(|| "#na#".to_owned(), float6)),
+                None => (r.smooth_loss.map_or_else(|| "-".to_owned(), float6), "-".to_owned()),
+            };
+            let mut state = r.state.clone();
+            if r.stop_requested && r.state == "running" {
+                state.push_str(" (stop requested)");
+            }
+            rows.push(vec![
+                r.run.clone(),
+                r.name.clone(),
+                state,
+                format!("{}/{}", r.epochs_done, r.n_epochs),
+                train,
+                valid,
+                format!("{} ago", ago(r.silent_s)),
+            ]);
+        }
+        out.push_str(&table(&rows));
+    }
+    out.push('\n');
+    let mut rows = vec![
+        ["NOTIFIER", "TYPE", "HEALTH", "QUEUE", "SENT", "RETRIES", "GAVE UP", "LAST ERROR"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for n in &s.notifiers {
+        let health = match &n.health {
+            None => "checking".to_owned(),
+            Some(herald_plugin::Health::Ok) => "ok".to_owned(),
+            Some(herald_plugin::Health::Degraded { message }) => format!("degraded: {message}"),
+            Some(herald_plugin::Health::Unavailable { message }) => format!("unavailable: {message}"),
+        };
+        rows.push(vec![
+            n.name.clone(),
+            n.kind.clone(),
+            health,
+            n.queue.to_string(),
+            n.delivered.to_string(),
+            n.failed_attempts.to_string(),
+            n.gave_up.to_string(),
+            n.last_error.clone().unwrap_or_default(),
+        ]);
+    }
+    out.push_str(&table(&rows));
+    let give_ups: Vec<_> = s.notifiers.iter().flat_map(|n| n.recent_give_ups.iter()).collect();
+    if !give_ups.is_empty() {
+        out.push_str("\nrecent give-ups:\n");
+        for g in give_ups {
+            out.push_str(&format!(
+                "  {} {} seq {} ({}) after {} attempt(s): {}\n",
+                g.notifier, g.run, g.seq, g.kind, g.attempts, g.error
+            ));
+        }
+    }
+    out
+}
