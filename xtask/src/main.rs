@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail};
 
 mod bench;
 mod debian;
+mod python;
 mod setup;
 mod torch;
 

@@ -11,5 +11,7 @@ pub fn run(root: &Path) -> Result<()> {
     // Debian packages for the notifier tests: one dpkg-query when all are present.
     crate::debian::ensure()?;
     crate::torch::ensure(root)?;
+    // After torch: the Python packages go into the venv torch.rs made.
+    crate::python::ensure(root)?;
     Ok(())
 }
