@@ -3,8 +3,9 @@
 //! With `live = true` (the default) a run gets one live message: the first notification posts it
 //! (`POST {webhook}?wait=true`, which answers with the message id, kept in the [`Receipt`]) and later
 //! progress (epochs) edits it in place (`PATCH {webhook}/messages/{id}`), so the channel shows the results
-//! table growing instead of a scroll of messages. Ends, failures, stalls and messages also edit the live
-//! message to its final state and then post a new message, because an edit does not ping anyone's phone.
+//! table growing instead of a scroll of messages. Ends, failures and stalls also edit the live message to
+//! its final state and then post a new message, because an edit does not ping anyone's phone; a free-text
+//! `message` is posted beside the live message and leaves it alone.
 //! Content is the Markdown rendering (the table in a code block) cut to Discord's 2000 characters by
 //! dropping the oldest table rows (or traceback lines) first, with the code blocks kept closed; mentions in
 //! run-supplied text are disabled. The loss curve is attached at run end. A 429 is retried after the
@@ -217,8 +218,11 @@ impl Notifier for Discord {
         tracing::debug!(notifier = %self.name, run = %n.event.run, seq = n.event.seq, "sending to Discord");
         let mut live = None;
         if let Some(id) = &previous_live {
-            // The edit comes first: it is idempotent, so a retry after a failed post repeats it harmlessly.
-            if self.edit(id, &content).await? {
+            if matches!(n.event.payload, Payload::Message(_)) {
+                // A free-text message goes beside the run's live message, never over its table.
+                live = Some(id.clone());
+            } else if self.edit(id, &content).await? {
+                // The edit comes first: it is idempotent, so a retry after a failed post repeats it harmlessly.
                 live = Some(id.clone());
             }
         }

@@ -142,6 +142,27 @@ async fn failure_edits_the_live_message_and_pings_with_a_new_one() {
 }
 
 #[tokio::test]
+async fn a_message_is_posted_beside_the_live_message() {
+    let server = discord().await;
+    let n = notifier(&server, "");
+    let mut run = Run::new();
+    run.deliver(n.as_ref(), epoch(0)).await;
+    let note =
+        herald_event::Message { title: "checkpoint".into(), text: "saved".into(), level: Default::default() };
+    let receipt = run.deliver(n.as_ref(), note).await;
+    assert_eq!(receipt.0, serde_json::json!({"live": "1000", "message_id": "1001"}));
+    run.deliver(n.as_ref(), epoch(1)).await;
+    let calls: Vec<(String, String)> =
+        server.requests().iter().map(|r| (r.method.to_string(), r.path.clone())).collect();
+    let live = format!("{HOOK}/messages/1000");
+    assert_eq!(
+        calls,
+        [("POST".into(), HOOK.into()), ("POST".into(), HOOK.into()), ("PATCH".into(), live)],
+        "the message never overwrites the live table"
+    );
+}
+
+#[tokio::test]
 async fn a_deleted_live_message_is_posted_again() {
     let server = discord().await;
     let n = notifier(&server, "");
