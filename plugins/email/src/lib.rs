@@ -367,7 +367,9 @@ impl Notifier for Email {
             && !immediate(n.event.kind())
             && event_time.saturating_sub(last) < i64::try_from(window.as_secs()).unwrap_or(i64::MAX)
         {
-            state.held += 1;
+            if matches!(n.event.payload, Payload::EpochEnded(_)) {
+                state.held += 1;
+            }
             tracing::debug!(
                 notifier = %self.name, run = %n.event.run, seq = n.event.seq, held = state.held,
                 "epoch held for the next digest mail"
