@@ -11,6 +11,11 @@ pub fn registry() -> Registry {
     let mut registry = Registry::new();
     registry.register(herald_console::KIND, herald_console::DESCRIPTION, herald_console::new);
     registry.register(herald_webhook::KIND, herald_webhook::DESCRIPTION, herald_webhook::new);
+    registry.register(herald_email::KIND, herald_email::DESCRIPTION, herald_email::new);
+    registry.register(herald_desktop::KIND, herald_desktop::DESCRIPTION, herald_desktop::new);
+    registry.register(herald_pushover::KIND, herald_pushover::DESCRIPTION, herald_pushover::new);
+    registry.register(herald_ntfy::KIND, herald_ntfy::DESCRIPTION, herald_ntfy::new);
+    registry.register(herald_discord::KIND, herald_discord::DESCRIPTION, herald_discord::new);
     registry.register(crate::exec::KIND, crate::exec::DESCRIPTION, crate::exec::new);
     registry
 }
@@ -21,6 +26,9 @@ mod tests {
     fn lists_console_and_webhook() {
         let kinds: Vec<&str> = super::registry().kinds().map(|(kind, _)| kind).collect();
         assert!(kinds.contains(&"console") && kinds.contains(&"webhook"), "{kinds:?}");
+        for kind in ["email", "desktop", "pushover", "ntfy", "discord"] {
+            assert!(kinds.contains(&kind), "{kind} is built in: {kinds:?}");
+        }
         for (kind, description) in super::registry().kinds() {
             assert!(!description.is_empty(), "{kind} has a description");
         }
