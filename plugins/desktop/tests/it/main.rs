@@ -350,3 +350,21 @@ fn a_bus_that_does_not_answer_is_reported_unavailable() {
         assert!(e.retryable && e.message.contains("no D-Bus session bus"), "{e:?}");
     });
 }
+
+#[test]
+fn a_bus_without_a_notification_server_is_reported_unavailable() {
+    if !in_child("a_bus_without_a_notification_server_is_reported_unavailable", "bus", under_session_bus) {
+        return;
+    }
+    runtime().block_on(async {
+        let n = notifier("");
+        match n.health_check().await {
+            Health::Unavailable { message } => {
+                assert!(message.starts_with("no notification server on the D-Bus session bus"), "{message}")
+            }
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+        let e = n.deliver(&Run::new().note(epoch(0), None)).await.expect_err("no server");
+        assert!(e.retryable && e.message.contains("no notification server"), "{e:?}");
+    });
+}
