@@ -119,6 +119,8 @@ class FakeDaemon:
         self.token = token
         self.events: List[Dict[str, Any]] = []
         self.requests = 0
+        #: POSTs that reached the handler, answered or still held.
+        self.arrived = 0
         self.auth_headers: List[Optional[str]] = []
         #: When set, answer every POST with this status (and store nothing).
         self.fail_with: Optional[int] = None
@@ -239,6 +241,8 @@ class FakeDaemon:
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
+                with daemon._lock:
+                    daemon.arrived += 1
                 daemon.hold.wait()
                 with daemon._lock:
                     daemon.requests += 1

@@ -171,7 +171,10 @@ class ClientBehaviour(ClientTest):
             c = self.client(d.url, queue_size=10, timeout=30)
             run = herald.Run("busy", client=c, rank=0, batch_interval=0)
             run.start(n_epochs=1)
-            time.sleep(0.1)  # let the sender take run_started and hang in its POST
+            deadline = time.monotonic() + 10
+            while d.arrived == 0:  # the sender has taken run_started and hangs in its POST
+                self.assertLess(time.monotonic(), deadline, "the sender never posted")
+                time.sleep(0.01)
             released = threading.Timer(20, d.hold.set)
             released.start()
             for _ in range(1000):

@@ -6,7 +6,7 @@ import math
 import re
 import unittest
 
-from support import ClientTest, doc_examples
+from support import ClientTest, doc_examples, run_python
 
 import herald
 from herald import _wire
@@ -81,6 +81,18 @@ class WireTest(unittest.TestCase):
             {k: v for k, v in good.items() if k != "epoch"},
         ):
             self.assertIsNotNone(check_event(bad), bad)
+
+
+class ImportCost(unittest.TestCase):
+    def test_importing_herald_needs_only_the_standard_library(self) -> None:
+        code = (
+            "import sys; before = set(sys.modules); import herald, herald.notify, herald.__main__\n"
+            "import sys as s; std = s.stdlib_module_names\n"
+            "print(sorted({m.split('.')[0] for m in set(s.modules) - before} - set(std) - {'herald'}))"
+        )
+        out = run_python(code)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(out.stdout.strip(), "[]")
 
 
 class SameShapeAsTheDocs(ClientTest):
