@@ -87,9 +87,10 @@ pub struct EmailConfig {
     /// mails still go at once. Unset: one mail per epoch.
     #[serde(default, deserialize_with = "duration::deserialize_opt")]
     pub digest: Option<Duration>,
-    /// How long to wait for the server at each step (default `30s`).
+    /// How long to wait for the server at each SMTP step (default `30s`). The routing key `timeout` bounds
+    /// the whole delivery.
     #[serde(default = "default_timeout", deserialize_with = "duration::deserialize")]
-    pub timeout: Duration,
+    pub smtp_timeout: Duration,
 }
 
 fn default_tls() -> TlsMode {
@@ -217,7 +218,7 @@ impl Email {
                 AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(self.config.smtp_host.trim())
                     .port(self.port)
                     .tls(self.tls.clone())
-                    .timeout(Some(self.config.timeout));
+                    .timeout(Some(self.config.smtp_timeout));
             if let (Some(user), Some(password)) = (&self.config.username, &self.config.password) {
                 builder = builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
             }

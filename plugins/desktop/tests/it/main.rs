@@ -6,6 +6,8 @@
 //! environment it needs: under `dbus-run-session` for a private session bus, or without
 //! `DBUS_SESSION_BUS_ADDRESS`. The parent passes only when the child ran the test and it passed.
 
+mod docs;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -367,4 +369,11 @@ fn a_bus_without_a_notification_server_is_reported_unavailable() {
         let e = n.deliver(&Run::new().note(epoch(0), None)).await.expect_err("no server");
         assert!(e.retryable && e.message.contains("no notification server"), "{e:?}");
     });
+}
+
+#[test]
+fn the_documented_examples_build() {
+    for table in docs::examples("desktop") {
+        herald_desktop::new("docs", table.clone()).unwrap_or_else(|e| panic!("{e}\n{table}"));
+    }
 }

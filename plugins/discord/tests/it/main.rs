@@ -2,6 +2,7 @@
 //! posted with `?wait=true` and edited with PATCH, new messages for what should ping, the 2000-character
 //! cut, attachments, and 429 with fractional `retry_after`.
 
+mod docs;
 mod fake;
 
 use std::sync::Arc;
@@ -280,4 +281,11 @@ async fn health_check_asks_for_the_webhook() {
     let mut run = Run::new();
     let e = gone.deliver(&run.note(epoch(0), None)).await.expect_err("nothing listens");
     assert!(e.retryable && !e.message.contains("tok-secret"), "{e}");
+}
+
+#[test]
+fn the_documented_examples_build() {
+    for table in docs::examples("discord") {
+        herald_discord::new("docs", table.clone()).unwrap_or_else(|e| panic!("{e}\n{table}"));
+    }
 }

@@ -2,6 +2,7 @@
 //! mail client parses it (text part, HTML table, escaping, inline PNG), threading, connection reuse,
 //! digest mode and the SMTP answers.
 
+mod docs;
 mod smtp;
 
 use std::time::Duration;
@@ -342,4 +343,11 @@ async fn smtp_answers_map_to_delivery_errors() {
     let e = gone.deliver(&note).await.expect_err("nothing listens");
     assert!(e.retryable, "{e:?}");
     assert!(matches!(gone.health_check().await, Health::Unavailable { .. }));
+}
+
+#[test]
+fn the_documented_examples_build() {
+    for table in docs::examples("email") {
+        herald_email::new("docs", table.clone()).unwrap_or_else(|e| panic!("{e}\n{table}"));
+    }
 }

@@ -1,6 +1,7 @@
 //! herald-ntfy against a faithful local ntfy server (an axum fake): what is published, how, and how the
 //! notifier reads the server's answers.
 
+mod docs;
 mod fake;
 
 use std::time::Duration;
@@ -195,5 +196,12 @@ async fn unreachable_server_is_retryable_and_unhealthy() {
             assert!(message.contains("cannot reach the ntfy server"), "{message}")
         }
         other => panic!("expected unavailable, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_documented_examples_build() {
+    for table in docs::examples("ntfy") {
+        herald_ntfy::new("docs", table.clone()).unwrap_or_else(|e| panic!("{e}\n{table}"));
     }
 }

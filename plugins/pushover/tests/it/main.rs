@@ -1,6 +1,7 @@
 //! herald-pushover against a faithful local Pushover API (an axum fake): the form fields, the limits, the
 //! attachment, and how the notifier reads the API's answers.
 
+mod docs;
 mod fake;
 
 use std::collections::BTreeMap;
@@ -240,4 +241,11 @@ async fn health_check_validates_the_keys() {
         other => panic!("expected unavailable, got {other:?}"),
     }
     assert!(server.requests().iter().all(|r| r.path != "/1/messages.json"), "a health check sends nothing");
+}
+
+#[test]
+fn the_documented_examples_build() {
+    for table in docs::examples("pushover") {
+        herald_pushover::new("docs", table.clone()).unwrap_or_else(|e| panic!("{e}\n{table}"));
+    }
 }
