@@ -292,6 +292,34 @@ mod tests {
         assert!(serde_json::from_str::<PluginMessage>(r#"{"type":"delivered"}"#).is_err(), "id is required");
     }
 
+    /// Every JSON example in docs/plugin-protocol.md is a message of this module.
+    #[test]
+    fn documented_examples_decode() {
+        let doc = include_str!("../../../docs/plugin-protocol.md");
+        let mut seen = std::collections::BTreeSet::new();
+        for block in doc.split("```json\n").skip(1) {
+            let text = block.split("```").next().expect("a closed block").trim();
+            let value: serde_json::Value = serde_json::from_str(text).expect(text);
+            let kind = value["type"].as_str().expect("a type").to_owned();
+            let host = serde_json::from_value::<HostMessage>(value.clone());
+            let plugin = serde_json::from_value::<PluginMessage>(value);
+            assert!(host.is_ok() || plugin.is_ok(), "{text}: {host:?} {plugin:?}");
+            seen.insert(kind);
+        }
+        let all = [
+            "command",
+            "command_result",
+            "deliver",
+            "delivered",
+            "error",
+            "failed",
+            "hello",
+            "ready",
+            "shutdown",
+        ];
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), all, "every message has an example");
+    }
+
     #[test]
     fn versions() {
         fn check(v: &str, ok: bool) {
