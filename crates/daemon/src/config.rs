@@ -28,8 +28,18 @@ pub type NamedNotifier = (String, Box<dyn Notifier>);
 /// The origin of a configuration that came from no file.
 pub const BUILT_IN: &str = "built-in defaults";
 
-/// The built-in configuration, used when no file is found.
+/// The built-in configuration, used when no file is found: the console.
 const DEFAULT_TOML: &str = "[[notifier]]\ntype = \"console\"\n";
+
+/// What the built-in configuration adds when a D-Bus session bus exists: desktop notifications. A bus with
+/// no notification server behind it fails deliveries as retryable, so they are given up after ten minutes
+/// rather than a day.
+const DEFAULT_DESKTOP_TOML: &str = "[[notifier]]\ntype = \"desktop\"\nmax_age = \"10m\"\n";
+
+/// The built-in configuration for this session: the console, and the desktop when there is a session bus.
+fn default_toml(session_bus: bool) -> String {
+    if session_bus { format!("{DEFAULT_TOML}{DEFAULT_DESKTOP_TOML}") } else { DEFAULT_TOML.to_owned() }
+}
 
 /// The whole configuration.
 #[derive(Debug, Clone)]
@@ -216,7 +226,7 @@ impl NotifierConfig {
 impl Config {
     /// The built-in configuration: one `console` notifier, default daemon settings.
     pub fn defaults() -> Result<Config, ConfigError> {
-        parse_with(DEFAULT_TOML, BUILT_IN, &process_env)
+        parse_with(&default_toml(herald_desktop::session_bus_available()), BUILT_IN, &process_env)
     }
 
     /// Build every notifier, in order, as `(name, notifier)`; the first error stops.
@@ -256,7 +266,7 @@ pub fn load_with(
             }
         }
     }
-    parse_with(DEFAULT_TOML, BUILT_IN, env)
+    parse_with(&default_toml(herald_desktop::session_bus_available()), BUILT_IN, env)
 }
 
 /// Where the configuration is looked for when neither `--config` nor `$HERALD_CONFIG` say:
@@ -895,6 +905,13 @@ mod tests {
         let registry = crate::builtins::registry();
         builtin.build_notifiers(&registry).expect("the built-in default builds");
         assert!(Config::defaults().is_ok());
+        // With a session bus, the desktop joins, with a short max_age.
+        let with_bus = parse_with(&default_toml(true), BUILT_IN, &env).expect("the desktop default parses");
+        let kinds: Vec<&str> = with_bus.notifiers.iter().map(|n| n.kind.as_str()).collect();
+        assert_eq!(kinds, ["console", "desktop"]);
+        assert_eq!(with_bus.notifiers[1].routing.max_age, Duration::from_secs(600));
+        with_bus.build_notifiers(&registry).expect("the desktop default builds");
+        assert_eq!(parse_with(&default_toml(false), BUILT_IN, &env).expect("parses").notifiers.len(), 1);
     }
 
     #[test]
