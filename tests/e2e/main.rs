@@ -10,6 +10,7 @@ use std::process::Command;
 mod cli;
 mod daemon;
 mod python;
+mod train;
 mod watch;
 
 /// The path of the `herald` binary built in this target folder.

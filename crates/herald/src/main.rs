@@ -12,6 +12,7 @@ mod send;
 mod serve;
 mod status;
 mod stop;
+mod train;
 mod watch;
 
 /// Training notifications on your phone: live epoch stats, loss curves, crash and stall alerts, stop from the
@@ -42,6 +43,8 @@ enum Command {
     Watch(watch::Args),
     /// List the notifier types.
     Plugins(plugins::Args),
+    /// Train the demo model (MLP on the digits data) with fit_one_cycle and report its events.
+    Train(train::TrainArgs),
 }
 
 /// Log to stderr at `default` level unless `RUST_LOG` says otherwise.
@@ -80,5 +83,9 @@ fn main() -> anyhow::Result<()> {
             watch::run(config, args)
         }
         Command::Plugins(args) => plugins::run(args),
+        Command::Train(args) => {
+            init_tracing("warn");
+            train::run(args)
+        }
     }
 }

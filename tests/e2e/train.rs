@@ -1,0 +1,148 @@
+//! `herald train`: the fastai table on stdout, one JSON event per line on stderr, the plots, MNIST folders,
+//! and clear failures for bad data.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use crate::herald;
+
+/// A fresh folder for one test under cargo's temporary folder for integration tests.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("train-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the scratch folder");
+    dir
+}
+
+fn digits() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/digits.csv.gz")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn events(out: &Output) -> Vec<serde_json::Value> {
+    text(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l}: {e}")))
+        .collect()
+}
+
+fn assert_png(path: &Path) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{} is not a PNG", path.display());
+    let w = u32::from_be_bytes(bytes[16..20].try_into().expect("4 bytes"));
+    let h = u32::from_be_bytes(bytes[20..24].try_into().expect("4 bytes"));
+    assert!(w > 100 && h > 100, "{w}x{h}");
+}
+
+#[test]
+fn train_on_digits_prints_the_table_and_the_events_and_reaches_95_percent() {
+    let dir = scratch("digits");
+    let plot = dir.join("loss.png");
+    let out = herald()
+        .args(["train", "--epochs", "10", "--threads", "1", "--name", "e2e-digits", "--data"])
+        .arg(digits())
+        .arg("--plot")
+        .arg(&plot)
+        .output()
+        .expect("herald runs");
+    assert!(out.status.success(), "herald train failed: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "epoch     train_loss  valid_loss  accuracy  time    ");
+    assert_eq!(lines.len(), 11, "{stdout}");
+    let last: Vec<&str> = lines[10].split_whitespace().collect();
+    assert_eq!(last[0], "9");
+    let accuracy: f64 = last[3].parse().expect("accuracy cell");
+    assert!(accuracy >= 0.95, "accuracy {accuracy}\n{stdout}");
+
+    let events = events(&out);
+    let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(types.first(), Some(&"run_started"));
+    assert_eq!(events[0]["name"], "e2e-digits");
+    assert_eq!(types.iter().filter(|t| **t == "epoch_ended").count(), 10);
+    let end = events.last().expect("events");
+    assert_eq!(end["type"], "run_finished");
+    assert_eq!(end["status"], "completed");
+    assert_eq!(end["best"]["name"], "accuracy");
+
+    assert_png(&plot);
+    assert_png(&dir.join("loss-lr.png"));
+}
+
+fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 0x08, dims.len() as u8];
+    for d in dims {
+        out.extend_from_slice(&d.to_be_bytes());
+    }
+    out.extend_from_slice(data);
+    out
+}
+
+#[test]
+fn train_on_an_mnist_folder() {
+    let dir = scratch("mnist");
+    // 40 training and 20 test images of 3x3 pixels; the label is the brightest pixel's index.
+    let make = |n: usize, offset: usize| -> (Vec<u8>, Vec<u8>) {
+        let (mut images, mut labels) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let label = (i + offset) % 9;
+            images.extend((0..9).map(|p| if p == label { 250 } else { ((i * 7 + p * 13) % 40) as u8 }));
+            labels.push(label as u8);
+        }
+        (images, labels)
+    };
+    let (train_x, train_y) = make(40, 0);
+    let (test_x, test_y) = make(20, 3);
+    for (name, bytes) in [
+        ("train-images-idx3-ubyte", idx(&[40, 3, 3], &train_x)),
+        ("train-labels-idx1-ubyte", idx(&[40], &train_y)),
+        ("t10k-images-idx3-ubyte", idx(&[20, 3, 3], &test_x)),
+        ("t10k-labels-idx1-ubyte", idx(&[20], &test_y)),
+    ] {
+        std::fs::write(dir.join(name), bytes).expect("write IDX");
+    }
+    let out = herald()
+        .args(["train", "--epochs", "2", "--bs", "8", "--data"])
+        .arg(&dir)
+        .output()
+        .expect("herald runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 3);
+    let events = events(&out);
+    assert_eq!(events[0]["hyper"]["model"], "mlp 9-128-10");
+    assert_eq!(events[0]["batches_per_epoch"], 5);
+}
+
+#[test]
+fn bad_data_fails_with_the_line_and_no_events() {
+    let dir = scratch("bad");
+    let csv = dir.join("bad.csv");
+    std::fs::write(&csv, "1,2,3\n").expect("write");
+    let out = herald().args(["train", "--data"]).arg(&csv).output().expect("herald runs");
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("line 1: 3 columns; expected 65"), "{stderr}");
+
+    let out = herald().args(["train", "--data"]).arg(dir.join("missing.csv")).output().expect("herald runs");
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no such file or folder"));
+}
+
+#[test]
+fn a_diverging_run_is_reported_as_run_failed() {
+    // A learning rate this large overflows the weights to NaN: TerminateOnNaN ends the run with run_failed.
+    let out = herald()
+        .args(["train", "--epochs", "3", "--lr", "1e30", "--data"])
+        .arg(digits())
+        .output()
+        .expect("herald runs");
+    assert!(!out.status.success(), "a NaN run must fail");
+    let events = events(&out);
+    let end = events.last().expect("events");
+    assert_eq!(end["type"], "run_failed", "{end}");
+    assert!(end["error"].as_str().is_some_and(|e| e.contains("loss")), "{end}");
+}
