@@ -81,13 +81,45 @@ def main() -> None:
     xt, yt, xv, yv = digits.arrays()
     xt_t, yt_t = torch.from_numpy(xt), torch.from_numpy(yt)
 
-    def fastai_fit(cb) -> float:
+    hook_time = [0.0]
+
+    def timed(method):
+        def wrapper(*a, **kw):
+            t0 = time.thread_time()
+            try:
+                return method(*a, **kw)
+            finally:
+                hook_time[0] += time.thread_time() - t0
+        return wrapper
+
+    def sender_cpu(client) -> float:
+        """CPU seconds the client's sender thread has used (Linux schedstat)."""
+        thread = client._thread
+        if thread is None or thread.native_id is None:
+            return 0.0
+        try:
+            with open(f"/proc/self/task/{thread.native_id}/schedstat", encoding="ascii") as f:
+                return int(f.read().split()[0]) / 1e9
+        except OSError:
+            return 0.0
+
+    def fastai_fit(cb, direct=None) -> float:
         learn = digits.fastai_learner()
         learn.remove_cb(ProgressCallback)
         learn.logger = lambda *a: None
-        t = time.perf_counter()
+        if cb is not None and direct is not None:
+            for hook in ("before_fit", "before_epoch", "after_batch", "after_epoch", "after_fit"):
+                setattr(cb, hook, timed(getattr(cb, hook)))
+            hook_time[0] = 0.0
+            cpu0 = sender_cpu(cb.herald_client)
+        t, main0 = time.perf_counter(), time.thread_time()
         learn.fit_one_cycle(args.epochs, 1e-2, cbs=[cb] if cb is not None else None)
-        return time.perf_counter() - t
+        wall, main = time.perf_counter() - t, time.thread_time() - main0
+        if cb is not None and direct is not None:
+            cb.herald_client.flush(5)
+            sender = sender_cpu(cb.herald_client) - cpu0
+            direct.append((hook_time[0] / main, sender / main, (hook_time[0] + sender) / (main - hook_time[0])))
+        return wall
 
     def plain_loop(client) -> float:
         torch.manual_seed(0)
@@ -115,12 +147,14 @@ def main() -> None:
 
     modes = {
         "fastai, no callback": lambda: fastai_fit(None),
-        "fastai + HeraldCallback, daemon up": lambda: fastai_fit(HeraldCallback("bench", client=up)),
+        "fastai + HeraldCallback, daemon up": lambda: fastai_fit(HeraldCallback("bench", client=up), direct),
         "fastai + HeraldCallback, daemon down (spooling)": lambda: fastai_fit(HeraldCallback("bench", client=down)),
         "plain loop, no reporting": lambda: plain_loop(None),
         "plain loop + herald.run every batch, daemon up": lambda: plain_loop(up),
     }
     times = {name: [] for name in modes}
+    cpu = {name: [] for name in modes}
+    direct: list = []
     try:
         for name, fn in modes.items():  # warm-up, untimed
             fn()
@@ -128,7 +162,9 @@ def main() -> None:
             order = list(modes)
             random.shuffle(order)
             for name in order:
+                c0 = time.process_time()
                 times[name].append(modes[name]())
+                cpu[name].append(time.process_time() - c0)
             print(f"repeat {r + 1}/{args.repeats} done", file=sys.stderr)
     finally:
         up.close()
@@ -139,12 +175,19 @@ def main() -> None:
 
     base = {"fastai": statistics.median(times["fastai, no callback"]),
             "plain": statistics.median(times["plain loop, no reporting"])}
-    print(f"{args.epochs} epochs per fit, {args.repeats} interleaved repeats, median seconds per fit")
+    cbase = {"fastai": statistics.median(cpu["fastai, no callback"]),
+             "plain": statistics.median(cpu["plain loop, no reporting"])}
+    print(f"{args.epochs} epochs per fit, {args.repeats} interleaved repeats; medians per fit, wall and process CPU")
     for name, ts in times.items():
-        med = statistics.median(ts)
-        ref = base["fastai"] if name.startswith("fastai") else base["plain"]
-        print(f"  {name:<50} {med:8.3f} s   {100 * (med / ref - 1):+6.2f}%   "
-              f"(min {min(ts):.3f}, max {max(ts):.3f})")
+        med, cmed = statistics.median(ts), statistics.median(cpu[name])
+        key = "fastai" if name.startswith("fastai") else "plain"
+        print(f"  {name:<50} wall {med:7.3f} s {100 * (med / base[key] - 1):+6.2f}%   "
+              f"cpu {cmed:7.3f} s {100 * (cmed / cbase[key] - 1):+6.2f}%   (wall min {min(ts):.3f}, max {max(ts):.3f})")
+    hooks, sender, total = (sorted(x[i] for x in direct) for i in range(3))
+    print("  CPU the reporting costs with the daemon up, relative to the training thread's own CPU time (medians):")
+    print(f"    in HeraldCallback's hooks (training thread): {100 * statistics.median(hooks):.3f}%")
+    print(f"    sender thread (runs beside training; GIL while in Python): {100 * statistics.median(sender):.3f}%")
+    print(f"    both, as if serial: {100 * statistics.median(total):.3f}% (max {100 * max(total):.3f}%)")
     print(f"events: sent {up.stats.sent}, spooled {down.stats.spooled}, dropped {up.stats.dropped + down.stats.dropped}")
 
 

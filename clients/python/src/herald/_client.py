@@ -382,7 +382,7 @@ class Client:
         heartbeat_s: float = 30.0,
         flush_timeout: float = 5.0,
         batch_max: int = 500,
-        linger_s: float = 0.25,
+        linger_s: float = 0.05,
         retry_max_s: float = 10.0,
     ):
         self.endpoint = Endpoint(url)
@@ -440,6 +440,7 @@ class Client:
                     self.stats.dropped += 1
                     return False
                 self._queued_droppable += 1
+            wake = not droppable or not self._queue  # a batch event only wakes an idle sender
             self._queue.append((run, type_, stamp, payload, droppable))
             self._enqueued += 1
             start = self._thread is None
@@ -447,7 +448,7 @@ class Client:
                 self._thread = threading.Thread(target=self._run_thread, name="herald-sender", daemon=True)
         if start:
             self._thread.start()  # type: ignore[union-attr]
-        if not droppable:
+        if wake:
             self._wake.set()
         return True
 
@@ -555,11 +556,13 @@ class Client:
             if not queued:
                 if closing:
                     return
-                wait = self.linger_s
-                if self._down:
-                    wait = max(0.0, min(wait * 4, self._next_try - time.monotonic()))
-                self._wake.wait(wait)
+                woke = self._wake.wait(self._idle_wait())
                 self._wake.clear()
+                with self._lock:
+                    closing = self._closing
+                if woke and not closing and self.linger_s > 0:
+                    # Gather what follows the first event (epoch_ended, then epoch_started) into one POST.
+                    time.sleep(self.linger_s)
             batch = self._take()
             counted = len(batch)
             batch += self._heartbeats()
@@ -578,6 +581,17 @@ class Client:
                 self._next_orphan_scan = time.monotonic() + 60.0
                 if not closing:
                     self._replay_orphans(transport)
+
+    def _idle_wait(self) -> float:
+        """How long the sender may sleep with nothing queued: until the next retry while the daemon is down,
+        until the next heartbeat is due while a run is open, else 5 s."""
+        now = time.monotonic()
+        if self._down:
+            return min(1.0, max(0.0, self._next_try - now))
+        wait = 5.0
+        if self.heartbeat_s > 0 and self._active:
+            wait = min(wait, max(0.0, min(self._active.values()) + self.heartbeat_s - now))
+        return wait
 
     def _settle(self, batch: List[Dict[str, Any]], outcome: Outcome) -> None:
         if outcome.kind == Outcome.OK:

@@ -121,7 +121,7 @@ class HeraldCallback(Callback):
             scheds = getattr(cb, "scheds", None)
             if isinstance(scheds, dict) and "lr" in scheds:
                 try:
-                    lr = max(_last_group(scheds["lr"](i / 100)) for i in range(101))
+                    lr = max(_last_group(scheds["lr"](i / 20)) for i in range(21))
                     hyper["schedule"] = type(cb).__name__
                 except Exception:  # noqa: BLE001 - a user's schedule may be anything
                     lr = None
