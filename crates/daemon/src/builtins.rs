@@ -16,6 +16,7 @@ pub fn registry() -> Registry {
     registry.register(herald_pushover::KIND, herald_pushover::DESCRIPTION, herald_pushover::new);
     registry.register(herald_ntfy::KIND, herald_ntfy::DESCRIPTION, herald_ntfy::new);
     registry.register(herald_discord::KIND, herald_discord::DESCRIPTION, herald_discord::new);
+    registry.register(herald_telegram::KIND, herald_telegram::DESCRIPTION, herald_telegram::build);
     registry.register(crate::exec::KIND, crate::exec::DESCRIPTION, crate::exec::new);
     registry
 }
@@ -26,7 +27,7 @@ mod tests {
     fn lists_console_and_webhook() {
         let kinds: Vec<&str> = super::registry().kinds().map(|(kind, _)| kind).collect();
         assert!(kinds.contains(&"console") && kinds.contains(&"webhook"), "{kinds:?}");
-        for kind in ["email", "desktop", "pushover", "ntfy", "discord"] {
+        for kind in ["email", "desktop", "pushover", "ntfy", "discord", "telegram"] {
             assert!(kinds.contains(&kind), "{kind} is built in: {kinds:?}");
         }
         for (kind, description) in super::registry().kinds() {

@@ -192,6 +192,8 @@ pub struct Dispatcher {
     handle: Handle,
     phase: watch::Sender<Phase>,
     tasks: JoinSet<()>,
+    /// Command listeners of notifiers that take commands (`host.rs`); aborted at shutdown.
+    listeners: JoinSet<()>,
     writer_thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -253,7 +255,12 @@ impl Dispatcher {
         tasks.spawn(run_watch(handle.clone(), phase_rx.clone()));
         tasks.spawn(health_checks(shared.clone()));
         tasks.spawn(forget_old_runs(handle.clone(), phase_rx));
-        Ok(Dispatcher { handle, phase, tasks, writer_thread: Some(writer_thread) })
+        let mut listeners = JoinSet::new();
+        let host: Arc<dyn herald_plugin::Host> = Arc::new(crate::host::DaemonHost::new(handle.clone()));
+        for slot in shared.slots.iter().filter(|s| s.notifier.capabilities().commands) {
+            listeners.spawn(crate::host::listen(slot.name.clone(), slot.notifier.clone(), host.clone()));
+        }
+        Ok(Dispatcher { handle, phase, tasks, listeners, writer_thread: Some(writer_thread) })
     }
 
     pub fn handle(&self) -> Handle {
@@ -263,6 +270,9 @@ impl Dispatcher {
     /// Stop: deliver what is ready for up to `drain`, then leave the rest in the outbox for the next start.
     /// Returns the deliveries left in the outbox.
     pub async fn shutdown(mut self, drain: Duration) -> u64 {
+        // No more commands once shutting down.
+        self.listeners.abort_all();
+        while self.listeners.join_next().await.is_some() {}
         let _ = self.phase.send(Phase::Draining);
         let deadline = tokio::time::Instant::now() + drain;
         let queued =
@@ -338,6 +348,11 @@ impl Handle {
     /// Jobs waiting in the outbox, all notifiers together.
     pub fn queued(&self) -> u64 {
         self.shared.slots.iter().map(|s| s.stats.queued.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Every run the daemon knows, with its state (for phone commands, `host.rs`).
+    pub fn run_states(&self) -> Vec<(String, RunState)> {
+        self.shared.runs().iter().map(|(id, st)| (id.clone(), st.clone())).collect()
     }
 
     /// A run's smoothed-loss history.

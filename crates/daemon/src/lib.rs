@@ -19,6 +19,7 @@ pub mod embedded;
 mod error;
 pub mod exec;
 pub mod forwarder;
+pub mod host;
 pub mod limits;
 pub mod runs;
 pub mod sdnotify;

@@ -22,6 +22,8 @@ use crate::store::JobRecord;
 
 /// Jobs held in memory per worker.
 const WINDOW: usize = 1024;
+/// Least time between two updates of a live message (notifiers that edit in place).
+const LIVE_EDIT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Run the worker for notifier `index`, restarting it if it panics, until the dispatcher stops.
 pub(crate) async fn supervise(
@@ -170,7 +172,14 @@ impl Worker {
 
     /// The next thing to do: the first run head (in job order) that is ready, or when the earliest is.
     fn pick(&self, now: u64) -> Pick {
-        let min_interval = self.slot.routing.min_interval.as_millis() as u64;
+        // A notifier that edits one live message gets at most about one edit per second: epoch updates
+        // that end faster are coalesced to the latest state.
+        let min_interval = if self.slot.notifier.capabilities().edit {
+            self.slot.routing.min_interval.max(LIVE_EDIT_INTERVAL)
+        } else {
+            self.slot.routing.min_interval
+        };
+        let min_interval = min_interval.as_millis() as u64;
         // With min_interval, an epoch update followed by a newer one (or the run's end) is superseded.
         let mut latest_state: HashMap<&str, u64> = HashMap::new();
         if min_interval > 0 {
@@ -246,7 +255,22 @@ impl Worker {
             ctx
         };
         let previous = self.previous(&run).await;
-        let notification = render::notification(&context, &job.event, previous, None, job.attempt + 1);
+        // The loss curve goes with a run's end to notifiers that show images, drawn from the stored history.
+        let image = if matches!(job.event.kind(), EventKind::RunFinished | EventKind::RunFailed)
+            && self.slot.notifier.capabilities().images
+        {
+            let shared = self.shared.clone();
+            let (run_id, ctx) = (run.clone(), context.clone());
+            tokio::task::spawn_blocking(move || {
+                let points = shared.store.loss_history(&run_id).unwrap_or_default();
+                crate::host::loss_plot(&points, &ctx)
+            })
+            .await
+            .unwrap_or(None)
+        } else {
+            None
+        };
+        let notification = render::notification(&context, &job.event, previous, image, job.attempt + 1);
         let result = attempt(&self.slot, notification).await;
         let now = now_ms();
         let stats = &self.slot.stats;

@@ -1,0 +1,304 @@
+//! The daemon's side of commands from people: [`DaemonHost`] implements `herald_plugin::Host` over the
+//! dispatcher's run table, and [`listen`] keeps a command-taking notifier's `listen` task running.
+//!
+//! A chat notifier (Telegram) asks the host for the runs (each with a short number, stable while the daemon
+//! runs, for typing `/stop 2` on a phone), for one run by number, id or name (its results table and its loss
+//! curve, drawn by herald-plot from the run's stored history), and to stop a run: that sets the same stop
+//! flag as `herald stop`, which reaches the trainer in the answer to its next post. [`loss_plot`] also
+//! gives the loss curve attached to `run_finished` and `run_failed` deliveries. This module sends nothing
+//! itself and knows no service.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use herald_event::{BatchEnded, Event, RunStarted};
+use herald_plugin::{Host, HostError, Image, Notifier, RunContext, RunSummary, RunView};
+
+use crate::dispatcher::{Handle, now_ms};
+use crate::runs::RunState;
+use crate::store::LossPoint;
+
+/// Ended runs listed by `runs()`, newest first.
+const RECENT_ENDED: usize = 10;
+/// Ended runs older than this are not listed (they can still be named).
+const ENDED_LISTED_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
+/// A listener that returned is started again after this long.
+const RESTART_AFTER: Duration = Duration::from_secs(5);
+
+/// The loss curve (smoothed train loss per batch, valid loss per epoch) of a run, drawn with herald-plot
+/// from its stored loss history and results table; `None` when there is nothing to draw.
+pub fn loss_plot(points: &[LossPoint], context: &RunContext) -> Option<Image> {
+    if points.is_empty() && context.epochs.iter().all(|e| e.valid_loss.is_none()) {
+        return None;
+    }
+    // Batches per epoch: as the run said, else as many as the history shows.
+    let mut per_epoch: HashMap<u32, u64> = HashMap::new();
+    for p in points {
+        let n = per_epoch.entry(p.epoch).or_default();
+        *n = (*n).max(p.batch.saturating_add(1));
+    }
+    let run = context.run.clone();
+    let started = RunStarted {
+        name: context.name.clone(),
+        host: context.host.clone(),
+        pid: context.pid,
+        rank: context.rank,
+        n_epochs: context.n_epochs,
+        batches_per_epoch: context.batches_per_epoch,
+        metric_names: context.metric_names.clone(),
+        hyper: Default::default(),
+    };
+    let mut events = vec![Event::now(run.clone(), 0, started)];
+    for p in points {
+        let n_batches = if context.batches_per_epoch > 0 {
+            context.batches_per_epoch
+        } else {
+            per_epoch.get(&p.epoch).copied().unwrap_or(0)
+        };
+        events.push(Event::now(
+            run.clone(),
+            p.seq,
+            BatchEnded {
+                epoch: p.epoch,
+                batch: p.batch,
+                n_batches,
+                loss: p.smooth_loss,
+                smooth_loss: p.smooth_loss,
+                lr: 0.0,
+            },
+        ));
+    }
+    for e in &context.epochs {
+        events.push(Event::now(run.clone(), 0, e.clone()));
+    }
+    let history = herald_plot::LossHistory::from_events(&events);
+    match herald_plot::plot_losses(&history) {
+        Ok(bytes) => Some(Image { filename: "loss.png".into(), mime: "image/png".into(), bytes }),
+        Err(e) => {
+            tracing::debug!(run = %run, error = %e, "no loss curve");
+            None
+        }
+    }
+}
+
+/// The word a phone shows for a run's state.
+fn state_word(st: &RunState) -> &'static str {
+    match st.state_word() {
+        "running" => "active",
+        other => other,
+    }
+}
+
+fn is_ended(st: &RunState) -> bool {
+    st.ended.is_some() || st.lost
+}
+
+/// `herald_plugin::Host` over the dispatcher.
+pub struct DaemonHost {
+    handle: Handle,
+    numbers: Mutex<Numbers>,
+}
+
+#[derive(Default)]
+struct Numbers {
+    by_run: HashMap<String, u32>,
+    next: u32,
+}
+
+impl DaemonHost {
+    pub fn new(handle: Handle) -> DaemonHost {
+        DaemonHost { handle, numbers: Mutex::new(Numbers { by_run: HashMap::new(), next: 1 }) }
+    }
+
+    /// Every run with a results table or a start (not message-only run ids), numbered.
+    fn numbered(&self) -> Vec<(u32, String, RunState)> {
+        let mut runs: Vec<(String, RunState)> = self
+            .handle
+            .run_states()
+            .into_iter()
+            .filter(|(_, st)| st.started || !st.context.epochs.is_empty())
+            .collect();
+        runs.sort_by(|a, b| a.1.first_ms.cmp(&b.1.first_ms).then_with(|| a.0.cmp(&b.0)));
+        let mut numbers = self.numbers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        runs.into_iter()
+            .map(|(id, st)| {
+                let number = match numbers.by_run.get(&id) {
+                    Some(n) => *n,
+                    None => {
+                        let n = numbers.next;
+                        numbers.next = numbers.next.saturating_add(1);
+                        numbers.by_run.insert(id.clone(), n);
+                        n
+                    }
+                };
+                (number, id, st)
+            })
+            .collect()
+    }
+
+    fn summary(number: u32, id: &str, st: &RunState) -> RunSummary {
+        RunSummary {
+            number,
+            run: id.to_owned(),
+            name: st.context.name.clone(),
+            state: state_word(st).to_owned(),
+            last_epoch: st.context.epochs.last().cloned(),
+            stop_requested: st.stop.is_some(),
+        }
+    }
+
+    /// The run `key` names: its short number (`2` or `#2`), its id, its name (the latest such run), or a
+    /// unique start of its id.
+    fn find(&self, key: &str) -> Result<(u32, String, RunState), HostError> {
+        let key = key.trim();
+        let runs = self.numbered();
+        if let Ok(n) = key.trim_start_matches('#').parse::<u32>()
+            && let Some(found) = runs.iter().find(|(number, _, _)| *number == n)
+        {
+            return Ok(found.clone());
+        }
+        if let Some(found) = runs.iter().find(|(_, id, _)| id == key) {
+            return Ok(found.clone());
+        }
+        let latest = |matches: Vec<&(u32, String, RunState)>| {
+            matches.into_iter().max_by_key(|(_, _, st)| (!is_ended(st), st.last_event_ms)).cloned()
+        };
+        if let Some(found) = latest(runs.iter().filter(|(_, _, st)| st.context.name == key).collect()) {
+            return Ok(found);
+        }
+        if let Some(found) =
+            latest(runs.iter().filter(|(_, _, st)| st.context.name.eq_ignore_ascii_case(key)).collect())
+        {
+            return Ok(found);
+        }
+        if key.len() >= 4 {
+            let prefixed: Vec<_> = runs.iter().filter(|(_, id, _)| id.starts_with(key)).collect();
+            if let [one] = prefixed.as_slice() {
+                return Ok((*one).clone());
+            }
+        }
+        Err(HostError::NoSuchRun(key.to_owned()))
+    }
+}
+
+#[async_trait::async_trait]
+impl Host for DaemonHost {
+    async fn runs(&self) -> Vec<RunSummary> {
+        let runs = self.numbered();
+        let now = now_ms();
+        let mut active: Vec<&(u32, String, RunState)> =
+            runs.iter().filter(|(_, _, st)| !is_ended(st)).collect();
+        active.sort_by_key(|(n, _, _)| *n);
+        let mut ended: Vec<&(u32, String, RunState)> = runs
+            .iter()
+            .filter(|(_, _, st)| {
+                is_ended(st) && now.saturating_sub(st.last_event_ms) < ENDED_LISTED_FOR.as_millis() as u64
+            })
+            .collect();
+        ended.sort_by_key(|(_, _, st)| std::cmp::Reverse(st.last_event_ms));
+        ended.truncate(RECENT_ENDED);
+        active.into_iter().chain(ended).map(|(n, id, st)| DaemonHost::summary(*n, id, st)).collect()
+    }
+
+    async fn run(&self, key: &str) -> Result<RunView, HostError> {
+        let (number, id, st) = self.find(key)?;
+        let handle = self.handle.clone();
+        let context = st.context.clone();
+        let run_id = id.clone();
+        let plot = tokio::task::spawn_blocking(move || {
+            let points = handle.loss_history(&run_id).unwrap_or_default();
+            loss_plot(&points, &context)
+        })
+        .await
+        .unwrap_or(None);
+        Ok(RunView { summary: DaemonHost::summary(number, &id, &st), context: st.context, plot })
+    }
+
+    async fn request_stop(&self, key: &str, reason: &str) -> Result<RunSummary, HostError> {
+        let (number, id, st) = self.find(key)?;
+        if is_ended(&st) {
+            return Err(HostError::Ended(st.context.name.clone()));
+        }
+        match self.handle.request_stop(&id, reason).await {
+            Ok(true) => {
+                tracing::info!(run = %id, reason, "stop requested");
+                let mut summary = DaemonHost::summary(number, &id, &st);
+                summary.stop_requested = true;
+                Ok(summary)
+            }
+            Ok(false) => Err(HostError::NoSuchRun(key.to_owned())),
+            Err(e) => Err(HostError::Other(format!("cannot store the stop request: {e}"))),
+        }
+    }
+}
+
+/// Keep `notifier`'s command listener running until the task is aborted (at shutdown): a listener that
+/// returns, with an error or not, is logged and started again.
+pub async fn listen(name: String, notifier: Arc<dyn Notifier>, host: Arc<dyn Host>) {
+    loop {
+        let task = tokio::spawn({
+            let notifier = notifier.clone();
+            let host = host.clone();
+            async move { notifier.listen(host).await }
+        });
+        // Aborting this future drops the inner task's handle only: abort it too.
+        let guard = AbortOnDrop(task.abort_handle());
+        let result = task.await;
+        drop(guard);
+        match result {
+            Ok(Ok(())) => {
+                tracing::error!(notifier = %name, "the command listener stopped; starting it again")
+            }
+            Ok(Err(e)) => {
+                tracing::error!(notifier = %name, error = %e, "the command listener failed; starting it again")
+            }
+            Err(e) if e.is_panic() => {
+                tracing::error!(notifier = %name, "the command listener panicked; starting it again")
+            }
+            Err(_) => return,
+        }
+        tokio::time::sleep(RESTART_AFTER).await;
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_event::{EpochEnded, Metrics};
+
+    use super::*;
+
+    #[test]
+    fn plots_from_history_or_nothing() {
+        let mut ctx = RunContext::new("r");
+        ctx.batches_per_epoch = 10;
+        assert!(loss_plot(&[], &ctx).is_none(), "nothing to draw");
+        let points: Vec<LossPoint> = (0..20)
+            .map(|i| LossPoint {
+                seq: i + 1,
+                epoch: (i / 10) as u32,
+                batch: i % 10,
+                smooth_loss: 1.0 / (i + 1) as f64,
+            })
+            .collect();
+        ctx.epochs.push(EpochEnded {
+            epoch: 0,
+            n_epochs: 2,
+            train_loss: 0.1,
+            valid_loss: Some(0.2),
+            metrics: Metrics(vec![]),
+            elapsed_s: 1.0,
+        });
+        let image = loss_plot(&points, &ctx).expect("a plot");
+        assert_eq!(image.mime, "image/png");
+        assert!(image.bytes.starts_with(b"\x89PNG"), "a PNG");
+    }
+}
