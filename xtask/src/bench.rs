@@ -7,12 +7,16 @@ use anyhow::{Result, bail};
 
 use crate::{cargo, step};
 
-pub fn run(_root: &Path, args: &[String]) -> Result<()> {
+#[path = "bench_daemon.rs"]
+mod daemon;
+
+pub fn run(root: &Path, args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("emitter") => step(
             "bench emitter",
             cargo(&["bench", "-p", "herald-callback", "--bench", "emitter", "--", "--warm-up-time", "1"]),
         ),
+        Some("daemon") => daemon::run(root),
         Some(other) => bail!("unknown benchmark `{other}`: expected emitter, trainer or daemon"),
         None => bail!("name a benchmark: emitter, trainer or daemon"),
     }

@@ -834,3 +834,197 @@ async fn forget_old_runs(handle: Handle, mut phase: watch::Receiver<Phase>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use herald_event::{EpochEnded, Message, Metrics, RunStarted};
+    use herald_plugin::{DeliveryError, Notification};
+
+    use super::*;
+
+    #[derive(Clone, Copy)]
+    enum Behaviour {
+        Ok,
+        Panic,
+        Hang,
+        FailRetryable,
+    }
+
+    struct Fake {
+        behaviour: Behaviour,
+        seen: Arc<Mutex<Vec<(String, u64, EventKind)>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Notifier for Fake {
+        fn kind(&self) -> &str {
+            "fake"
+        }
+
+        async fn deliver(&self, n: &Notification) -> Result<Receipt, DeliveryError> {
+            match self.behaviour {
+                Behaviour::Ok => {}
+                Behaviour::Panic => panic!("fake notifier bug"),
+                Behaviour::Hang => std::future::pending::<()>().await,
+                Behaviour::FailRetryable => {
+                    return Err(DeliveryError::retryable("down").with_retry_after(Duration::from_millis(300)));
+                }
+            }
+            self.seen.lock().expect("seen lock").push((n.event.run.clone(), n.event.seq, n.event.kind()));
+            Ok(Receipt(serde_json::json!({ "seq": n.event.seq })))
+        }
+    }
+
+    type Seen = Arc<Mutex<Vec<(String, u64, EventKind)>>>;
+
+    fn spec(name: &str, behaviour: Behaviour, tweak: impl FnOnce(&mut Routing)) -> (NotifierSpec, Seen) {
+        let seen: Seen = Arc::default();
+        let mut routing = Routing { timeout: Duration::from_millis(200), ..Routing::default() };
+        tweak(&mut routing);
+        let notifier = Box::new(Fake { behaviour, seen: seen.clone() });
+        (NotifierSpec { name: name.into(), kind: "fake".into(), notifier, routing }, seen)
+    }
+
+    fn options() -> Options {
+        Options { stall_after: Duration::from_secs(3600), hostname: "test-host".into() }
+    }
+
+    fn message(run: &str, seq: u64) -> Event {
+        Event::now(run, seq, Message { title: "t".into(), text: "x".into(), level: Default::default() })
+    }
+
+    fn started(run: &str) -> Event {
+        Event::now(
+            run,
+            0,
+            RunStarted {
+                name: run.into(),
+                host: "elsewhere".into(),
+                pid: 1,
+                rank: 0,
+                n_epochs: 6,
+                batches_per_epoch: 1,
+                metric_names: vec![],
+                hyper: Default::default(),
+            },
+        )
+    }
+
+    fn epoch(run: &str, e: u32) -> Event {
+        Event::now(
+            run,
+            u64::from(e) + 1,
+            EpochEnded {
+                epoch: e,
+                n_epochs: 6,
+                train_loss: 1.0,
+                valid_loss: None,
+                metrics: Metrics::default(),
+                elapsed_s: 0.01,
+            },
+        )
+    }
+
+    async fn until(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn seqs(seen: &Seen) -> Vec<u64> {
+        seen.lock().expect("seen lock").iter().map(|s| s.1).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_or_hanging_notifier_never_stalls_the_others() {
+        let (ok, seen) = spec("ok", Behaviour::Ok, |_| {});
+        let (boom, _) = spec("boom", Behaviour::Panic, |_| {});
+        let (hang, _) = spec("hang", Behaviour::Hang, |_| {});
+        let d = Dispatcher::start(Store::in_memory().expect("store"), vec![boom, hang, ok], options())
+            .expect("start");
+        let h = d.handle();
+        let reply = h.ingest((0..3).map(|s| message("r", s)).collect()).await.expect("ingest");
+        assert_eq!(reply.accepted, 3);
+        until("three deliveries to the healthy notifier", || seqs(&seen).len() == 3).await;
+        assert_eq!(seqs(&seen), vec![0, 1, 2]);
+        until("the panics recorded as give-ups", || h.status().notifiers[0].gave_up == 3).await;
+        let status = h.status();
+        let boom = &status.notifiers[0];
+        assert!(boom.recent_give_ups[0].error.contains("panicked"), "{:?}", boom.recent_give_ups);
+        until("the hanging notifier's timeouts", || h.status().notifiers[1].failed_attempts >= 1).await;
+        let hang = &h.status().notifiers[1];
+        assert!(hang.last_error.as_deref().unwrap_or("").contains("no answer within"), "{hang:?}");
+        assert_eq!(hang.queue, 3, "timed-out jobs wait for their retry");
+        d.shutdown(Duration::from_millis(100)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn min_interval_sends_the_latest_epoch_never_a_backlog() {
+        let (ok, seen) = spec("ok", Behaviour::Ok, |r| r.min_interval = Duration::from_millis(300));
+        let d = Dispatcher::start(Store::in_memory().expect("store"), vec![ok], options()).expect("start");
+        let h = d.handle();
+        let mut events = vec![started("r")];
+        events.extend((0..5).map(|e| epoch("r", e)));
+        h.ingest(events).await.expect("ingest");
+        until("run_started and the latest epoch", || seqs(&seen).len() == 2).await;
+        assert_eq!(seqs(&seen), vec![0, 5], "epochs 0..3 superseded by epoch 4 (seq 5)");
+        assert_eq!(h.status().notifiers[0].superseded, 4);
+        // The next epoch waits for min_interval after the last send.
+        let sent = Instant::now();
+        h.ingest(vec![epoch("r", 5)]).await.expect("ingest");
+        until("the next epoch", || seqs(&seen).len() == 3).await;
+        assert!(sent.elapsed() >= Duration::from_millis(150), "{:?}", sent.elapsed());
+        d.shutdown(Duration::from_millis(100)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_jobs_survive_a_restart_and_delivered_ones_are_not_resent() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // First life: one delivery succeeds, the notifier of the second job is down.
+        {
+            let (ok, seen) = spec("hook", Behaviour::Ok, |_| {});
+            let d = Dispatcher::start(Store::open(dir.path()).expect("store"), vec![ok], options())
+                .expect("start");
+            d.handle().ingest(vec![message("r", 0)]).await.expect("ingest");
+            until("the first delivery", || seqs(&seen) == vec![0]).await;
+            until("its outcome recorded", || d.handle().queued() == 0).await;
+            d.shutdown(Duration::from_millis(100)).await;
+        }
+        {
+            let (down, _) = spec("hook", Behaviour::FailRetryable, |_| {});
+            let d = Dispatcher::start(Store::open(dir.path()).expect("store"), vec![down], options())
+                .expect("start");
+            let reply = d.handle().ingest(vec![message("r", 0), message("r", 1)]).await.expect("ingest");
+            assert_eq!(reply.accepted, 2, "a duplicate is accepted and not queued again");
+            until("a failed attempt", || d.handle().status().notifiers[0].failed_attempts >= 1).await;
+            assert_eq!(d.handle().queued(), 1);
+            assert_eq!(d.shutdown(Duration::from_millis(100)).await, 1, "the job stays in the outbox");
+        }
+        // Third life: the job is delivered, once; the first message is not sent again.
+        let (ok, seen) = spec("hook", Behaviour::Ok, |_| {});
+        let d =
+            Dispatcher::start(Store::open(dir.path()).expect("store"), vec![ok], options()).expect("start");
+        until("the kept job", || seqs(&seen) == vec![1]).await;
+        until("the outbox emptied", || d.handle().queued() == 0).await;
+        assert_eq!(seqs(&seen), vec![1]);
+        assert_eq!(d.shutdown(Duration::from_millis(100)).await, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stop_requests_come_back_in_control_and_unknown_runs_are_refused() {
+        let (ok, _) = spec("ok", Behaviour::Ok, |_| {});
+        let d = Dispatcher::start(Store::in_memory().expect("store"), vec![ok], options()).expect("start");
+        let h = d.handle();
+        assert!(!h.request_stop("nope", "x").await.expect("stop"));
+        let reply = h.ingest(vec![started("r")]).await.expect("ingest");
+        assert!(!reply.control["r"].stop);
+        assert!(h.request_stop("r", "from the phone").await.expect("stop"));
+        let reply = h.ingest(vec![epoch("r", 0)]).await.expect("ingest");
+        assert_eq!(reply.control["r"], RunControl { stop: true, reason: Some("from the phone".into()) });
+        d.shutdown(Duration::from_millis(100)).await;
+    }
+}
