@@ -56,6 +56,11 @@ fn python_client_spool_replay_stop() {
 }
 
 #[test]
+fn python_notify_and_plain_loop() {
+    unittest("test_notify", false);
+}
+
+#[test]
 fn python_fastai_callback() {
     unittest("test_fastai", false);
 }

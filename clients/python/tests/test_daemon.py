@@ -93,16 +93,19 @@ class WebhookSink:
 class Daemon:
     """``herald serve`` with a config that routes lifecycle events to the sink."""
 
-    def __init__(self, tmp: str, sink: WebhookSink, port: int):
+    def __init__(self, tmp: str, sink: WebhookSink, port: int, socket_path: str = "", token: str = ""):
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.config = os.path.join(tmp, "herald.toml")
         self.log = os.path.join(tmp, "daemon.log")
+        self.token = token
         with open(self.config, "w", encoding="utf-8") as f:
             f.write(
                 "[daemon]\n"
                 f'listen = "127.0.0.1:{port}"\n'
-                'socket = ""\n'
+                f"socket = {json.dumps(socket_path)}\n"
+                + (f"token = {json.dumps(token)}\n" if token else "")
+                +
                 f"state_dir = {json.dumps(os.path.join(tmp, 'state'))}\n"
                 "[[notifier]]\n"
                 'name = "hook"\n'
@@ -125,7 +128,10 @@ class Daemon:
         while True:
             assert self.proc is not None and self.proc.poll() is None, f"herald serve exited: {self.read_log()}"
             try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
+                request = urllib.request.Request(self.url + "/healthz")
+                if self.token:
+                    request.add_header("Authorization", f"Bearer {self.token}")
+                with urllib.request.urlopen(request, timeout=1) as r:
                     if r.status == 200:
                         return
             except OSError:
@@ -281,6 +287,23 @@ class AgainstTheDaemon(ClientTest):
         self.assertEqual(lifecycle(events), [("run_started", None)] + [("epoch_ended", i) for i in range(5)]
                          + [("run_finished", None)])
         self.assertEqual(self.spool_lines(), [])
+
+    def test_unix_socket_and_token(self) -> None:
+        self.daemon.close()
+        sock = os.path.join(self.tmp, "herald.sock")
+        self.daemon = Daemon(self.tmp, self.sink, free_port(), socket_path=sock, token="s3cret-token")
+        self.daemon.start()
+        env = env_for_child(HERALD_URL=sock, HERALD_TOKEN="s3cret-token", HERALD_SPOOL_DIR=self.spool_dir)
+        out = subprocess.run([sys.executable, "-m", "herald", "send", "over the socket"], env=env,
+                             capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(out.stderr, "")
+        wrong = self.client(self.daemon.url, token="wrong")  # over TCP: the 0600 socket is its own guard
+        herald.send("with a wrong token", client=wrong)
+        self.assertTrue(wrong.flush(10))
+        self.assertIn("HERALD_TOKEN", wrong.stats.last_error)
+        events = self.sink.wait_for(lambda es: any(e["type"] == "message" for e in es))
+        self.assertEqual([e["text"] for e in events], ["over the socket"])
 
     def test_send_and_notify(self) -> None:
         self.daemon.start()

@@ -73,7 +73,8 @@ class notify:  # noqa: N801 - used as a decorator, named like a function
     def _call(self, *args: Any, **kwargs: Any) -> Any:
         func = self._func
         assert func is not None, "_call is only reached for a decorated function"
-        name = self.name or getattr(func, "__qualname__", None) or getattr(func, "__name__", "function")
+        qualname = getattr(func, "__qualname__", None) or getattr(func, "__name__", "function")
+        name = self.name or qualname.split("<locals>.")[-1]
         run = self._new_run(name)
         run.start(hyper={"function": f"{getattr(func, '__module__', '?')}.{name}"})
         try:
