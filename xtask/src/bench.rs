@@ -9,6 +9,8 @@ use crate::{cargo, step};
 
 #[path = "bench_daemon.rs"]
 mod daemon;
+#[path = "bench_trainer.rs"]
+mod trainer;
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
@@ -17,6 +19,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             cargo(&["bench", "-p", "herald-callback", "--bench", "emitter", "--", "--warm-up-time", "1"]),
         ),
         Some("daemon") => daemon::run(root),
+        Some("trainer") => trainer::run(root, &args[1..]),
         Some(other) => bail!("unknown benchmark `{other}`: expected emitter, trainer or daemon"),
         None => bail!("name a benchmark: emitter, trainer or daemon"),
     }
