@@ -89,6 +89,21 @@ class ClientBehaviour(ClientTest):
             events = d.wait_for(lambda es: es and es[-1]["type"] == "run_finished")
             self.assertEqual(events[-1]["status"], "stopped")
 
+    def test_an_open_run_sends_heartbeats_and_a_finished_one_stops(self) -> None:
+        with FakeDaemon() as d:
+            c = self.client(d.url, heartbeat_s=0.1)
+            run = herald.Run("long-epoch", client=c, rank=0)
+            run.start(n_epochs=1)
+            events = d.wait_for(lambda es: sum(e["type"] == "heartbeat" for e in es) >= 3)
+            run.finish()
+            events = d.wait_for(lambda es: es[-1]["type"] == "run_finished")
+            self.assert_gapless(events)
+            count = len(events)
+            herald.send("a later message", client=c)  # the sender runs on; no heartbeat for the ended run
+            later = d.wait_for(lambda es: any(e["type"] == "message" for e in es))
+            self.assertEqual([e["type"] for e in later[count:]], ["message"])
+            self.assertNotIn(run.id, c._active, "an ended run is no longer kept alive with heartbeats")
+
     def test_daemon_down_at_start_then_up_nothing_lost(self) -> None:
         port = free_port()
         c = self.client(f"http://127.0.0.1:{port}", retry_max_s=0.2)
