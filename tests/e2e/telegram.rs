@@ -1,0 +1,287 @@
+//! Telegram end to end: the real `herald serve` with a `telegram` notifier against the fake Bot API
+//! (herald-fakes). A run's events posted to the daemon make one live message edited once per epoch, new
+//! messages with sound at start and finish and the loss curve at the end; a daemon restart mid-run keeps
+//! editing the same message; a 429 storm delays but loses nothing and sends nothing twice; `/stop` from an
+//! allowed chat, confirmed with the button, stops the run at its next post and the live message says
+//! stopped, while `/stop` from another chat does nothing.
+
+use std::time::Duration;
+
+use herald_fakes::telegram::{FakeTelegram, Message};
+use serde_json::{Value, json};
+
+use crate::daemon::{Daemon, event, free_port, wait_for};
+
+const TOKEN: &str = "777000:E2E-test_token";
+const CHAT: i64 = 31337;
+const OTHER_CHAT: i64 = 4040;
+const LONG: Duration = Duration::from_secs(40);
+
+/// The fake Bot API on its own runtime (the test thread stays synchronous, like the daemon tests).
+struct Bot {
+    fake: FakeTelegram,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Bot {
+    fn start() -> Bot {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let fake = runtime.block_on(FakeTelegram::start(TOKEN));
+        Bot { fake, _runtime: runtime }
+    }
+
+    fn messages(&self) -> Vec<Message> {
+        self.fake.bot_messages(CHAT)
+    }
+
+    /// Wait until the chat holds `n` bot messages and `check` holds.
+    fn wait(&self, what: &str, check: impl Fn(&[Message]) -> bool) -> Vec<Message> {
+        wait_for(what, LONG, || {
+            let m = self.messages();
+            check(&m).then_some(m)
+        })
+    }
+}
+
+fn config(dir: &std::path::Path, port: u16, api: &str) -> String {
+    format!(
+        r#"[daemon]
+listen = "127.0.0.1:{port}"
+socket = "{dir}/herald.sock"
+state_dir = "{dir}/state"
+drain_timeout = "2s"
+
+[[notifier]]
+name = "phone"
+type = "telegram"
+token = "{TOKEN}"
+chat_id = {CHAT}
+api_url = "{api}"
+"#,
+        dir = dir.display()
+    )
+}
+
+fn started(run: &str) -> String {
+    event(
+        run,
+        0,
+        "run_started",
+        json!({ "name": "digits <mlp>", "host": "e2e-box", "pid": 1, "n_epochs": 3, "batches_per_epoch": 4, "metric_names": ["accuracy"] }),
+    )
+}
+
+fn epoch(run: &str, seq: u64, e: u32) -> String {
+    event(
+        run,
+        seq,
+        "epoch_ended",
+        json!({ "epoch": e, "n_epochs": 3, "train_loss": 1.0 / f64::from(e + 2), "valid_loss": 0.9 / f64::from(e + 1), "metrics": {"accuracy": 0.5 + f64::from(e) / 10.0}, "elapsed_s": 1.5 }),
+    )
+}
+
+/// The four batches of epoch `e` as one JSON array (their smoothed losses make the plot).
+fn batches(run: &str, first_seq: u64, e: u32) -> String {
+    let items: Vec<String> = (0..4u64)
+        .map(|b| {
+            event(
+                run,
+                first_seq + b,
+                "batch_ended",
+                json!({ "epoch": e, "batch": b, "n_batches": 4, "loss": 1.0, "smooth_loss": 2.0 / (f64::from(e) * 4.0 + b as f64 + 1.0), "lr": 0.01 }),
+            )
+        })
+        .collect();
+    format!("[{}]", items.join(","))
+}
+
+fn finished(run: &str, seq: u64, status: &str) -> String {
+    event(run, seq, "run_finished", json!({ "status": status, "reason": "done", "duration_s": 9.0 }))
+}
+
+fn post(d: &Daemon, body: &str) -> Value {
+    let (status, reply) = d.post(body);
+    assert_eq!(status, 202, "{reply}");
+    reply
+}
+
+fn live(messages: &[Message]) -> Message {
+    messages.first().cloned().expect("the live message")
+}
+
+#[test]
+fn a_run_makes_one_live_message_edited_per_epoch_then_a_finish_message_and_the_loss_curve() {
+    let bot = Bot::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let d = Daemon::start(dir.path(), port, &config(dir.path(), port, &bot.fake.url));
+    let run = "tg-run-1";
+    post(&d, &started(run));
+    let m = bot.wait("the live message", |m| m.len() == 1);
+    assert!(!m[0].silent, "the start rings");
+    assert!(m[0].text.starts_with("digits <mlp>: started\n"), "{}", m[0].text);
+    let mut seq = 1;
+    for e in 0..3u32 {
+        post(&d, &batches(run, seq, e));
+        seq += 4;
+        post(&d, &epoch(run, seq, e));
+        seq += 1;
+        let m = bot.wait(&format!("edit {}", e + 1), |m| m.len() == 1 && m[0].edits == e + 1);
+        assert!(m[0].text.contains(&format!("digits <mlp>: epoch {}/3", e + 1)), "{}", m[0].text);
+    }
+    post(&d, &finished(run, seq, "completed"));
+    let m = bot.wait("finish message and photo", |m| m.len() == 3 && m[0].edits == 4);
+    let (live, finish, photo) = (&m[0], &m[1], &m[2]);
+    assert!(live.text.starts_with("digits <mlp>: completed\n"), "{}", live.text);
+    assert!(live.text.contains("epoch     train_loss  valid_loss  accuracy  time\n0         0.500000    0.900000    0.500000  00:01\n1 "), "{}", live.text);
+    assert!(live.html.contains("digits &lt;mlp&gt;"), "escaped: {}", live.html);
+    assert!(!finish.silent && finish.text.contains("completed after 00:09"), "{finish:?}");
+    assert!(photo.photo.is_some_and(|size| size > 1000), "a PNG loss curve: {photo:?}");
+    assert!(photo.text.starts_with("digits <mlp>: completed"), "{}", photo.text);
+    let calls = bot.fake.calls();
+    let count = |m: &str| calls.iter().filter(|c| c.method == m && c.ok()).count();
+    assert_eq!((count("sendMessage"), count("editMessageText"), count("sendPhoto")), (2, 4, 1));
+    assert!(calls.iter().all(|c| c.ok()), "every call accepted");
+    // The edits came at least about a second apart (one edit per second per chat).
+    let edits: Vec<_> = calls.iter().filter(|c| c.method == "editMessageText").map(|c| c.at).collect();
+    for pair in edits.windows(2) {
+        assert!(pair[1] - pair[0] >= Duration::from_millis(900), "{:?}", pair[1] - pair[0]);
+    }
+}
+
+#[test]
+fn a_restarted_daemon_keeps_editing_the_same_message() {
+    let bot = Bot::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let mut d = Daemon::start(dir.path(), port, &config(dir.path(), port, &bot.fake.url));
+    let run = "tg-run-2";
+    post(&d, &started(run));
+    post(&d, &epoch(run, 1, 0));
+    let first = live(&bot.wait("the first edit", |m| m.len() == 1 && m[0].edits == 1));
+    assert!(d.terminate(), "the daemon stops cleanly:\n{}", d.log());
+    d.restart();
+    post(&d, &epoch(run, 2, 1));
+    let m = bot.wait("the edit after the restart", |m| m.len() == 1 && m[0].edits == 2);
+    assert_eq!(m[0].message_id, first.message_id, "the same live message");
+    assert!(m[0].text.contains("\n1         "), "{}", m[0].text);
+    post(&d, &epoch(run, 3, 2));
+    bot.wait("the third edit", |m| m.len() == 1 && m[0].edits == 3);
+}
+
+#[test]
+fn a_429_storm_delays_messages_but_loses_and_repeats_none() {
+    let bot = Bot::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let d = Daemon::start(dir.path(), port, &config(dir.path(), port, &bot.fake.url));
+    // Flood control on sends, edits and the photo, each asking for one second.
+    bot.fake.fail_with_429(Some("sendMessage"), 3, 1);
+    bot.fake.fail_with_429(Some("editMessageText"), 3, 1);
+    bot.fake.fail_with_429(Some("sendPhoto"), 1, 1);
+    let run = "tg-run-3";
+    let mut all = vec![started(run)];
+    let mut seq = 1;
+    for e in 0..3u32 {
+        let b = batches(run, seq, e);
+        all.push(b[1..b.len() - 1].to_owned());
+        seq += 4;
+        all.push(epoch(run, seq, e));
+        seq += 1;
+    }
+    all.push(finished(run, seq, "completed"));
+    post(&d, &format!("[{}]", all.join(",")));
+    let m = bot.wait("the run's final state after the storm", |m| {
+        m.len() == 3 && m[0].text.starts_with("digits <mlp>: completed")
+    });
+    assert!(m[0].text.contains("\n2         "), "every epoch is in the final table: {}", m[0].text);
+    let calls = bot.fake.calls();
+    let refused: Vec<_> = calls.iter().filter(|c| c.status == 429).collect();
+    assert_eq!(refused.len(), 7, "the storm happened: {refused:?}");
+    // Each retry came no earlier than the retry_after Telegram asked for.
+    for r in &refused {
+        let sends = ["sendMessage", "editMessageText", "sendPhoto"];
+        let next = calls
+            .iter()
+            .find(|c| c.at > r.at && c.ok() && sends.contains(&c.method.as_str()))
+            .expect("a later send went through");
+        assert!(next.at - r.at >= Duration::from_millis(990), "{:?}", next.at - r.at);
+    }
+    assert_eq!(bot.messages().len(), 3, "nothing sent twice: {:?}", bot.messages());
+    let phone = wait_for("the outbox to empty", LONG, || {
+        let status = d.status();
+        let phone = status["notifiers"][0].clone();
+        (phone["queue"].as_u64() == Some(0)).then_some(phone)
+    });
+    assert_eq!(phone["gave_up"].as_u64(), Some(0), "{phone}");
+}
+
+#[test]
+fn stop_from_the_phone_is_confirmed_with_a_button_and_only_from_allowed_chats() {
+    let bot = Bot::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let d = Daemon::start(dir.path(), port, &config(dir.path(), port, &bot.fake.url));
+    wait_for("setMyCommands", LONG, || bot.fake.commands());
+    let run = "tg-run-4";
+    post(&d, &started(run));
+    let reply = post(&d, &epoch(run, 1, 0));
+    assert_eq!(reply["control"][run]["stop"], json!(false));
+    bot.wait("the live message", |m| m.len() == 1 && m[0].edits == 1);
+
+    // Another chat: no answer, no stop.
+    bot.fake.user_message(OTHER_CHAT, 9, "/stop 1");
+    bot.fake.user_message(OTHER_CHAT, 9, "/runs");
+    bot.fake.user_message(CHAT, 5, "/runs");
+    let m = bot.wait("the /runs answer", |m| m.len() == 2);
+    assert!(m[1].text.contains("1. digits <mlp> · active"), "{}", m[1].text);
+    assert!(bot.fake.bot_messages(OTHER_CHAT).is_empty(), "no answer to a chat not allowed");
+    assert_eq!(
+        post(&d, &epoch(run, 2, 1))["control"][run]["stop"],
+        json!(false),
+        "no stop from another chat"
+    );
+    assert!(d.log().contains("not in allowed_chats"), "the ignored chat is logged");
+
+    bot.fake.user_message(CHAT, 5, "/stop 1");
+    let m = bot.wait("the stop question", |m| m.len() == 3);
+    let question = m[2].clone();
+    assert!(question.text.starts_with("Stop digits <mlp>"), "{}", question.text);
+    let data = question
+        .reply_markup
+        .as_ref()
+        .and_then(|k| k["inline_keyboard"][0][0]["callback_data"].as_str())
+        .expect("a stop button")
+        .to_owned();
+    assert_eq!(
+        post(&d, &epoch(run, 3, 2))["control"][run]["stop"],
+        json!(false),
+        "nothing stops before the button"
+    );
+    bot.fake.press_button(OTHER_CHAT, question.message_id, 9, &data);
+    bot.fake.press_button(CHAT, question.message_id, 5, &data);
+    bot.wait("the question answered", |m| {
+        m.len() == 3 && m[2].text.starts_with("Stop requested for digits <mlp>")
+    });
+
+    // The trainer sees the stop in the answer to its next post (as herald train's forwarder does) and ends.
+    let reply = wait_for("the stop in the control answer", LONG, || {
+        let r = post(&d, &event(run, 4, "heartbeat", json!({})));
+        (r["control"][run]["stop"] == json!(true)).then_some(r)
+    });
+    assert!(
+        reply["control"][run]["reason"].as_str().is_some_and(|r| r.contains("Telegram by @user5")),
+        "{reply}"
+    );
+    post(&d, &finished(run, 5, "stopped"));
+    let m = bot.wait("the stopped run", |m| {
+        m[0].text.starts_with("digits <mlp>: stopped")
+            && m.iter().any(|x| x.text == "digits <mlp> stopped after epoch 3/3.")
+    });
+    assert!(m.iter().any(|x| x.text.contains("stopped after 00:09")), "{m:?}");
+    assert!(bot.fake.bot_messages(OTHER_CHAT).is_empty());
+}
