@@ -17,6 +17,7 @@ pub fn registry() -> Registry {
     registry.register(herald_ntfy::KIND, herald_ntfy::DESCRIPTION, herald_ntfy::new);
     registry.register(herald_discord::KIND, herald_discord::DESCRIPTION, herald_discord::new);
     registry.register(herald_telegram::KIND, herald_telegram::DESCRIPTION, herald_telegram::build);
+    registry.register(herald_slack::KIND, herald_slack::DESCRIPTION, herald_slack::build);
     registry.register(crate::exec::KIND, crate::exec::DESCRIPTION, crate::exec::new);
     registry
 }
@@ -27,7 +28,7 @@ mod tests {
     fn lists_console_and_webhook() {
         let kinds: Vec<&str> = super::registry().kinds().map(|(kind, _)| kind).collect();
         assert!(kinds.contains(&"console") && kinds.contains(&"webhook"), "{kinds:?}");
-        for kind in ["email", "desktop", "pushover", "ntfy", "discord", "telegram"] {
+        for kind in ["email", "desktop", "pushover", "ntfy", "discord", "telegram", "slack"] {
             assert!(kinds.contains(&kind), "{kind} is built in: {kinds:?}");
         }
         for (kind, description) in super::registry().kinds() {

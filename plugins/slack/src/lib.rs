@@ -1,0 +1,663 @@
+//! The `slack` notifier: training notifications in a Slack channel, by incoming webhook or by the Web API.
+//!
+//! With `webhook_url` every notification is one message: Block Kit with the title, the summary and the
+//! results table in a code block (webhooks cannot edit). With `token` and `channel` (a bot token with
+//! `chat:write` and `files:write`) a run gets one live message: `chat.postMessage` at `run_started`, then
+//! `chat.update` as epochs end; the start, the finish and a failure are thread replies under it (a
+//! failure, a stall or a lost process with `reply_broadcast`, so it shows in the channel too), and at the
+//! end the loss curve the host attached is uploaded into the thread (`files.getUploadURLExternal`, the
+//! upload, `files.completeUploadExternal`). The live message's channel id and `ts` are kept in the
+//! [`Receipt`], so a restarted daemon keeps updating the same message.
+//!
+//! Every user-supplied string is mrkdwn-escaped (`&`, `<`, `>`), so a run name cannot ping `<!channel>`.
+//! A 429 is retried after its `Retry-After`; Slack's `ok: false` errors are mapped to retryable or
+//! permanent errors that say what to fix. The daemon and the CLI use this crate through [`build`]; retries
+//! and queueing are the host's.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use herald_event::Payload;
+use herald_plugin::{
+    Capabilities, ConfigError, DeliveryError, Health, Notification, Notifier, Receipt, Secret, parse_table,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The notifier type name.
+pub const KIND: &str = "slack";
+/// What `herald plugins` says about it.
+pub const DESCRIPTION: &str = "Slack: incoming webhook, or the Web API with one live message per run, thread replies and the loss curve";
+/// Slack's Web API.
+pub const DEFAULT_API_URL: &str = "https://slack.com/api";
+/// Slack's limit on a section block's text.
+const SECTION_LIMIT: usize = 3000;
+
+/// Configuration of a `slack` notifier (`[[notifier]]` with `type = "slack"`): `webhook_url`, or `token`
+/// and `channel`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    /// An incoming webhook URL (`https://hooks.slack.com/services/...`); keep it secret.
+    #[serde(default)]
+    pub webhook_url: Option<Secret>,
+    /// A bot token (`xoxb-...`) with `chat:write` (and `files:write` for the loss curve); keep it secret.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// The channel for the Web API: an id (`C0123...`) or `#name`; invite the bot to it.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// The Web API base (default `https://slack.com/api`; tests set it).
+    #[serde(default = "default_api_url")]
+    pub api_url: String,
+    /// Web API mode: one message per run updated in place (default true); false posts every notification.
+    #[serde(default = "yes")]
+    pub live: bool,
+}
+
+fn default_api_url() -> String {
+    DEFAULT_API_URL.to_owned()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Build a `slack` notifier from its configuration table (the registry's constructor).
+pub fn build(name: &str, table: toml::Table) -> Result<Box<dyn Notifier>, ConfigError> {
+    let config: SlackConfig = parse_table(table)?;
+    Ok(Box::new(Slack::new(name, config)?))
+}
+
+fn check_url(url: &str) -> Result<String, String> {
+    let url = url.trim();
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| "not a URL: write it with https://".to_owned())?;
+    if rest.is_empty() || rest.starts_with('/') || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("not a valid URL: it needs a host and no spaces".to_owned());
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+enum Mode {
+    Webhook(Secret),
+    Api { token: Secret, channel: String, base: String },
+}
+
+/// The `slack` notifier.
+pub struct Slack {
+    name: String,
+    live: bool,
+    mode: Mode,
+    client: reqwest::Client,
+    /// Steps already done by an earlier attempt of a delivery that makes several calls: (run, seq) -> steps.
+    progress: Mutex<HashMap<DeliveryKey, Vec<Step>>>,
+}
+
+impl std::fmt::Debug for Slack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slack").field("name", &self.name).field("live", &self.live).finish_non_exhaustive()
+    }
+}
+
+/// A delivery: the run and the event's sequence number.
+type DeliveryKey = (String, u64);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    /// The live message's channel id and ts.
+    Live(String, String),
+    Reply(String),
+    Plot,
+}
+
+impl Slack {
+    /// Check the configuration and set up the HTTP client (nothing is sent).
+    pub fn new(name: &str, config: SlackConfig) -> Result<Slack, ConfigError> {
+        let mode = match (&config.webhook_url, &config.token, &config.channel) {
+            (Some(url), None, None) => {
+                check_url(url.expose()).map_err(|m| ConfigError::for_key("webhook_url", m))?;
+                Mode::Webhook(url.clone())
+            }
+            (None, Some(token), Some(channel)) => {
+                if !token.expose().starts_with("xox") {
+                    return Err(ConfigError::for_key(
+                        "token",
+                        "not a Slack token: expected a bot token `xoxb-...`",
+                    ));
+                }
+                let channel = channel.trim().to_owned();
+                if channel.is_empty() || channel.contains(char::is_whitespace) {
+                    return Err(ConfigError::for_key(
+                        "channel",
+                        "expected a channel id (`C0123...`) or `#name`",
+                    ));
+                }
+                let base = check_url(&config.api_url).map_err(|m| ConfigError::for_key("api_url", m))?;
+                Mode::Api { token: token.clone(), channel, base }
+            }
+            (Some(_), _, _) => {
+                return Err(ConfigError::for_key(
+                    "webhook_url",
+                    "set either `webhook_url`, or `token` and `channel`, not both",
+                ));
+            }
+            (None, Some(_), None) => {
+                return Err(ConfigError::for_key("channel", "missing required key (with `token`)"));
+            }
+            (None, None, Some(_)) => {
+                return Err(ConfigError::for_key("token", "missing required key (with `channel`)"));
+            }
+            (None, None, None) => {
+                return Err(ConfigError::new("set `webhook_url`, or `token` and `channel`"));
+            }
+        };
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| ConfigError::new(format!("cannot set up the HTTP client: {e}")))?;
+        Ok(Slack {
+            name: name.to_owned(),
+            live: config.live,
+            mode,
+            client,
+            progress: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn done(&self, key: &DeliveryKey) -> Vec<Step> {
+        self.progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn remember(&self, key: &DeliveryKey, step: Step) {
+        let mut p = self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if p.len() > 1000 {
+            p.clear();
+        }
+        p.entry(key.clone()).or_default().push(step);
+    }
+
+    fn forget(&self, key: &DeliveryKey) {
+        self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
+    }
+
+    async fn webhook(&self, url: &Secret, n: &Notification) -> Result<Receipt, DeliveryError> {
+        let body = json!({ "text": fallback(n), "blocks": blocks(n) });
+        let response = self
+            .client
+            .post(url.expose())
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| send_error(e.without_url()))?;
+        let status = response.status().as_u16();
+        let retry_after = retry_after(response.headers());
+        let text = response.text().await.unwrap_or_default();
+        match status {
+            200..=299 => Ok(Receipt::none()),
+            429 => Err(rate_limited(retry_after)),
+            500..=599 => {
+                Err(DeliveryError::retryable(format!("Slack answered {status}: {}; will retry", text.trim()))
+                    .with_code(format!("http_{status}")))
+            }
+            403 | 404 | 410 => Err(DeliveryError::permanent(format!(
+                "Slack does not know this webhook ({status} {}): create it again and update webhook_url",
+                text.trim()
+            ))
+            .with_code(format!("http_{status}"))),
+            _ => Err(DeliveryError::permanent(format!(
+                "Slack refused the message ({status}): {}",
+                text.trim()
+            ))
+            .with_code(format!("http_{status}"))),
+        }
+    }
+
+    /// One Web API call; the answer's fields on `ok: true`.
+    async fn call(&self, method: &str, body: Body) -> Result<Value, SlackError> {
+        let Mode::Api { token, base, .. } = &self.mode else {
+            return Err(SlackError::Other(DeliveryError::permanent("not in Web API mode")));
+        };
+        let request = self.client.post(format!("{base}/{method}")).bearer_auth(token.expose());
+        let request = match body {
+            Body::Json(v) => request.json(&v),
+            Body::Form(pairs) => request.form(&pairs),
+        };
+        let response = request.send().await.map_err(|e| SlackError::Other(send_error(e)))?;
+        let status = response.status().as_u16();
+        let after = retry_after(response.headers());
+        if status == 429 {
+            return Err(SlackError::Other(rate_limited(after)));
+        }
+        let text = response.text().await.map_err(|e| SlackError::Other(send_error(e)))?;
+        if (500..600).contains(&status) {
+            return Err(SlackError::Other(
+                DeliveryError::retryable(format!("Slack answered {status} to {method}; will retry"))
+                    .with_code(format!("http_{status}")),
+            ));
+        }
+        let value: Value = serde_json::from_str(&text).map_err(|_| {
+            SlackError::Other(DeliveryError::retryable(format!(
+                "Slack answered {method} with something that is not JSON ({status})"
+            )))
+        })?;
+        if value["ok"] == json!(true) {
+            return Ok(value);
+        }
+        let error = value["error"].as_str().unwrap_or("unknown_error").to_owned();
+        Err(SlackError::Api(error))
+    }
+
+    async fn post(
+        &self,
+        channel: &str,
+        n: &Notification,
+        thread: Option<&str>,
+        broadcast: bool,
+    ) -> Result<(String, String), DeliveryError> {
+        let mut body =
+            json!({ "channel": channel, "text": fallback(n), "blocks": blocks(n), "unfurl_links": false });
+        if let Some(t) = thread {
+            body["thread_ts"] = json!(t);
+            if broadcast {
+                body["reply_broadcast"] = json!(true);
+            }
+        }
+        let v = self
+            .call("chat.postMessage", Body::Json(body))
+            .await
+            .map_err(|e| e.into_error("chat.postMessage"))?;
+        let ts =
+            v["ts"].as_str().ok_or_else(|| DeliveryError::retryable("Slack's answer has no ts"))?.to_owned();
+        let channel = v["channel"].as_str().unwrap_or(channel).to_owned();
+        Ok((channel, ts))
+    }
+
+    /// Update the live message; `Ok(false)` when it is gone.
+    async fn update(&self, channel: &str, ts: &str, n: &Notification) -> Result<bool, DeliveryError> {
+        let body = json!({ "channel": channel, "ts": ts, "text": fallback(n), "blocks": blocks(n) });
+        match self.call("chat.update", Body::Json(body)).await {
+            Ok(_) => Ok(true),
+            Err(SlackError::Api(e)) if e == "message_not_found" || e == "cant_update_message" => {
+                tracing::info!(notifier = %self.name, ts, "the live message is gone; posting a new one");
+                Ok(false)
+            }
+            Err(e) => Err(e.into_error("chat.update")),
+        }
+    }
+
+    async fn upload(
+        &self,
+        channel: &str,
+        thread: Option<&str>,
+        n: &Notification,
+    ) -> Result<(), DeliveryError> {
+        let Some(image) = &n.image else { return Ok(()) };
+        let v = self
+            .call(
+                "files.getUploadURLExternal",
+                Body::Form(vec![
+                    ("filename".into(), image.filename.clone()),
+                    ("length".into(), image.bytes.len().to_string()),
+                ]),
+            )
+            .await
+            .map_err(|e| e.into_error("files.getUploadURLExternal"))?;
+        let (Some(url), Some(id)) = (v["upload_url"].as_str(), v["file_id"].as_str()) else {
+            return Err(DeliveryError::retryable("Slack's upload answer has no upload_url or file_id"));
+        };
+        let response = self
+            .client
+            .post(url)
+            .header("content-type", image.mime.as_str())
+            .body(image.bytes.clone())
+            .send()
+            .await
+            .map_err(send_error)?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let retryable = status == 429 || status >= 500;
+            let e = format!("Slack refused the loss curve upload ({status})");
+            return Err(if retryable { DeliveryError::retryable(e) } else { DeliveryError::permanent(e) });
+        }
+        let mut body = json!({
+            "files": [{ "id": id, "title": format!("{}: loss curve", n.run.name) }],
+            "channel_id": channel,
+        });
+        if let Some(t) = thread {
+            body["thread_ts"] = json!(t);
+        }
+        self.call("files.completeUploadExternal", Body::Json(body))
+            .await
+            .map_err(|e| e.into_error("files.completeUploadExternal"))?;
+        Ok(())
+    }
+
+    async fn api_deliver(&self, channel: &str, n: &Notification) -> Result<Receipt, DeliveryError> {
+        let key = (n.event.run.clone(), n.event.seq);
+        let done = self.done(&key);
+        let prev = n.previous.as_ref().map(|r| &r.0);
+        let mut live: Option<(String, String)> = if self.live {
+            prev.and_then(|p| Some((p["channel"].as_str()?.to_owned(), p["live"].as_str()?.to_owned())))
+        } else {
+            None
+        };
+        let kind = kind(&n.event.payload);
+        let mut posted = None;
+        if !self.live {
+            let (ch, ts) =
+                match done.iter().find_map(|s| if let Step::Reply(ts) = s { Some(ts.clone()) } else { None })
+                {
+                    Some(ts) => (channel.to_owned(), ts),
+                    None => {
+                        let (ch, ts) = self.post(channel, n, None, false).await?;
+                        self.remember(&key, Step::Reply(ts.clone()));
+                        (ch, ts)
+                    }
+                };
+            if !done.contains(&Step::Plot) {
+                self.upload(&ch, Some(&ts), n).await?;
+            }
+            self.forget(&key);
+            return Ok(Receipt(json!({ "channel": ch, "ts": ts })));
+        }
+        // The live message: created at the start (or when missing), updated otherwise.
+        let live_done = done
+            .iter()
+            .find_map(|s| if let Step::Live(ch, ts) = s { Some((ch.clone(), ts.clone())) } else { None });
+        if let Some(done_live) = live_done {
+            live = Some(done_live);
+        } else if kind != Kind::Message {
+            let updated = match (&live, kind) {
+                (Some((ch, ts)), k) if k != Kind::Start => self.update(ch, ts, n).await?,
+                _ => false,
+            };
+            if !updated {
+                live = Some(self.post(channel, n, None, false).await?);
+            }
+            if let Some((ch, ts)) = &live {
+                self.remember(&key, Step::Live(ch.clone(), ts.clone()));
+            }
+        }
+        // Start, end and messages also go into the thread.
+        if kind != Kind::Progress {
+            let reply_done = done.iter().any(|s| matches!(s, Step::Reply(_)));
+            if !reply_done {
+                let thread = live.as_ref().map(|(_, ts)| ts.as_str());
+                let broadcast = kind == Kind::Alarm;
+                let (_, ts) =
+                    self.post(live.as_ref().map_or(channel, |(ch, _)| ch), n, thread, broadcast).await?;
+                self.remember(&key, Step::Reply(ts.clone()));
+                posted = Some(ts);
+            }
+        }
+        if n.image.is_some() && !done.contains(&Step::Plot) {
+            let (ch, thread) = match &live {
+                Some((ch, ts)) => (ch.clone(), Some(ts.clone())),
+                None => (channel.to_owned(), None),
+            };
+            self.upload(&ch, thread.as_deref(), n).await?;
+            self.remember(&key, Step::Plot);
+        }
+        self.forget(&key);
+        let mut receipt = serde_json::Map::new();
+        if let Some((ch, ts)) = live {
+            receipt.insert("channel".into(), json!(ch));
+            receipt.insert("live".into(), json!(ts));
+        }
+        if let Some(ts) = posted {
+            receipt.insert("ts".into(), json!(ts));
+        }
+        Ok(Receipt(Value::Object(receipt)))
+    }
+}
+
+enum Body {
+    Json(Value),
+    Form(Vec<(String, String)>),
+}
+
+enum SlackError {
+    /// Slack's `error` code from an `ok: false` answer.
+    Api(String),
+    Other(DeliveryError),
+}
+
+impl SlackError {
+    fn into_error(self, method: &str) -> DeliveryError {
+        match self {
+            SlackError::Other(e) => e,
+            SlackError::Api(code) => {
+                let (retryable, hint) = match code.as_str() {
+                    "invalid_auth" | "not_authed" | "account_inactive" | "token_revoked"
+                    | "token_expired" => (false, "check the bot token in the configuration"),
+                    "channel_not_found" => (false, "check `channel`, and that the bot can see it"),
+                    "not_in_channel" => (false, "invite the bot to the channel (/invite @yourbot)"),
+                    "missing_scope" => {
+                        (false, "give the bot the chat:write and files:write scopes and reinstall it")
+                    }
+                    "is_archived" => (false, "the channel is archived: pick another one"),
+                    "internal_error"
+                    | "fatal_error"
+                    | "service_unavailable"
+                    | "request_timeout"
+                    | "ratelimited" => (true, "will retry"),
+                    _ => (false, "the request was refused"),
+                };
+                let message = format!("Slack answered {method} with `{code}`: {hint}");
+                let e = if retryable {
+                    DeliveryError::retryable(message)
+                } else {
+                    DeliveryError::permanent(message)
+                };
+                e.with_code(format!("slack_{code}"))
+            }
+        }
+    }
+}
+
+fn send_error(e: reqwest::Error) -> DeliveryError {
+    let code = if e.is_timeout() { "timeout" } else { "network" };
+    DeliveryError::retryable(format!("cannot reach Slack: {e}")).with_code(code)
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    herald_plugin::http::parse_retry_after(v, std::time::SystemTime::now())
+}
+
+fn rate_limited(after: Option<Duration>) -> DeliveryError {
+    let e = DeliveryError::retryable("Slack answered 429 (rate limited; will retry)").with_code("http_429");
+    match after {
+        Some(a) => e.with_retry_after(a),
+        None => e,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Start,
+    Progress,
+    /// Finished or stopped: a thread reply.
+    End,
+    /// Failed, stalled or lost: a thread reply also shown in the channel.
+    Alarm,
+    Message,
+}
+
+fn kind(p: &Payload) -> Kind {
+    match p {
+        Payload::RunStarted(_) => Kind::Start,
+        Payload::EpochStarted(_)
+        | Payload::EpochEnded(_)
+        | Payload::BatchEnded(_)
+        | Payload::Heartbeat(_) => Kind::Progress,
+        Payload::RunFinished(f) if f.status != herald_event::RunStatus::Failed => Kind::End,
+        Payload::RunFinished(_) | Payload::RunFailed(_) | Payload::RunStalled(_) | Payload::RunLost(_) => {
+            Kind::Alarm
+        }
+        Payload::Message(_) => Kind::Message,
+    }
+}
+
+/// Escape text for Slack mrkdwn: `&`, `<` and `>` (so nothing becomes a link or a mention).
+pub fn escape_mrkdwn(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// The notification text for phones and screen readers: the title and the first line.
+fn fallback(n: &Notification) -> String {
+    let first = n.text.lines().next().unwrap_or_default();
+    escape_mrkdwn(&format!("{}: {first}", n.title))
+}
+
+/// `text` cut to its last lines within `limit` characters, saying how many were left out.
+fn tail_within(text: &str, limit: usize) -> String {
+    if text.chars().count() <= limit {
+        return text.to_owned();
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let header = lines.first().copied().unwrap_or_default();
+    let mut kept: Vec<&str> = Vec::new();
+    let mut len = header.chars().count() + 40;
+    for line in lines.iter().skip(1).rev() {
+        len += line.chars().count() + 1;
+        if len > limit {
+            break;
+        }
+        kept.push(line);
+    }
+    kept.reverse();
+    let skipped = lines.len().saturating_sub(1 + kept.len());
+    let mut out = vec![header.to_owned(), format!("({skipped} earlier lines not shown)")];
+    out.extend(kept.iter().map(|l| (*l).to_owned()));
+    let out = out.join("\n");
+    out.chars().take(limit).collect()
+}
+
+/// Block Kit: the title, the summary, and each monospace section (table, traceback) in a code block.
+pub fn blocks(n: &Notification) -> Value {
+    let mut sections = n.text.split("\n\n");
+    let prose = sections.next().unwrap_or_default();
+    let mut out = vec![json!({
+        "type": "section",
+        "text": { "type": "mrkdwn", "text": tail_within(&format!("*{}*\n{}", escape_mrkdwn(&n.title), escape_mrkdwn(prose)), SECTION_LIMIT) }
+    })];
+    for section in sections {
+        let (label, body) = match section.split_once(":\n") {
+            Some((label, body)) if !label.contains('\n') && !label.starts_with("epoch ") => {
+                (Some(label), body)
+            }
+            _ => (None, section),
+        };
+        let code = tail_within(&escape_mrkdwn(body).replace("```", "'''"), SECTION_LIMIT - 40);
+        let text = match label {
+            Some(l) => format!("*{}*\n```{code}```", escape_mrkdwn(l)),
+            None => format!("```{code}```"),
+        };
+        out.push(json!({ "type": "section", "text": { "type": "mrkdwn", "text": text } }));
+        if out.len() >= 45 {
+            break;
+        }
+    }
+    Value::Array(out)
+}
+
+#[async_trait]
+impl Notifier for Slack {
+    fn kind(&self) -> &str {
+        KIND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let api = matches!(self.mode, Mode::Api { .. });
+        Capabilities { edit: api && self.live, images: api, commands: false }
+    }
+
+    async fn deliver(&self, n: &Notification) -> Result<Receipt, DeliveryError> {
+        tracing::debug!(notifier = %self.name, run = %n.event.run, seq = n.event.seq, "sending to Slack");
+        match &self.mode {
+            Mode::Webhook(url) => self.webhook(url, n).await,
+            Mode::Api { channel, .. } => self.api_deliver(channel, n).await,
+        }
+    }
+
+    async fn health_check(&self) -> Health {
+        match &self.mode {
+            Mode::Webhook(_) => Health::Ok,
+            Mode::Api { .. } => match self.call("auth.test", Body::Json(json!({}))).await {
+                Ok(_) => Health::Ok,
+                Err(e) => {
+                    let e = e.into_error("auth.test");
+                    if e.retryable {
+                        Health::Degraded { message: e.message }
+                    } else {
+                        Health::Unavailable { message: e.message }
+                    }
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> toml::Table {
+        text.parse().expect("test tables are valid TOML")
+    }
+
+    #[test]
+    fn config_needs_one_mode() {
+        let check = |text: &str, key: Option<&str>| {
+            let err = build("s", table(text)).err().expect(text);
+            assert_eq!(err.key.as_deref(), key, "{text}: {err}");
+            assert!(!err.to_string().contains("SECRET"), "{err}");
+        };
+        check("", None);
+        check("token = 'xoxb-SECRET'", Some("channel"));
+        check("channel = '#ml'", Some("token"));
+        check("token = 'SECRET'\nchannel = '#ml'", Some("token"));
+        check("webhook_url = 'hooks.slack.com/SECRET'", Some("webhook_url"));
+        check("webhook_url = 'https://x/SECRET'\ntoken = 'xoxb-1'\nchannel = 'C1'", Some("webhook_url"));
+        check("webhook_url = 'https://x/SECRET'\nchanel = 'C1'", Some("chanel"));
+        let ok = build("s", table("token = 'xoxb-1'\nchannel = '#ml'")).expect("valid");
+        assert!(ok.capabilities().edit && ok.capabilities().images);
+        let hook = Slack::new(
+            "s",
+            parse_table(table("webhook_url = 'https://hooks.slack.com/services/T/B/SECRET'")).expect("valid"),
+        )
+        .expect("valid");
+        assert!(!hook.capabilities().edit);
+        assert!(!format!("{hook:?}").contains("SECRET"));
+    }
+
+    #[test]
+    fn escapes_mrkdwn() {
+        assert_eq!(escape_mrkdwn("<!channel> & <@U1>"), "&lt;!channel&gt; &amp; &lt;@U1&gt;");
+    }
+
+    #[test]
+    fn long_code_keeps_its_header_and_latest_lines() {
+        let text = std::iter::once("epoch     train_loss".to_owned())
+            .chain((0..500).map(|i| format!("{i:<8}  0.1")))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let out = tail_within(&text, 1000);
+        assert!(out.chars().count() <= 1000);
+        assert!(out.starts_with("epoch     train_loss\n("), "{out}");
+        assert!(out.ends_with("499       0.1"), "{out}");
+    }
+}
