@@ -43,5 +43,5 @@ def fastai_learner(model: Any = None, bs: int = 32) -> Any:
     xt, yt, xv, yv = arrays()
     train = list(zip(torch.from_numpy(xt), torch.from_numpy(yt)))
     valid = list(zip(torch.from_numpy(xv), torch.from_numpy(yv)))
-    dls = DataLoaders.from_dsets(train, valid, bs=bs, device=torch.device("cpu"))
+    dls = DataLoaders.from_dsets(train, valid, bs=bs, device=torch.device("cpu"), num_workers=0)
     return Learner(dls, model if model is not None else mlp(), loss_func=CrossEntropyLossFlat(), metrics=accuracy)
