@@ -249,6 +249,8 @@ class FakeDaemon:
                     daemon.auth_headers.append(self.headers.get("Authorization"))
                 if self.path != "/v1/events":
                     return self._answer(404, {"error": f"no route {self.path}"})
+                if length > 1024 * 1024:
+                    return self._answer(413, {"error": f"the body is {length} bytes; the limit is 1 MiB"})
                 if daemon.fail_with is not None:
                     return self._answer(daemon.fail_with, {"error": "told to fail"})
                 if daemon.token is not None and self.headers.get("Authorization") != f"Bearer {daemon.token}":

@@ -166,6 +166,26 @@ class ClientBehaviour(ClientTest):
             events = d.wait_for(lambda es: len(es) == 2)
         self.assertEqual([e["text"] for e in events], ["one", "two"])
 
+    def test_big_batches_are_cut_under_the_daemons_body_limit(self) -> None:
+        port = free_port()
+        c = self.client(f"http://127.0.0.1:{port}", retry_max_s=0.2)
+        text = "x" * 20_000
+        for i in range(60):  # 1.2 MB while the daemon is down: spooled, then replayed in parts
+            herald.send(f"{i} {text}", client=c, run_id="big")
+        self.assertTrue(c.flush(10))
+        with FakeDaemon(port=port) as d:
+            herald.send("60 wake up", client=c, run_id="big")
+            d.wait_for(lambda es: len(es) == 61)
+            self.assertFalse(c.down)
+            before = d.requests
+            for i in range(61, 120):  # and 1.2 MB queued at once with the daemon up
+                herald.send(f"{i} {text}", client=c, run_id="big")
+            events = d.wait_for(lambda es: len(es) == 120)
+            self.assertGreaterEqual(d.requests - before, 2)
+        self.assertEqual([int(e["text"].split()[0]) for e in events], list(range(120)))
+        self.assert_gapless(events)
+        self.assertEqual(c.stats.rejected, 0)
+
     def test_rejected_batch_is_kept_aside_and_later_events_flow(self) -> None:
         with FakeDaemon() as d:
             c = self.client(d.url)

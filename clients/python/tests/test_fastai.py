@@ -8,7 +8,6 @@ from pathlib import Path
 
 from support import ClientTest
 
-import herald
 from fake_daemon import FakeDaemon
 
 try:

@@ -41,6 +41,8 @@ except ImportError:  # pragma: no cover - Windows
 log = logging.getLogger("herald")
 
 DEFAULT_URL = "http://127.0.0.1:7878"
+#: The daemon refuses bodies over 1 MiB; batches are cut to stay well below.
+MAX_BODY = 768 * 1024
 EVENTS_PATH = "/v1/events"
 
 
@@ -266,8 +268,9 @@ class SpoolFile:
                 return None
         return cls(path, f)
 
-    def append(self, events: List[Dict[str, Any]]) -> None:
-        data = "".join(_wire.dumps(e) + "\n" for e in events).encode("utf-8")
+    def append(self, lines: List[str]) -> None:
+        """Append encoded events, one per line, and fsync."""
+        data = "".join(line + "\n" for line in lines).encode("utf-8")
         self._f.write(data)
         self._f.flush()
         os.fsync(self._f.fileno())
@@ -278,9 +281,11 @@ class SpoolFile:
     def pending(self) -> bool:
         return self.size() > self.sent
 
-    def read_chunk(self, max_events: int) -> Tuple[List[str], int]:
-        """Up to ``max_events`` complete lines after what was delivered, and the offset after them."""
+    def read_chunk(self, max_events: int, max_bytes: int = 1 << 62) -> Tuple[List[str], int]:
+        """Up to ``max_events`` complete lines (and about ``max_bytes``, at least one line) after what was
+        delivered, and the offset after them."""
         lines: List[str] = []
+        size = 0
         with open(self.path, "rb") as r:
             r.seek(self.sent)
             offset = self.sent
@@ -288,6 +293,9 @@ class SpoolFile:
                 line = r.readline()
                 if not line or not line.endswith(b"\n"):
                     break  # end, or a line cut by a crash mid-write: nothing more to read
+                if lines and size + len(line) > max_bytes:
+                    break
+                size += len(line)
                 offset += len(line)
                 text = line.decode("utf-8", "replace").strip()
                 if text:
@@ -569,11 +577,11 @@ class Client:
             with self._lock:
                 closing = self._closing
             deadline_post = self.flush_timeout / 2 if closing else None
-            if not self._down and batch:
-                outcome = transport.post(_wire.encode_batch(batch), deadline_post)
-                self._settle(batch, outcome)
-            elif batch:
-                self._to_spool(batch)
+            for lines in _split_by_size([_wire.dumps(e) for e in batch], MAX_BODY):
+                if self._down:
+                    self._to_spool(lines)
+                else:
+                    self._settle(lines, transport.post(_body(lines), deadline_post))
             self._mark_handled(counted)
             if self._down and not closing and time.monotonic() >= self._next_try:
                 self._replay_own(transport)
@@ -593,15 +601,15 @@ class Client:
             wait = min(wait, max(0.0, min(self._active.values()) + self.heartbeat_s - now))
         return wait
 
-    def _settle(self, batch: List[Dict[str, Any]], outcome: Outcome) -> None:
+    def _settle(self, lines: List[str], outcome: Outcome) -> None:
         if outcome.kind == Outcome.OK:
-            self.stats.sent += len(batch)
+            self.stats.sent += len(lines)
             self._apply_control(outcome.control)
         elif outcome.kind == Outcome.REJECTED:
-            self._reject([_wire.dumps(e) for e in batch], outcome.detail)
+            self._reject(lines, outcome.detail)
         else:
             self._went_down(outcome.detail)
-            self._to_spool(batch)
+            self._to_spool(lines)
 
     def _went_down(self, detail: str) -> None:
         self.stats.last_error = detail
@@ -616,16 +624,16 @@ class Client:
         self._next_try = time.monotonic() + self._backoff
         self._backoff = min(self._backoff * 2, self.retry_max_s)
 
-    def _to_spool(self, batch: List[Dict[str, Any]]) -> None:
+    def _to_spool(self, lines: List[str]) -> None:
         try:
             if self._spool is None:
                 self._spool = SpoolFile.create(self.spool_dir)
-            self._spool.append(batch)
-            self.stats.spooled += len(batch)
+            self._spool.append(lines)
+            self.stats.spooled += len(lines)
         except OSError as err:
             self.stats.last_error = f"cannot write the spool in {self.spool_dir}: {err}"
             log.error("herald: %s; %d events are lost (set HERALD_SPOOL_DIR to a writable folder)",
-                      self.stats.last_error, len(batch))
+                      self.stats.last_error, len(lines))
 
     def _apply_control(self, control: Mapping[str, Any]) -> None:
         for run, c in control.items():
@@ -650,11 +658,11 @@ class Client:
     def _replay(self, spool: SpoolFile, transport: Transport) -> bool:
         """Post a spool's pending lines in order; ``True`` once it is empty."""
         while spool.pending():
-            lines, offset = spool.read_chunk(self.batch_max)
+            lines, offset = spool.read_chunk(self.batch_max, MAX_BODY)
             if offset == spool.sent:
                 return True  # nothing complete left: at most a line cut short by a crash
             if lines:
-                outcome = transport.post(("[" + ",".join(lines) + "]").encode("utf-8"))
+                outcome = transport.post(_body(lines))
                 if outcome.kind == Outcome.RETRY:
                     self._went_down(outcome.detail)
                     return False
@@ -693,6 +701,28 @@ class Client:
             if not done:
                 return
             log.info("herald: replayed the events a stopped process left in %s", path)
+
+
+def _body(lines: List[str]) -> bytes:
+    """A JSON array of encoded events."""
+    return ("[" + ",".join(lines) + "]").encode("utf-8")
+
+
+def _split_by_size(lines: List[str], max_bytes: int) -> List[List[str]]:
+    """Consecutive parts of ``lines`` (encoded events) under ``max_bytes`` each (an event alone may be larger)."""
+    parts: List[List[str]] = []
+    current: List[str] = []
+    size = 0
+    for e in lines:
+        n = len(e) + 1
+        if current and size + n > max_bytes:
+            parts.append(current)
+            current, size = [], 0
+        current.append(e)
+        size += n
+    if current:
+        parts.append(current)
+    return parts
 
 
 # --------------------------------------------------------------------------------------------------------------
