@@ -175,8 +175,7 @@ class ClientBehaviour(ClientTest):
         self.assertTrue(c.flush(10))
         with FakeDaemon(port=port) as d:
             herald.send("60 wake up", client=c, run_id="big")
-            d.wait_for(lambda es: len(es) == 61)
-            self.assertFalse(c.down)
+            d.wait_for(lambda es: len(es) == 61 and not c.down)
             before = d.requests
             for i in range(61, 120):  # and 1.2 MB queued at once with the daemon up
                 herald.send(f"{i} {text}", client=c, run_id="big")
