@@ -10,6 +10,7 @@ use std::process::Command;
 mod cli;
 mod daemon;
 mod python;
+mod slack;
 mod telegram;
 mod train;
 mod watch;

@@ -285,3 +285,48 @@ fn stop_from_the_phone_is_confirmed_with_a_button_and_only_from_allowed_chats() 
     assert!(m.iter().any(|x| x.text.contains("stopped after 00:09")), "{m:?}");
     assert!(bot.fake.bot_messages(OTHER_CHAT).is_empty());
 }
+
+#[test]
+fn setup_telegram_finds_the_chat_and_writes_the_config() {
+    let bot = Bot::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("conf/herald.toml");
+    bot.fake.user_message(CHAT, 5, "hello bot");
+    let out = crate::herald()
+        .arg("--config")
+        .arg(&config)
+        .args(["setup", "telegram", "--token", TOKEN, "--write", "--wait", "20", "--api-url", &bot.fake.url])
+        .output()
+        .expect("run herald setup telegram");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("Found the bot @herald_test_bot"), "{stderr}");
+    assert!(stderr.contains(&format!("(id {CHAT})")), "{stderr}");
+    let text = std::fs::read_to_string(&config).expect("the config was written");
+    assert!(text.contains(&format!("chat_id = {CHAT}")) && text.contains("type = \"telegram\""), "{text}");
+    assert_eq!(bot.fake.pending_updates(), 0, "the message was confirmed, so the daemon will not answer it");
+    // The written file is a valid configuration.
+    let check = crate::herald().arg("--config").arg(&config).arg("check").output().expect("herald check");
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    // A second run does not add a second notifier of the same name.
+    bot.fake.user_message(CHAT, 5, "again");
+    let again = crate::herald()
+        .arg("--config")
+        .arg(&config)
+        .args(["setup", "telegram", "--token", TOKEN, "--write", "--wait", "20", "--api-url", &bot.fake.url])
+        .output()
+        .expect("run herald setup telegram");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already has a notifier named `telegram`"));
+    // A wrong token is refused before any waiting.
+    let wrong = crate::herald()
+        .args(["setup", "telegram", "--token", "1:wrong", "--wait", "1", "--api-url", &bot.fake.url])
+        .output()
+        .expect("run herald setup telegram");
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("does not know this bot token"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+}

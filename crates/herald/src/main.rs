@@ -10,6 +10,7 @@ mod check;
 mod plugins;
 mod send;
 mod serve;
+mod setup;
 mod status;
 mod stop;
 mod train;
@@ -43,6 +44,8 @@ enum Command {
     Watch(watch::Args),
     /// List the notifier types.
     Plugins(plugins::Args),
+    /// Set up a notifier interactively (`herald setup telegram --token T`).
+    Setup(setup::Args),
     /// Train the demo model (MLP on the digits data) with fit_one_cycle and report its events.
     Train(train::TrainArgs),
 }
@@ -83,6 +86,10 @@ fn main() -> anyhow::Result<()> {
             watch::run(config, args)
         }
         Command::Plugins(args) => plugins::run(args),
+        Command::Setup(args) => {
+            init_tracing("warn");
+            setup::run(config, args)
+        }
         Command::Train(args) => {
             init_tracing("warn");
             train::run(args)

@@ -35,6 +35,7 @@ use serde::Deserialize;
 mod api;
 mod commands;
 mod pace;
+pub mod setup;
 pub mod text;
 
 pub use api::Chat;
