@@ -43,6 +43,10 @@ class HeraldCallback(keras.callbacks.Callback):
     """Report each ``fit`` as a Herald run (``name``, ``monitor``, ``batch_interval``, ``hyper``, ``client`` as
     in the fastai callback)."""
 
+    #: The batch hook only reads the logs and may set ``model.stop_training``: Keras may call it from its
+    #: dispatch thread, so the training loop does not wait for the logs of each batch on its account.
+    async_safe = True
+
     def __init__(
         self,
         name: Optional[str] = None,
