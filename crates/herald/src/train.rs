@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use anyhow::{Context, Result, bail};
-use herald_callback::{EventEmitter, EventReceiver, RunInfo, StopHandle, TerminateOnNaN, channel};
+use herald_callback::{
+    EventEmitter, EventReceiver, RunInfo, StopHandle, TerminateOnNaN, TryRecvError, channel,
+};
 use herald_tch::tch::{self, Device, nn::VarStore};
 use herald_tch::{DataLoaders, Learner, Metric, ProgressMode, datasets, mlp};
 
@@ -119,20 +121,28 @@ pub fn run(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// The event consumer until the daemon's dispatcher replaces it: prints each event as one JSON line on stderr,
-/// on its own thread, until every sender is gone.
+/// How often the consumer drains the channel. Polling (rather than blocking on each event) means the
+/// training thread never pays for waking the consumer: a send is a lock-free push, nothing more.
+const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The event consumer until the daemon's dispatcher replaces it: every [`DRAIN_EVERY`] it prints whatever
+/// events are waiting, one JSON line each on stderr, on its own thread, until every sender is gone.
 pub fn spawn_event_printer(mut rx: EventReceiver) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name("herald-events".into())
         .spawn(move || {
             use std::io::Write;
             let stderr = std::io::stderr();
-            while let Some(event) = rx.blocking_recv() {
-                match herald_event::encode_event(&event) {
-                    Ok(line) => {
-                        let _ = writeln!(stderr.lock(), "{line}");
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot encode an event"),
+            loop {
+                match rx.try_recv() {
+                    Ok(event) => match herald_event::encode_event(&event) {
+                        Ok(line) => {
+                            let _ = writeln!(stderr.lock(), "{line}");
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot encode an event"),
+                    },
+                    Err(TryRecvError::Empty) => std::thread::sleep(DRAIN_EVERY),
+                    Err(TryRecvError::Disconnected) => return,
                 }
             }
         })
