@@ -6,7 +6,8 @@
 //!
 //! Usage: `bench_trainer --data PATH --split-out PATH --json PATH [--epochs 20] [--bs 32] [--lr 1e-2]
 //! [--threads 1] [--reps 5] [--seed 42] [--only all|none]`. Writes the train/valid split it used (for the Python runs) and a
-//! JSON summary; the table rows go to stdout.
+//! JSON summary; the table rows go to stdout. For profiling, `--only all|none` runs one loop, and the
+//! environment variable `BENCH_WITHOUT=progress,emitter,nan` leaves those callbacks out of the full one.
 
 use std::path::PathBuf;
 use std::time::Instant;
