@@ -330,3 +330,21 @@ fn setup_telegram_finds_the_chat_and_writes_the_config() {
         String::from_utf8_lossy(&wrong.stderr)
     );
 }
+
+/// Every ```toml example in the Telegram and Slack docs is a valid configuration for this build.
+#[test]
+fn the_docs_examples_are_valid_configurations() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let registry = herald_daemon::builtins::registry();
+    for doc in ["docs/notifiers/telegram.md", "docs/notifiers/slack.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).expect("the doc exists");
+        let blocks: Vec<&str> =
+            text.split("```toml\n").skip(1).filter_map(|rest| rest.split("```").next()).collect();
+        assert!(!blocks.is_empty(), "{doc} has a TOML example");
+        for block in blocks {
+            let config = herald_daemon::config::parse(block, doc).unwrap_or_else(|e| panic!("{doc}: {e}"));
+            assert_eq!(config.notifiers.len(), 1, "{doc}");
+            config.notifiers[0].build(&registry).unwrap_or_else(|e| panic!("{doc}: {e}\n{block}"));
+        }
+    }
+}

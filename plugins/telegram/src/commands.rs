@@ -34,7 +34,7 @@ const STATUS_ROWS: usize = 20;
 pub const COMMANDS: &[(&str, &str)] = &[
     ("runs", "Active and recent runs, with their numbers"),
     ("status", "A run's results table and loss curve: /status [run]"),
-    ("stop", "Stop a run at the end of its epoch: /stop <run>"),
+    ("stop", "Stop a run (asks first): /stop <run>"),
     ("help", "What Herald can do"),
 ];
 
@@ -297,7 +297,7 @@ impl Listener<'_> {
             .map(|e| format!(" (epoch {}/{} done)", u64::from(e.epoch) + 1, e.n_epochs))
             .unwrap_or_default();
         let html = format!(
-            "Stop <b>{}</b>{at}? It stops at the end of the current epoch.\n<code>{}</code>",
+            "Stop <b>{}</b>{at}? It stops at the end of the batch it is on.\n<code>{}</code>",
             escape_html(&s.name),
             escape_html(&s.run)
         );
@@ -332,7 +332,7 @@ impl Listener<'_> {
                         (
                             "Stop requested".to_owned(),
                             format!(
-                                "Stop requested for <b>{}</b>: it stops at the end of the current epoch. I will say when it has.",
+                                "Stop requested for <b>{}</b>: it stops at the end of the batch it is on. I will say when it has.",
                                 escape_html(&s.name)
                             ),
                         )
