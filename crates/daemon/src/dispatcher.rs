@@ -191,6 +191,9 @@ pub struct Handle {
 pub struct Dispatcher {
     handle: Handle,
     phase: watch::Sender<Phase>,
+    /// One supervised worker per notifier.
+    workers: JoinSet<()>,
+    /// The run watch and housekeeping.
     tasks: JoinSet<()>,
     /// Command listeners of notifiers that take commands (`host.rs`); aborted at shutdown.
     listeners: JoinSet<()>,
@@ -243,15 +246,16 @@ impl Dispatcher {
             .map_err(|e| DaemonError::io("cannot start the outbox writer thread", e))?;
         let (phase, phase_rx) = watch::channel(Phase::Running);
         let handle = Handle { shared: shared.clone(), writer: tx };
-        let mut tasks = JoinSet::new();
+        let mut workers = JoinSet::new();
         for index in 0..shared.slots.len() {
-            tasks.spawn(worker::supervise(
+            workers.spawn(worker::supervise(
                 index,
                 handle.shared.clone(),
                 handle.writer.clone(),
                 phase_rx.clone(),
             ));
         }
+        let mut tasks = JoinSet::new();
         tasks.spawn(run_watch(handle.clone(), phase_rx.clone()));
         tasks.spawn(health_checks(shared.clone()));
         tasks.spawn(forget_old_runs(handle.clone(), phase_rx));
@@ -260,7 +264,7 @@ impl Dispatcher {
         for slot in shared.slots.iter().filter(|s| s.notifier.capabilities().commands) {
             listeners.spawn(crate::host::listen(slot.name.clone(), slot.notifier.clone(), host.clone()));
         }
-        Ok(Dispatcher { handle, phase, tasks, listeners, writer_thread: Some(writer_thread) })
+        Ok(Dispatcher { handle, phase, workers, tasks, listeners, writer_thread: Some(writer_thread) })
     }
 
     pub fn handle(&self) -> Handle {
@@ -279,15 +283,9 @@ impl Dispatcher {
             |h: &Handle| h.shared.slots.iter().map(|s| s.stats.queued.load(Ordering::Relaxed)).sum::<u64>();
         tracing::info!(queued = queued(&self.handle), drain_s = drain.as_secs_f64(), "draining deliveries");
         // The workers end on their own once nothing is ready; the watch and housekeeping tasks end at Stopped.
-        let workers = self.handle.shared.slots.len();
-        let mut ended = 0;
-        while ended < workers {
-            match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
-                Ok(Some(_)) => ended += 1,
-                Ok(None) | Err(_) => break,
-            }
-        }
+        while let Ok(Some(_)) = tokio::time::timeout_at(deadline, self.workers.join_next()).await {}
         let _ = self.phase.send(Phase::Stopped);
+        while self.workers.join_next().await.is_some() {}
         while self.tasks.join_next().await.is_some() {}
         let _ = self.handle.writer.send(WriteOp::Exit).await;
         if let Some(thread) = self.writer_thread.take() {

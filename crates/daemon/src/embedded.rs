@@ -228,3 +228,143 @@ async fn link(
     }
     Ok(LinkReport { forward: ForwardReport::default(), undelivered })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use herald_event::{Message, RunStarted};
+
+    use super::*;
+    use crate::dispatcher::Dispatcher;
+    use crate::server;
+
+    type Bodies = Arc<Mutex<Vec<serde_json::Value>>>;
+
+    /// A webhook receiver on 127.0.0.1, on a runtime of its own.
+    fn receiver() -> (u16, Bodies, tokio::runtime::Runtime) {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let bodies: Bodies = Arc::default();
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let b = bodies.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let b = b.clone();
+                async move {
+                    b.lock().expect("lock").push(serde_json::from_slice(&body).unwrap_or_default());
+                    "ok"
+                }
+            }),
+        );
+        rt.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (port, bodies, rt)
+    }
+
+    fn config(dir: &std::path::Path, listen_port: u16, hook_port: u16) -> Config {
+        let text = format!(
+            "[daemon]\nlisten = \"127.0.0.1:{listen_port}\"\nsocket = \"\"\nstate_dir = \"{}\"\ndrain_timeout = \"5s\"\n\n\
+             [[notifier]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n",
+            dir.display()
+        );
+        crate::config::parse(&text, "test.toml").expect("valid config")
+    }
+
+    fn started(run: &str) -> Event {
+        Event::now(
+            run,
+            0,
+            RunStarted {
+                name: "mlp".into(),
+                host: "h".into(),
+                pid: 1,
+                rank: 0,
+                n_epochs: 1,
+                batches_per_epoch: 1,
+                metric_names: vec![],
+                hyper: Default::default(),
+            },
+        )
+    }
+
+    fn message(run: &str, seq: u64) -> Event {
+        Event::now(run, seq, Message { title: "t".into(), text: "x".into(), level: Default::default() })
+    }
+
+    fn unused_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
+    }
+
+    #[test]
+    fn without_a_daemon_the_trainer_delivers_in_process() {
+        let (hook_port, bodies, _rt) = receiver();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = config(dir.path(), unused_port(), hook_port);
+        let (tx, rx) = herald_callback::channel(100);
+        let link = spawn_for_trainer(&config, rx, StopHandle::new()).expect("link");
+        assert_eq!(link.mode(), &LinkMode::InProcess);
+        tx.send(started("r")).expect("send");
+        tx.send(message("r", 1)).expect("send");
+        drop(tx);
+        let report = link.finish().expect("finish");
+        assert_eq!(report.undelivered, 0);
+        let seqs: Vec<u64> = bodies.lock().expect("lock").iter().filter_map(|b| b["seq"].as_u64()).collect();
+        assert_eq!(seqs, vec![0, 1], "delivered before finish returned");
+    }
+
+    #[test]
+    fn with_a_daemon_the_trainer_forwards_and_gets_stop_requests() {
+        let (hook_port, bodies, rt) = receiver();
+        let dir = tempfile::tempdir().expect("temp dir");
+        // A daemon: the dispatcher and the API on a free port.
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let config = config(&dir.path().join("client"), port, hook_port);
+        let daemon_store = Store::open(&dir.path().join("daemon")).expect("store");
+        let registry = crate::builtins::registry();
+        let handle = rt.block_on(async {
+            let notifiers = crate::daemon::build_notifiers(&config, &registry).expect("notifiers");
+            let d = Dispatcher::start(daemon_store, notifiers, Options::new(Duration::from_secs(3600)))
+                .expect("dispatcher");
+            let h = d.handle();
+            let router = server::router(h.clone(), None);
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, router).await;
+                drop(d);
+            });
+            h
+        });
+        let (tx, rx) = herald_callback::channel(100);
+        let stop = StopHandle::new();
+        let link = spawn_for_trainer(&config, rx, stop.clone()).expect("link");
+        assert!(matches!(link.mode(), LinkMode::Daemon { .. }), "{:?}", link.mode());
+        tx.send(started("fwd")).expect("send");
+        // Ask the run to stop, as `herald stop` would, once the daemon knows it.
+        rt.block_on(async {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while !handle.request_stop("fwd", "enough").await.expect("stop") {
+                assert!(tokio::time::Instant::now() < deadline, "the run never reached the daemon");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        tx.send(message("fwd", 1)).expect("send");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !stop.is_requested() {
+            assert!(std::time::Instant::now() < deadline, "the stop request never reached the trainer");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(stop.reason().as_deref(), Some("enough"));
+        drop(tx);
+        let report = link.finish().expect("finish");
+        assert_eq!(report.forward.forwarded, 2);
+        assert_eq!(report.forward.left_in_spool, 0);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while bodies.lock().expect("lock").len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "the daemon did not deliver");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}

@@ -87,6 +87,7 @@ async fn run(
         previous: HashMap::new(),
         bucket,
     };
+    let mut drain_looked = false;
     loop {
         let current = *phase.borrow();
         if current == Phase::Stopped {
@@ -98,6 +99,7 @@ async fn run(
         let now = now_ms();
         match w.pick(now) {
             Pick::Supersede(id) => {
+                drain_looked = false;
                 if let Some(job) = w.window.remove(&id) {
                     w.report(id, &job, Outcome::Superseded).await;
                 }
@@ -112,6 +114,7 @@ async fn run(
                     }
                     continue;
                 }
+                drain_looked = false;
                 tokio::select! {
                     _ = w.deliver(id) => {}
                     _ = wait_for(&mut phase, Phase::Stopped) => return,
@@ -119,6 +122,12 @@ async fn run(
             }
             Pick::Wait(until) => {
                 if current == Phase::Draining {
+                    // Jobs committed just before the drain may not be in the window yet: look once more.
+                    if !drain_looked {
+                        drain_looked = true;
+                        w.refill().await;
+                        continue;
+                    }
                     // Nothing is ready now: what waits for a retry stays in the outbox for the next start.
                     return;
                 }
