@@ -12,12 +12,17 @@ use herald_plugin::{
     Host, HostError, Image, Notification, Notifier, Receipt, RunContext, RunSummary, RunView, render,
 };
 
-const TOKEN: &str = "123456:TEST-token_abc";
+/// A token of its own for each test: the pacer is shared per bot token in a process, and one test's 429
+/// must not hold another test's chat.
+fn token() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    format!("{}:TEST-token_abc", 100_000 + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
 const CHAT: i64 = 4242;
 const OTHER_CHAT: i64 = 999;
 
 fn notifier(fake: &FakeTelegram, extra: &str) -> Box<dyn Notifier> {
-    let text = format!("token = '{TOKEN}'\nchat_id = {CHAT}\napi_url = '{}'\n{extra}", fake.url);
+    let text = format!("token = '{}'\nchat_id = {CHAT}\napi_url = '{}'\n{extra}", fake.token, fake.url);
     herald_telegram::build("phone", text.parse().expect("test config is TOML")).expect("valid config")
 }
 
@@ -89,7 +94,7 @@ impl Run {
 
 #[tokio::test]
 async fn one_live_message_edited_per_epoch_new_messages_at_start_and_end_and_a_photo() {
-    let fake = FakeTelegram::start(TOKEN).await;
+    let fake = FakeTelegram::start(&token()).await;
     let n = notifier(&fake, "");
     let mut run = Run::new("run-1");
     let r0 = run.deliver(n.as_ref(), started("digits"), None).await;
@@ -138,7 +143,7 @@ async fn one_live_message_edited_per_epoch_new_messages_at_start_and_end_and_a_p
 
 #[tokio::test]
 async fn a_deleted_live_message_is_sent_again() {
-    let fake = FakeTelegram::start(TOKEN).await;
+    let fake = FakeTelegram::start(&token()).await;
     let n = notifier(&fake, "");
     let mut run = Run::new("run-2");
     let r0 = run.deliver(n.as_ref(), started("x"), None).await;
@@ -161,7 +166,7 @@ async fn a_deleted_live_message_is_sent_again() {
 
 #[tokio::test]
 async fn hostile_names_are_escaped_and_long_tracebacks_split() {
-    let fake = FakeTelegram::start(TOKEN).await;
+    let fake = FakeTelegram::start(&token()).await;
     let n = notifier(&fake, "");
     let mut run = Run::new("run-3");
     run.deliver(n.as_ref(), started("<b>evil & co</b> <script>"), None).await;
@@ -187,7 +192,7 @@ async fn hostile_names_are_escaped_and_long_tracebacks_split() {
 
 #[tokio::test]
 async fn a_429_is_retried_after_exactly_retry_after_without_sending_twice() {
-    let fake = FakeTelegram::start(TOKEN).await;
+    let fake = FakeTelegram::start(&token()).await;
     let n = notifier(&fake, "");
     let mut run = Run::new("run-4");
     run.deliver(n.as_ref(), started("r"), None).await;
@@ -220,7 +225,7 @@ async fn a_429_is_retried_after_exactly_retry_after_without_sending_twice() {
 
 #[tokio::test]
 async fn live_off_sends_every_notification() {
-    let fake = FakeTelegram::start(TOKEN).await;
+    let fake = FakeTelegram::start(&token()).await;
     let n = notifier(&fake, "live = false\nquiet_epochs = false");
     assert!(!n.capabilities().edit);
     let mut run = Run::new("run-5");
@@ -276,7 +281,7 @@ impl Host for TestHost {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_from_allowed_chats_only_and_stop_with_a_button() {
-    let fake = FakeTelegram::start(TOKEN).await;
+    let fake = FakeTelegram::start(&token()).await;
     let n: Arc<dyn Notifier> = Arc::from(notifier(&fake, ""));
     let host = Arc::new(TestHost { stops: Mutex::new(Vec::new()), state: Mutex::new("active".into()) });
     let listener = {
@@ -284,7 +289,7 @@ async fn commands_from_allowed_chats_only_and_stop_with_a_button() {
         let host: Arc<dyn Host> = host.clone();
         tokio::spawn(async move { n.listen(host).await })
     };
-    let long = Duration::from_secs(10);
+    let long = Duration::from_secs(30);
     wait_until("setMyCommands", long, || fake.commands().is_some()).await;
     let commands = fake.commands().expect("registered");
     assert_eq!(commands.as_array().map(Vec::len), Some(4));
