@@ -78,7 +78,9 @@ impl Setup {
                     let from = m
                         .from
                         .as_ref()
-                        .map(|u| u.username.as_ref().map_or_else(|| u.first_name.clone(), |n| format!("@{n}")))
+                        .map(|u| {
+                            u.username.as_ref().map_or_else(|| u.first_name.clone(), |n| format!("@{n}"))
+                        })
                         .unwrap_or_default();
                     found = Some(FoundChat { id: chat.id.0, kind: kind.to_owned(), title, from });
                 }
