@@ -287,8 +287,11 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-pub fn run(root: &Path) -> Result<()> {
-    step("build herald (release)", cargo(&["build", "--release", "-p", "herald"]))?;
+/// `args`: `--no-build` uses the release binary already built (the build is the slow part on a busy machine).
+pub fn run(root: &Path, args: &[String]) -> Result<()> {
+    if !args.iter().any(|a| a == "--no-build") {
+        step("build herald (release)", cargo(&["build", "--release", "-p", "herald"]))?;
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let bin = target.join("release/herald");
     let dir = std::env::temp_dir().join(format!("herald-bench-{}", std::process::id()));
