@@ -30,6 +30,9 @@ const GIVE_UPS: TableDefinition<u64, &[u8]> = TableDefinition::new("give_ups");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 const NEXT_JOB_ID: &str = "next_job_id";
+/// redb's page cache (its default is 1 GiB): enough for the hot end of the tables, small enough that a
+/// large backlog does not become resident memory.
+const CACHE_BYTES: usize = 16 << 20;
 /// Give-ups kept for status.
 const GIVE_UPS_KEPT: u64 = 200;
 
@@ -137,7 +140,7 @@ impl Store {
         create_private_dir(state_dir)
             .map_err(|source| StoreError::StateDir { path: state_dir.to_owned(), source })?;
         let path = state_dir.join("outbox.redb");
-        let db = match Database::create(&path) {
+        let db = match Database::builder().set_cache_size(CACHE_BYTES).create(&path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::InUse { path }),
             Err(e) => return Err(e.into()),
