@@ -9,6 +9,7 @@ use std::process::Command;
 
 mod cli;
 mod daemon;
+mod plugins;
 mod python;
 mod slack;
 mod telegram;

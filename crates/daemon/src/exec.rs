@@ -280,6 +280,8 @@ pub struct ExecStats {
     pub capabilities: Capabilities,
     /// Deliveries answered `delivered`.
     pub delivered: u64,
+    /// Handshakes that succeeded.
+    pub handshakes: u64,
 }
 
 struct Shared {
@@ -354,6 +356,7 @@ impl ExecNotifier {
                     last_error: None,
                     capabilities: Capabilities::default(),
                     delivered: 0,
+                    handshakes: 0,
                 }),
                 state_tx,
                 host: Mutex::new(None),
@@ -429,9 +432,15 @@ impl Notifier for ExecNotifier {
         &self.kind
     }
 
-    /// What the plugin declared at its last handshake (nothing before the first).
+    /// What the plugin declared at its last handshake. Before the first one nothing is known, so it says
+    /// `commands` (and nothing else): a host that starts `listen` only for notifiers that take commands then
+    /// starts it for plugins too, and the plugin's real answer governs from the handshake on.
     fn capabilities(&self) -> Capabilities {
-        self.shared.stats().capabilities
+        let stats = self.shared.stats();
+        match stats.handshakes {
+            0 => Capabilities { commands: true, ..Capabilities::default() },
+            _ => stats.capabilities,
+        }
     }
 
     async fn deliver(&self, n: &Notification) -> Result<Receipt, DeliveryError> {
@@ -545,7 +554,8 @@ async fn supervise(
                         request = requests.recv() => match request {
                             Some(r) => {
                                 let _ = r.reply.send(Err(DeliveryError::retryable(format!(
-                                    "the plugin is down ({error}); it restarts in {:.1} s and the delivery will be retried",
+                                    "the plugin is down ({error}); restart {} in {:.1} s, and the delivery will be retried",
+                                    shared.stats().restarts + 1,
                                     until.saturating_duration_since(Instant::now()).as_secs_f64()
                                 )).with_code("plugin_down")));
                             }
@@ -777,7 +787,11 @@ async fn run_child(
                 edit = capabilities.edit, image = capabilities.images, commands = capabilities.commands,
                 "plugin ready"
             );
-            shared.stats().capabilities = capabilities;
+            {
+                let mut stats = shared.stats();
+                stats.capabilities = capabilities;
+                stats.handshakes += 1;
+            }
             shared.set_state(PluginState::Ready { name, version });
             capabilities
         }
@@ -861,9 +875,10 @@ async fn run_child(
     let in_flight = pending.len();
     for (_, p) in pending.drain() {
         let _ = p.reply.send(Err(DeliveryError::retryable(format!(
-            "plugin `{}` failed with the delivery in flight ({failure}); it is being restarted and the delivery \
-             will be retried",
-            shared.name
+            "plugin `{}` failed with the delivery in flight ({failure}); it is being restarted (restart {}) and \
+             the delivery will be retried",
+            shared.name,
+            shared.stats().restarts + 1
         ))
         .with_code("plugin_failed")));
     }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod check;
+mod plugin_test;
 mod plugins;
 mod send;
 mod serve;
@@ -42,8 +43,10 @@ enum Command {
     Stop(stop::Args),
     /// Run a command and report its start and end (like knockknock).
     Watch(watch::Args),
-    /// List the notifier types.
+    /// List the notifier types: built in, and plugins found as herald-notify-<type> executables.
     Plugins(plugins::Args),
+    /// Work with out-of-process notifier plugins (`herald plugin test -- CMD ARGS...`).
+    Plugin(plugin_test::Args),
     /// Set up a notifier interactively (`herald setup telegram --token T`).
     Setup(setup::Args),
     /// Train the demo model (MLP on the digits data) with fit_one_cycle and report its events.
@@ -86,6 +89,7 @@ fn main() -> anyhow::Result<()> {
             watch::run(config, args)
         }
         Command::Plugins(args) => plugins::run(args),
+        Command::Plugin(args) => plugin_test::run(args),
         Command::Setup(args) => {
             init_tracing("warn");
             setup::run(config, args)

@@ -73,7 +73,9 @@ async fn deliver_eventually(n: &ExecNotifier, seq: u64) -> (Receipt, Vec<Deliver
 async fn good_plugin_delivers_and_is_healthy() {
     let case = Case::new();
     let n = ExecNotifier::new("p", "exec", case.options("good"));
+    assert!(n.capabilities().commands, "before the handshake a host must offer listen");
     assert_eq!(n.health_check().await, Health::Ok);
+    assert_eq!(n.capabilities(), Capabilities::default(), "after it, what the plugin declared");
     for seq in 0..5 {
         let r = n.deliver(&note(seq)).await.expect("a good plugin delivers");
         assert_eq!(r.0["seq"], seq);
