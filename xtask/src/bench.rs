@@ -18,9 +18,13 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             "bench emitter",
             cargo(&["bench", "-p", "herald-callback", "--bench", "emitter", "--", "--warm-up-time", "1"]),
         ),
+        Some("plugins") => step(
+            "bench plugins",
+            cargo(&["bench", "-p", "herald-daemon", "--bench", "plugins", "--", "--warm-up-time", "1"]),
+        ),
         Some("daemon") => daemon::run(root, &args[1..]),
         Some("trainer") => trainer::run(root, &args[1..]),
-        Some(other) => bail!("unknown benchmark `{other}`: expected emitter, trainer or daemon"),
-        None => bail!("name a benchmark: emitter, trainer or daemon"),
+        Some(other) => bail!("unknown benchmark `{other}`: expected emitter, trainer, daemon or plugins"),
+        None => bail!("name a benchmark: emitter, trainer, daemon or plugins"),
     }
 }
