@@ -125,6 +125,24 @@ pub struct LrHistory {
     pub moms: Vec<f64>,
 }
 
+impl LrHistory {
+    /// From one run's events: the lr of each `batch_ended` (in order; dropped ones leave no point). Events
+    /// carry no momentum, so `moms` stays empty. Events of other runs are ignored.
+    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a Event>) -> LrHistory {
+        let mut run: Option<&str> = None;
+        let mut lrs = Vec::new();
+        for event in events {
+            if *run.get_or_insert(event.run.as_str()) != event.run {
+                continue;
+            }
+            if let Payload::BatchEnded(b) = &event.payload {
+                lrs.push(b.lr);
+            }
+        }
+        LrHistory { lrs, moms: Vec::new() }
+    }
+}
+
 /// The loss curve as PNG bytes: smoothed training loss per batch (blue) and validation loss per epoch
 /// (orange, with markers).
 pub fn plot_losses(history: &LossHistory) -> Result<Vec<u8>, PlotError> {
@@ -383,6 +401,7 @@ mod tests {
         ];
         let h = LossHistory::from_events(&events);
         assert_eq!(h.train, [(1.0, 2.0), (3.0, 1.5), (4.0, 1.1)]);
+        assert_eq!(LrHistory::from_events(&events), LrHistory { lrs: vec![1e-3; 3], moms: vec![] });
         assert_eq!(h.valid, [(3.0, 1.2)]);
         png_size(&plot_losses(&h).expect("drawn"));
     }
