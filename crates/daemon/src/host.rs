@@ -23,8 +23,9 @@ use crate::store::LossPoint;
 const RECENT_ENDED: usize = 10;
 /// Ended runs older than this are not listed (they can still be named).
 const ENDED_LISTED_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
-/// A listener that returned is started again after this long.
+/// A listener that returned is started again after this long, doubling up to [`RESTART_MAX`].
 const RESTART_AFTER: Duration = Duration::from_secs(5);
+const RESTART_MAX: Duration = Duration::from_secs(300);
 
 /// The loss curve (smoothed train loss per batch, valid loss per epoch) of a run, drawn with herald-plot
 /// from its stored loss history and results table; `None` when there is nothing to draw.
@@ -234,9 +235,12 @@ impl Host for DaemonHost {
 }
 
 /// Keep `notifier`'s command listener running until the task is aborted (at shutdown): a listener that
-/// returns, with an error or not, is logged and started again.
+/// returns, with an error or not, is logged and started again, after a delay that doubles while it keeps
+/// failing quickly (a wrong token must not hammer the service).
 pub async fn listen(name: String, notifier: Arc<dyn Notifier>, host: Arc<dyn Host>) {
+    let mut delay = RESTART_AFTER;
     loop {
+        let started = std::time::Instant::now();
         let task = tokio::spawn({
             let notifier = notifier.clone();
             let host = host.clone();
@@ -246,19 +250,24 @@ pub async fn listen(name: String, notifier: Arc<dyn Notifier>, host: Arc<dyn Hos
         let guard = AbortOnDrop(task.abort_handle());
         let result = task.await;
         drop(guard);
+        if started.elapsed() > RESTART_MAX {
+            delay = RESTART_AFTER;
+        }
+        let retry_s = delay.as_secs();
         match result {
             Ok(Ok(())) => {
-                tracing::error!(notifier = %name, "the command listener stopped; starting it again")
+                tracing::error!(notifier = %name, retry_s, "the command listener stopped; starting it again")
             }
             Ok(Err(e)) => {
-                tracing::error!(notifier = %name, error = %e, "the command listener failed; starting it again")
+                tracing::error!(notifier = %name, error = %e, retry_s, "the command listener failed; starting it again")
             }
             Err(e) if e.is_panic() => {
-                tracing::error!(notifier = %name, "the command listener panicked; starting it again")
+                tracing::error!(notifier = %name, retry_s, "the command listener panicked; starting it again")
             }
             Err(_) => return,
         }
-        tokio::time::sleep(RESTART_AFTER).await;
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(RESTART_MAX);
     }
 }
 

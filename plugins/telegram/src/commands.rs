@@ -122,24 +122,28 @@ impl Listener<'_> {
             tick.tick().await;
             let waiting: Vec<(String, String, i64, Instant)> =
                 self.pending().iter().map(|p| (p.run.clone(), p.name.clone(), p.chat, p.asked)).collect();
+            if waiting.is_empty() {
+                continue;
+            }
+            // The list is cheap (no plot is drawn); a run no longer listed has gone.
+            let runs = self.host.runs().await;
             for (run, name, chat, asked) in waiting {
-                let ended = match self.host.run(&run).await {
-                    Ok(view) if is_ended(&view.summary.state) => Some(Some(view)),
-                    Ok(_) if asked.elapsed() > STOP_FOLLOW => Some(None),
-                    Ok(_) => None,
-                    Err(_) => Some(None),
+                let summary = runs.iter().find(|r| r.run == run);
+                let ended = match summary {
+                    Some(s) if is_ended(&s.state) => Some(Some(s)),
+                    Some(_) if asked.elapsed() > STOP_FOLLOW => Some(None),
+                    Some(_) => None,
+                    None => Some(None),
                 };
-                let Some(view) = ended else { continue };
+                let Some(summary) = ended else { continue };
                 self.pending().retain(|p| !(p.run == run && p.chat == chat));
-                if let Some(view) = view {
-                    let at = view
-                        .summary
+                if let Some(s) = summary {
+                    let at = s
                         .last_epoch
                         .as_ref()
                         .map(|e| format!(" after epoch {}/{}", u64::from(e.epoch) + 1, e.n_epochs))
                         .unwrap_or_default();
-                    let html =
-                        format!("<b>{}</b> {}{at}.", escape_html(&name), escape_html(&view.summary.state));
+                    let html = format!("<b>{}</b> {}{at}.", escape_html(&name), escape_html(&s.state));
                     self.reply(chat, &html, None).await;
                 }
             }
