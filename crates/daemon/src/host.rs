@@ -285,6 +285,67 @@ mod tests {
 
     use super::*;
 
+    fn started(run: &str, name: &str) -> Event {
+        Event::now(
+            run,
+            0,
+            RunStarted {
+                name: name.into(),
+                host: "elsewhere".into(),
+                pid: 1,
+                rank: 0,
+                n_epochs: 3,
+                batches_per_epoch: 2,
+                metric_names: vec![],
+                hyper: Default::default(),
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn runs_are_numbered_found_by_number_name_or_id_and_stopped() {
+        let store = crate::store::Store::in_memory().expect("in-memory outbox");
+        let options =
+            crate::dispatcher::Options { stall_after: Duration::from_secs(3600), hostname: "here".into() };
+        let dispatcher =
+            crate::dispatcher::Dispatcher::start(store, Vec::new(), options).expect("dispatcher");
+        let handle = dispatcher.handle();
+        handle.ingest(vec![started("run-aaaa-1", "mnist")]).await.expect("stored");
+        handle.ingest(vec![started("run-bbbb-2", "cifar")]).await.expect("stored");
+        let finished = herald_event::RunFinished {
+            status: herald_event::RunStatus::Completed,
+            reason: "done".into(),
+            duration_s: 1.0,
+            best: None,
+        };
+        handle.ingest(vec![Event::now("run-bbbb-2", 1, finished)]).await.expect("stored");
+        let host = DaemonHost::new(handle.clone());
+        let runs = host.runs().await;
+        let listed: Vec<(u32, &str, &str)> =
+            runs.iter().map(|r| (r.number, r.name.as_str(), r.state.as_str())).collect();
+        assert_eq!(listed, [(1, "mnist", "active"), (2, "cifar", "completed")], "active first");
+        assert_eq!(host.run("1").await.expect("by number").summary.run, "run-aaaa-1");
+        assert_eq!(host.run("#2").await.expect("by #number").summary.run, "run-bbbb-2");
+        assert_eq!(host.run("cifar").await.expect("by name").summary.run, "run-bbbb-2");
+        assert_eq!(host.run("run-aaaa").await.expect("by id prefix").summary.run, "run-aaaa-1");
+        assert!(matches!(host.run("nope").await, Err(HostError::NoSuchRun(_))));
+        assert!(matches!(host.request_stop("2", "phone").await, Err(HostError::Ended(_))));
+        let stopped = host.request_stop("mnist", "from the phone").await.expect("stop requested");
+        assert!(stopped.stop_requested);
+        let control = handle.control("run-aaaa-1");
+        assert_eq!((control.stop, control.reason.as_deref()), (true, Some("from the phone")));
+        // Numbers stay put when a new run arrives.
+        handle.ingest(vec![started("run-cccc-3", "mnist")]).await.expect("stored");
+        let runs = host.runs().await;
+        assert_eq!(runs.iter().map(|r| r.number).collect::<Vec<_>>(), [1, 3, 2]);
+        assert_eq!(
+            host.run("mnist").await.expect("by name").summary.run,
+            "run-cccc-3",
+            "the latest of that name"
+        );
+        dispatcher.shutdown(Duration::from_millis(100)).await;
+    }
+
     #[test]
     fn plots_from_history_or_nothing() {
         let mut ctx = RunContext::new("r");
