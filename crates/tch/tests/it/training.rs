@@ -188,3 +188,16 @@ fn stop_from_another_thread() {
     drop(learner);
     assert_eq!(watcher.join().expect("watcher thread"), Some(RunStatus::Stopped));
 }
+
+#[test]
+fn the_bare_loop_does_the_same_work_as_fit_one_cycle() {
+    // The benchmark's no-callback loop must train identically, or the hook overhead it measures is wrong.
+    let (mut with_callbacks, _rx, _stop) =
+        with_events(digits(32), &[64, 32, 10], |b| b.metrics([Metric::accuracy()]));
+    with_callbacks.fit_one_cycle(2, 1e-2).expect("trains");
+    let expected = with_callbacks.validate().expect("validates");
+    let (mut bare, _rx, _stop) = with_events(digits(32), &[64, 32, 10], |b| b.metrics([Metric::accuracy()]));
+    let last = bare.fit_one_cycle_bare(2, 1e-2).expect("trains");
+    assert_eq!(last, expected);
+    assert!(bare.recorder().losses.is_empty(), "the bare loop fires no callback");
+}
