@@ -179,7 +179,7 @@ async fn handle(
     if let Some(secs) = text_answer {
         return (code, [("retry-after", secs.to_string())], body.to_string()).into_response();
     }
-    if method == "webhook" || method == "upload" {
+    if method == "webhook" || method == "upload" || method.starts_with('/') {
         let text = body.as_str().unwrap_or_default().to_owned();
         return (code, [("content-type", "text/plain")], text).into_response();
     }
@@ -236,6 +236,8 @@ impl FakeSlack {
                 upload.2 = Some(len);
                 (200, json!(format!("OK - {len}")))
             }
+            // Neither the Web API, a webhook nor an upload: Slack answers 404 `no_service`.
+            m if m.starts_with('/') => (404, json!("no_service")),
             _ if !self.authorized(headers, params) => {
                 slack_err(if headers.contains_key("authorization") { "invalid_auth" } else { "not_authed" })
             }

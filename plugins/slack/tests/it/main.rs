@@ -91,6 +91,16 @@ async fn webhook_posts_block_kit_with_the_table_in_a_code_block() {
     let table = blocks[1]["text"]["text"].as_str().expect("table");
     assert!(table.starts_with("```epoch     train_loss  valid_loss  accuracy  time\n0 "), "{table}");
     assert!(!posts[0]["text"].as_str().expect("fallback").contains("<!channel>"), "no mention");
+    // A 429 is retried after its Retry-After; a deleted webhook is permanent and says what to do.
+    fake.fail_with_429(Some("webhook"), 1, 3);
+    let note = run.note(epoch(1), None);
+    let err = n.deliver(&note).await.expect_err("rate limited");
+    assert_eq!((err.retryable, err.retry_after), (true, Some(Duration::from_secs(3))));
+    n.deliver(&note).await.expect("the retry goes through");
+    let gone = format!("webhook_url = '{}/nowhere'", fake.url);
+    let gone = herald_slack::build("hook", gone.parse().expect("TOML")).expect("valid");
+    let err = gone.deliver(&note).await.expect_err("unknown path");
+    assert!(!err.retryable, "{err}");
 }
 
 #[tokio::test]
