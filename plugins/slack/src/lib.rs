@@ -372,6 +372,10 @@ impl Slack {
             self.forget(&key);
             return Ok(Receipt(json!({ "channel": ch, "ts": ts })));
         }
+        if kind == Kind::Tick {
+            // Nothing to show in live mode; the receipt keeps the live message.
+            return Ok(n.previous.clone().unwrap_or_else(Receipt::none));
+        }
         // The live message: created at the start (or when missing), updated otherwise.
         let live_done = done
             .iter()
@@ -391,7 +395,7 @@ impl Slack {
             }
         }
         // Start, end and messages also go into the thread.
-        if kind != Kind::Progress {
+        if kind != Kind::Progress && kind != Kind::Tick {
             let reply_done = done.iter().any(|s| matches!(s, Step::Reply(_)));
             if !reply_done {
                 let thread = live.as_ref().map(|(_, ts)| ts.as_str());
@@ -488,7 +492,11 @@ fn rate_limited(after: Option<Duration>) -> DeliveryError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Start,
+    /// An epoch ended: the live message is updated.
     Progress,
+    /// Finer progress (an epoch or batch started, a heartbeat), when routed here: it would replace the
+    /// table in the live message, so the Web API live mode leaves it out.
+    Tick,
     /// Finished or stopped: a thread reply.
     End,
     /// Failed, stalled or lost: a thread reply also shown in the channel.
@@ -499,10 +507,8 @@ enum Kind {
 fn kind(p: &Payload) -> Kind {
     match p {
         Payload::RunStarted(_) => Kind::Start,
-        Payload::EpochStarted(_)
-        | Payload::EpochEnded(_)
-        | Payload::BatchEnded(_)
-        | Payload::Heartbeat(_) => Kind::Progress,
+        Payload::EpochEnded(_) => Kind::Progress,
+        Payload::EpochStarted(_) | Payload::BatchEnded(_) | Payload::Heartbeat(_) => Kind::Tick,
         Payload::RunFinished(f) if f.status != herald_event::RunStatus::Failed => Kind::End,
         Payload::RunFinished(_) | Payload::RunFailed(_) | Payload::RunStalled(_) | Payload::RunLost(_) => {
             Kind::Alarm

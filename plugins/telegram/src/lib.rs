@@ -281,8 +281,11 @@ impl Telegram {
 enum Kind {
     /// The run begins: the live message is created, with sound.
     Start,
-    /// Progress: the live message is edited (quietly).
+    /// An epoch ended: the live message is edited (quietly).
     Progress,
+    /// Finer progress (an epoch or batch started, a heartbeat), when routed here: it would replace the
+    /// results table in the live message, so only `live = false` sends it (quietly).
+    Tick,
     /// The run ended, stalled or was lost: the live message's final state, and a new message with sound.
     End,
     /// A message of its own.
@@ -292,10 +295,8 @@ enum Kind {
 fn kind(payload: &Payload) -> Kind {
     match payload {
         Payload::RunStarted(_) => Kind::Start,
-        Payload::EpochStarted(_)
-        | Payload::EpochEnded(_)
-        | Payload::BatchEnded(_)
-        | Payload::Heartbeat(_) => Kind::Progress,
+        Payload::EpochEnded(_) => Kind::Progress,
+        Payload::EpochStarted(_) | Payload::BatchEnded(_) | Payload::Heartbeat(_) => Kind::Tick,
         Payload::RunFinished(_) | Payload::RunFailed(_) | Payload::RunStalled(_) | Payload::RunLost(_) => {
             Kind::End
         }
@@ -397,7 +398,8 @@ impl Notifier for Telegram {
                 };
                 sent.push(id);
             }
-            (Kind::Progress, false) => {
+            (Kind::Tick, true) => {}
+            (Kind::Progress | Kind::Tick, false) => {
                 sent.push(self.send_new(&n.html, &n.text, self.config.quiet_epochs).await?);
             }
             (Kind::Start | Kind::End | Kind::Message, _) => {

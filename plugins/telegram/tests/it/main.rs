@@ -340,3 +340,18 @@ async fn commands_from_allowed_chats_only_and_stop_with_a_button() {
     assert_eq!(fake.pending_updates(), 0);
     listener.abort();
 }
+
+#[tokio::test]
+async fn finer_progress_leaves_the_live_table_alone() {
+    let fake = FakeTelegram::start(&token()).await;
+    let n = notifier(&fake, "");
+    let mut run = Run::new("run-6");
+    run.deliver(n.as_ref(), started("r"), None).await;
+    let r = run.deliver(n.as_ref(), epoch(0), None).await;
+    let calls = fake.calls().len();
+    let r2 = run.deliver(n.as_ref(), herald_event::EpochStarted { epoch: 1 }, None).await;
+    let r3 = run.deliver(n.as_ref(), herald_event::Heartbeat {}, None).await;
+    assert_eq!(fake.calls().len(), calls, "no call for an epoch start or a heartbeat");
+    assert_eq!((r2.0["live"].clone(), r3.0["live"].clone()), (r.0["live"].clone(), r.0["live"].clone()));
+    assert!(fake.bot_messages(CHAT)[0].text.contains("train_loss"), "the table stays");
+}
