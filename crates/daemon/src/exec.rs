@@ -45,6 +45,8 @@ pub const PREFIX: &str = "herald-notify-";
 /// The keys the host keeps; every other key of the table goes to the plugin in `hello`.
 const HOST_KEYS: [&str; 5] =
     ["command", "concurrency", "handshake_timeout", "delivery_timeout", "shutdown_grace"];
+/// Commands relayed at once; a plugin sending more is flooding the host.
+const MAX_COMMANDS: usize = 64;
 /// The longest stderr line logged, in bytes (the rest is cut).
 const MAX_LOG_LINE: usize = 4096;
 /// Restart backoff: the first delay, doubled per consecutive failure up to the cap.
@@ -836,6 +838,11 @@ async fn run_child(
                         if !capabilities.commands {
                             break "protocol violation: it sent a `command` without declaring the `commands` capability"
                                 .to_owned();
+                        }
+                        if commands.len() >= MAX_COMMANDS {
+                            break format!(
+                                "protocol violation: more than {MAX_COMMANDS} commands waiting for the host at once"
+                            );
                         }
                         commands.spawn(relay(shared.clone(), out.clone(), run, action, reason, id));
                     }
