@@ -482,6 +482,27 @@ mod tests {
         assert!(report.checks[1].detail.contains("paht: unknown key"), "{}", report.table());
     }
 
+    /// The skeleton shown in docs/writing-a-notifier.md is a working plugin.
+    #[tokio::test]
+    async fn the_documented_python_skeleton_passes_every_check() {
+        let doc = include_str!("../../../../docs/writing-a-notifier.md");
+        let code = doc
+            .split("```python\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("the guide shows a Python plugin");
+        let dir = tempfile::tempdir().expect("a folder");
+        let script = dir.path().join("plugin.py");
+        std::fs::write(&script, code).expect("write the skeleton");
+        let out = dir.path().join("out.jsonl");
+        let args = vec![script.display().to_string()];
+        let config = serde_json::json!({ "path": out.display().to_string() });
+        let report = run(Path::new("python3"), &args, config, Duration::from_secs(10)).await;
+        assert!(report.passed(), "{}", report.table());
+        let lines = std::fs::read_to_string(&out).expect("the skeleton wrote its file").lines().count();
+        assert_eq!(lines, 5);
+    }
+
     #[tokio::test]
     async fn refusals_and_missing_programs_fail_clearly() {
         let (report, _dir) = kit("version:2.0").await;
