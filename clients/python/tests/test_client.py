@@ -166,6 +166,21 @@ class ClientBehaviour(ClientTest):
             events = d.wait_for(lambda es: len(es) == 2)
         self.assertEqual([e["text"] for e in events], ["one", "two"])
 
+    def test_an_unencodable_event_is_set_aside_and_the_rest_flows(self) -> None:
+        with FakeDaemon() as d:
+            c = self.client(d.url)
+            c.emit("hand-made", "epoch_ended", {"epoch": 0, "n_epochs": 1, "train_loss": float("nan"),
+                                                "elapsed_s": 1.0})
+            c.emit("hand-made", "message", {"title": "t", "text": object(), "level": "info"})
+            herald.send("still flowing", client=c, run_id="hand-made")
+            events = d.wait_for(lambda es: len(es) == 1)
+        self.assertEqual((events[0]["text"], events[0]["seq"]), ("still flowing", 0))
+        self.assertEqual(c.stats.rejected, 2)
+        with open(os.path.join(self.spool_dir, "rejected.ndjson"), encoding="utf-8") as f:
+            kept = [json.loads(line) for line in f]
+        self.assertIn("cannot encode the event as JSON", kept[0]["error"])
+        self.assertEqual(kept[0]["events"][0]["type"], "epoch_ended")
+
     def test_big_batches_are_cut_under_the_daemons_body_limit(self) -> None:
         port = free_port()
         c = self.client(f"http://127.0.0.1:{port}", retry_max_s=0.2)

@@ -512,42 +512,59 @@ class Client:
     def _run_thread(self) -> None:
         transport = Transport(self.endpoint, self.token, self.timeout)
         try:
-            self._loop(transport)
-        except Exception:  # noqa: BLE001 - the last line of defence: never let the thread die silently
-            log.exception("herald: the sender thread failed; events from now on are not sent")
+            while True:
+                try:
+                    self._loop(transport)
+                    return
+                except Exception:  # noqa: BLE001 - the last line of defence: log, pause, go on sending
+                    log.exception("herald: the sender thread hit a bug; it goes on in a second")
+                    transport.close()
+                    time.sleep(1.0)
         finally:
             transport.close()
             if self._spool is not None:
                 self._spool.close()
 
-    def _take(self) -> List[Dict[str, Any]]:
+    def _take(self) -> Tuple[List[str], int]:
+        """Up to ``batch_max`` queued events as JSON lines with their seqs, and how many queue items that was."""
         with self._lock:
             n = min(len(self._queue), self.batch_max)
             items = [self._queue.popleft() for _ in range(n)]
             self._queued_droppable -= sum(1 for it in items if it[4])
-        out = []
+        out: List[str] = []
         now = time.monotonic()
         for run, type_, stamp, payload, _ in items:
-            seq = self._seq.get(run, 0)
-            self._seq[run] = seq + 1
-            out.append(_wire.event(run, seq, stamp, type_, payload))
-            if type_ in ("run_finished", "run_failed"):
-                self._active.pop(run, None)
-            elif type_ == "run_started" or run in self._active:
-                self._active[run] = now
-        return out
+            if self._encode_into(out, run, stamp, type_, payload):
+                if type_ in ("run_finished", "run_failed"):
+                    self._active.pop(run, None)
+                elif type_ == "run_started" or run in self._active:
+                    self._active[run] = now
+        return out, n
 
-    def _heartbeats(self) -> List[Dict[str, Any]]:
+    def _encode_into(self, out: List[str], run: str, stamp: str, type_: str, payload: Mapping[str, Any]) -> bool:
+        """Give the event the run's next seq and append its JSON line. An event that cannot be encoded (a bare
+        NaN or an object in a field a caller filled by hand) is set aside with the reason and takes no seq, so
+        what is sent keeps its seqs gapless."""
+        seq = self._seq.get(run, 0)
+        try:
+            line = _wire.dumps(_wire.event(run, seq, stamp, type_, payload))
+        except (TypeError, ValueError) as err:
+            event = {"run": run, "time": stamp, "type": type_, "payload": repr(payload)[:10_000]}
+            self._reject([json.dumps(event)], f"cannot encode the event as JSON: {err}")
+            return False
+        self._seq[run] = seq + 1
+        out.append(line)
+        return True
+
+    def _heartbeats(self) -> List[str]:
         if self.heartbeat_s <= 0:
             return []
         now = time.monotonic()
-        out = []
+        out: List[str] = []
         for run, last in list(self._active.items()):
             if now - last >= self.heartbeat_s:
-                seq = self._seq.get(run, 0)
-                self._seq[run] = seq + 1
                 self._active[run] = now
-                out.append(_wire.event(run, seq, _wire.rfc3339(time.time()), "heartbeat", {}))
+                self._encode_into(out, run, _wire.rfc3339(time.time()), "heartbeat", {})
         return out
 
     def _mark_handled(self, n: int) -> None:
@@ -571,13 +588,12 @@ class Client:
                 if woke and not closing and self.linger_s > 0:
                     # Gather what follows the first event (epoch_ended, then epoch_started) into one POST.
                     time.sleep(self.linger_s)
-            batch = self._take()
-            counted = len(batch)
+            batch, counted = self._take()
             batch += self._heartbeats()
             with self._lock:
                 closing = self._closing
             deadline_post = self.flush_timeout / 2 if closing else None
-            for lines in _split_by_size([_wire.dumps(e) for e in batch], MAX_BODY):
+            for lines in _split_by_size(batch, MAX_BODY):
                 if self._down:
                     self._to_spool(lines)
                 else:
