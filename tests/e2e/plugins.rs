@@ -129,6 +129,15 @@ fn misbehaving_plugins_are_isolated_restarted_and_deliver_everything() {
         );
     }
     assert!(log.contains("misbehave crash-on-3 start 2"), "plugin stderr reaches the log:\n{log}");
+    // Notifiers that failed are checked again: a restarted plugin's health says so in status.
+    let status =
+        wait_for("the crashing plugin's health to show its restarts", Duration::from_secs(60), || {
+            let s = daemon.status();
+            let health = notifier(&s, "crash")["health"].clone();
+            (health["state"] == "degraded").then_some(health)
+        });
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(message.contains("plugin restarted") && message.contains("exit status 3"), "{status}");
 }
 
 /// A plugin that speaks another major version is refused with a clear message; its notifications are given

@@ -32,6 +32,8 @@ use crate::worker;
 const MAX_GROUP: usize = 512;
 /// Depth of the writer's channel.
 const WRITER_QUEUE: usize = 1024;
+/// How often notifiers that failed since their last health check are checked again.
+const HEALTH_RECHECK: Duration = Duration::from_secs(15);
 /// Give-ups shown per notifier in status.
 const RECENT_GIVE_UPS: usize = 10;
 /// Runs that ended this long ago are forgotten (their history and events removed).
@@ -257,7 +259,7 @@ impl Dispatcher {
         }
         let mut tasks = JoinSet::new();
         tasks.spawn(run_watch(handle.clone(), phase_rx.clone()));
-        tasks.spawn(health_checks(shared.clone()));
+        tasks.spawn(health_checks(shared.clone(), phase_rx.clone()));
         tasks.spawn(forget_old_runs(handle.clone(), phase_rx));
         let mut listeners = JoinSet::new();
         let host: Arc<dyn herald_plugin::Host> = Arc::new(crate::host::DaemonHost::new(handle.clone()));
@@ -788,20 +790,46 @@ async fn run_watch(handle: Handle, mut phase: watch::Receiver<Phase>) {
     }
 }
 
-/// Ask each notifier once whether it can deliver, for status and `herald check`.
-async fn health_checks(shared: Arc<Shared>) {
-    let mut checks = JoinSet::new();
-    for slot in shared.slots.iter().cloned() {
-        checks.spawn(async move {
-            let health =
-                match tokio::time::timeout(Duration::from_secs(10), slot.notifier.health_check()).await {
-                    Ok(h) => h,
-                    Err(_) => Health::Unavailable { message: "health check timed out after 10 s".into() },
-                };
-            facts(&slot.stats).health = Some(health);
-        });
+/// Ask each notifier whether it can deliver, for status: every one at start, then, every
+/// [`HEALTH_RECHECK`], those that failed an attempt since their last check or were not `Ok` (so a healthy
+/// notifier's service is not probed again, and a supervised plugin's restarts show up in status).
+async fn health_checks(shared: Arc<Shared>, mut phase: watch::Receiver<Phase>) {
+    let mut failures_seen: Vec<Option<u64>> = vec![None; shared.slots.len()];
+    let mut interval = tokio::time::interval(HEALTH_RECHECK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            changed = phase.changed() => {
+                if changed.is_err() || *phase.borrow() != Phase::Running {
+                    return;
+                }
+                continue;
+            }
+        }
+        let mut checks = JoinSet::new();
+        for (index, slot) in shared.slots.iter().enumerate() {
+            let failures = slot.stats.failed_attempts.load(Ordering::Relaxed);
+            let healthy = matches!(facts(&slot.stats).health, Some(Health::Ok));
+            let seen = failures_seen.get(index).copied().flatten();
+            if seen.is_some() && seen == Some(failures) && healthy {
+                continue;
+            }
+            if let Some(s) = failures_seen.get_mut(index) {
+                *s = Some(failures);
+            }
+            let slot = slot.clone();
+            checks.spawn(async move {
+                let health =
+                    match tokio::time::timeout(Duration::from_secs(10), slot.notifier.health_check()).await {
+                        Ok(h) => h,
+                        Err(_) => Health::Unavailable { message: "health check timed out after 10 s".into() },
+                    };
+                facts(&slot.stats).health = Some(health);
+            });
+        }
+        while checks.join_next().await.is_some() {}
     }
-    while checks.join_next().await.is_some() {}
 }
 
 /// Forget runs that ended long ago, hourly.
