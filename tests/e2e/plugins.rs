@@ -303,8 +303,8 @@ impl FakeGotify {
     }
 }
 
-#[test]
-fn conformance_kit_passes_the_gotify_example() {
+/// The gotify example's binary, built beside `herald`.
+fn gotify_bin() -> PathBuf {
     let bin =
         crate::herald_bin().with_file_name(format!("herald-notify-gotify{}", std::env::consts::EXE_SUFFIX));
     assert!(
@@ -312,6 +312,33 @@ fn conformance_kit_passes_the_gotify_example() {
         "{} is missing: run `cargo build -p herald-notify-gotify` (`cargo test --workspace` builds it)",
         bin.display()
     );
+    bin
+}
+
+/// `examples/gotify/herald.toml` passes `herald check` with the plugin on PATH: the daemon's parser takes
+/// the routing and host keys, the plugin the rest, and the handshake succeeds.
+#[test]
+fn the_gotify_example_configuration_checks() {
+    let bin = gotify_bin();
+    let dir = bin.parent().expect("the binary is in a folder").to_owned();
+    let config = repo().join("examples/gotify/herald.toml");
+    let out = herald()
+        .args(["--config", &config.display().to_string(), "check"])
+        .env("PATH", path_with(&dir))
+        .env("GOTIFY_APP_TOKEN", "app-token")
+        .output()
+        .expect("herald runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("phone") && l.contains("gotify") && l.contains("ok")),
+        "{text}"
+    );
+}
+
+#[test]
+fn conformance_kit_passes_the_gotify_example() {
+    let bin = gotify_bin();
     let gotify = FakeGotify::start();
     let (ok, text) = plugin_test(&[
         "--with",

@@ -204,6 +204,23 @@ fn configuration_errors_name_the_key() {
     assert!(!shown.contains("s3cret"), "{shown}");
 }
 
+/// The example configuration's gotify table (less the host's keys: name, type, routing, plugin host keys)
+/// builds.
+#[test]
+fn the_example_configuration_builds() {
+    let text = include_str!("../../herald.toml");
+    let mut doc: toml::Table = text.parse().expect("the example is valid TOML");
+    let notifiers = doc.remove("notifier").expect("a [[notifier]]");
+    let mut table =
+        notifiers.as_array().and_then(|a| a.first()).and_then(|t| t.as_table()).cloned().expect("a table");
+    assert_eq!(table.get("type").and_then(|t| t.as_str()), Some("gotify"));
+    for host_key in ["name", "type", "events", "every_n_epochs", "concurrency", "delivery_timeout"] {
+        table.remove(host_key);
+    }
+    table.insert("token".into(), toml::Value::String("t".into()));
+    herald_notify_gotify::new("phone", table).expect("the example's keys are the notifier's");
+}
+
 /// The binary speaks the protocol: handshake with the table, a delivery, a refused table, shutdown.
 #[tokio::test]
 async fn the_binary_serves_the_protocol() {
