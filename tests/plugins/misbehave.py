@@ -47,6 +47,8 @@ def main():
         message = json.loads(line)
         kind = message.get("type")
         if kind == "shutdown":
+            with open(out, "a") as f:
+                f.write("shutdown\n")
             return 0
         if kind != "deliver":
             continue

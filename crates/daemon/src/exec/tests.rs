@@ -86,8 +86,22 @@ async fn good_plugin_delivers_and_is_healthy() {
     assert!(matches!(stats.state, PluginState::Ready { ref name, .. } if name == "misbehave"));
     n.shutdown().await;
     assert_eq!(n.stats().state, PluginState::Stopped);
+    assert_eq!(case.delivered().last().map(String::as_str), Some("shutdown"), "the plugin got `shutdown`");
     let err = n.deliver(&note(9)).await.expect_err("no delivery after shutdown");
     assert!(err.retryable, "{err}");
+}
+
+#[tokio::test]
+async fn a_plugin_ignoring_shutdown_is_killed_after_the_grace_period() {
+    let script = r#"read hello; echo '{"type":"ready","name":"x","protocol_version":"1.0"}'; trap '' TERM; while true; do sleep 1; done"#;
+    let mut o = ExecOptions::new("sh", vec!["-c".into(), script.into()]);
+    o.shutdown_grace = Duration::from_millis(200);
+    let n = ExecNotifier::new("p", "exec", o);
+    assert_eq!(n.health_check().await, Health::Ok);
+    tokio::time::timeout(Duration::from_secs(20), n.shutdown())
+        .await
+        .expect("shutdown ends after the grace period");
+    assert_eq!(n.stats().state, PluginState::Stopped);
 }
 
 #[tokio::test]
