@@ -20,10 +20,8 @@ mod watch;
 pub fn herald_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary knows its own path");
     // target/<profile>/deps/e2e-<hash> -> target/<profile>/herald
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binaries live in target/<profile>/deps");
+    let dir =
+        exe.parent().and_then(|deps| deps.parent()).expect("test binaries live in target/<profile>/deps");
     let bin = dir.join(format!("herald{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.exists(),
