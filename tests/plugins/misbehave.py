@@ -2,8 +2,8 @@
 """A herald plugin that misbehaves on purpose, for the host's tests (standard library only).
 
 Usage: misbehave.py MODE OUT [STATE]
-  MODE  good | crash-on-3 | hang-on-3 | garbage-on-3 | unknown-id-on-3 | exit-in-handshake:N |
-        version:X.Y | commands | slow:SECONDS
+  MODE  good | crash-on-3 | hang-on-3 | garbage-on-3 | unknown-id-on-3 | long-on-3 | ready-on-3 |
+        exit-in-handshake:N | version:X.Y | commands | slow:SECONDS
   OUT   file that gets one line `run:seq` per delivery made
   STATE file counting starts (exit-in-handshake:N exits during the first N handshakes)
 
@@ -62,6 +62,13 @@ def main():
             if mode == "garbage-on-3":
                 sys.stdout.write("Traceback (most recent call last): oops\n")
                 sys.stdout.flush()
+                continue
+            if mode == "long-on-3":
+                sys.stdout.write('{"type":"delivered","id":"' + message["id"] + '","receipt":"' + "x" * (2 << 20) + '"}\n')
+                sys.stdout.flush()
+                continue
+            if mode == "ready-on-3":
+                send({"type": "ready", "name": "again", "protocol_version": "1.0"})
                 continue
             if mode == "unknown-id-on-3":
                 send({"type": "delivered", "id": "no-such-id", "receipt": None})

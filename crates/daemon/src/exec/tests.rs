@@ -130,6 +130,8 @@ async fn misbehaving_plugins_are_restarted_and_deliver_eventually() {
         ("hang-on-3", "the plugin hangs: no answer to a delivery within 1 s"),
         ("garbage-on-3", "it wrote a line that is not a protocol message"),
         ("unknown-id-on-3", "it answered `delivered` for unknown id `no-such-id`"),
+        ("long-on-3", "it wrote a line longer than 1 MiB"),
+        ("ready-on-3", "it sent `ready` after the handshake"),
     ] {
         let case = Case::new();
         let mut o = case.options(mode);
