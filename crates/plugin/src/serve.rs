@@ -452,6 +452,67 @@ mod tests {
         assert_eq!(got.len(), 4);
     }
 
+    /// Takes commands: its listener asks the host to stop run `2` and keeps the answer.
+    struct Chat {
+        answer: Arc<Mutex<Option<Result<RunSummary, HostError>>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Notifier for Chat {
+        fn kind(&self) -> &str {
+            "chat"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities { edit: false, images: false, commands: true }
+        }
+        async fn deliver(&self, _: &Notification) -> Result<Receipt, DeliveryError> {
+            Ok(Receipt::none())
+        }
+        async fn listen(&self, host: Arc<dyn Host>) -> Result<(), DeliveryError> {
+            let answer = host.request_stop("2", "from the phone").await;
+            *self.answer.lock().expect("not poisoned") = Some(answer);
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn commands_go_out_and_their_results_come_back() {
+        let answer: Arc<Mutex<Option<Result<RunSummary, HostError>>>> = Arc::default();
+        let chat = Arc::new(Chat { answer: answer.clone() });
+        let (host, plugin) = tokio::io::duplex(1 << 16);
+        let (read, write) = tokio::io::split(plugin);
+        let served = tokio::spawn(serve_io(read, write, String::new(), move |_, _| Ok(chat as _)));
+        let (host_read, mut host_write) = tokio::io::split(host);
+        let mut lines = BufReader::new(host_read);
+        let mut buf = Vec::new();
+        host_write.write_all(&hello("1.0", serde_json::Value::Null)).await.expect("writes");
+        let mut next = async || {
+            assert_eq!(read_line(&mut lines, &mut buf, MAX_LINE).await.expect("reads"), Line::Line);
+            serde_json::from_slice::<serde_json::Value>(&buf).expect("JSON")
+        };
+        assert_eq!(next().await["capabilities"], serde_json::json!(["commands"]));
+        let command = next().await;
+        assert_eq!(command["type"], "command");
+        assert_eq!(
+            (&command["run"], &command["action"], &command["reason"]),
+            (&"2".into(), &"stop".into(), &"from the phone".into())
+        );
+        let id = command["id"].as_str().expect("an id").to_owned();
+        let result = HostMessage::CommandResult { id, ok: false, message: "no run matches `2`".into() };
+        host_write.write_all(&protocol::encode(&result).expect("encodes")).await.expect("writes");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let got = loop {
+            if let Some(got) = answer.lock().expect("not poisoned").clone() {
+                break got;
+            }
+            assert!(std::time::Instant::now() < deadline, "the listener never got its answer");
+            tokio::task::yield_now().await;
+        };
+        assert_eq!(got, Err(HostError::Other("no run matches `2`".into())));
+        host_write.write_all(b"{\"type\":\"shutdown\"}\n").await.expect("writes");
+        served.await.expect("no panic").expect("clean end");
+    }
+
     #[tokio::test]
     async fn refuses_another_major_and_bad_config() {
         let (host, plugin) = tokio::io::duplex(1 << 16);
