@@ -202,6 +202,8 @@ fn ensure_fastai(root: &Path) -> Result<()> {
 
 /// Runs a benchmark process with its stdout (table rows) discarded; fails with its stderr.
 fn quiet(cmd: &mut Command, name: &str) -> Result<()> {
+    // No __pycache__ beside the scripts in the source tree.
+    cmd.env("PYTHONDONTWRITEBYTECODE", "1");
     let out = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
