@@ -73,7 +73,7 @@ fn dechunk(mut s: &str) -> String {
             break;
         }
         out.push_str(&rest[..n]);
-        s = &rest[n..].trim_start_matches("\r\n");
+        s = rest[n..].trim_start_matches("\r\n");
     }
     out
 }
@@ -117,12 +117,17 @@ pub struct Hit {
 }
 
 type Script = dyn Fn(&Value, usize) -> Reply + Send + Sync;
+type Hits = Arc<Mutex<Vec<Hit>>>;
+/// Events of one request body: (run, seq, is lifecycle), and the body.
+type Batch = (Vec<(String, u64, bool)>, String);
+/// A malformed-input case: what, body, status, error code, bad index.
+type Case = (&'static str, Vec<u8>, u16, &'static str, Option<u64>);
 
 /// An axum webhook receiver on 127.0.0.1 recording every request; `script(body, attempt)` picks the reply
 /// (`attempt` counts requests for the same idempotency key, from 1).
 pub struct Receiver {
     pub port: u16,
-    hits: Arc<Mutex<Vec<Hit>>>,
+    hits: Hits,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -133,7 +138,7 @@ impl Receiver {
             .enable_all()
             .build()
             .expect("runtime");
-        let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
+        let hits: Hits = Arc::default();
         let script: Arc<Script> = Arc::new(script);
         let listener =
             runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind the fake receiver");
@@ -143,10 +148,7 @@ impl Receiver {
             .route(
                 "/hook",
                 axum::routing::post(
-                    |axum::extract::State((hits, script)): axum::extract::State<(
-                        Arc<Mutex<Vec<Hit>>>,
-                        Arc<Script>,
-                    )>,
+                    |axum::extract::State((hits, script)): axum::extract::State<(Hits, Arc<Script>)>,
                      body: axum::body::Bytes| async move {
                         use axum::response::IntoResponse;
                         let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -487,7 +489,7 @@ fn kill_9_during_a_10k_burst_loses_no_accepted_lifecycle_notification() {
     let port = free_port();
     let mut d = Daemon::start(dir.path(), port, &config_text(dir.path(), port, hook.port, "", ""));
     // 20 runs x 500 events: run_started, 30 epochs, 468 batches, run_finished.
-    let mut batches: Vec<(Vec<(String, u64, bool)>, String)> = Vec::new();
+    let mut batches: Vec<Batch> = Vec::new();
     for r in 0..20 {
         let run = format!("burst{r}");
         let mut evs: Vec<(String, u64, bool)> = Vec::new();
@@ -656,7 +658,7 @@ fn malformed_inputs_get_4xx_naming_the_problem_and_the_daemon_keeps_serving() {
         r#"{"v":1,"run":"bad","seq":2,"type":"epoch_ended"}"#.to_owned(),
     ]
     .join("\n");
-    let cases: Vec<(&str, Vec<u8>, u16, &str, Option<u64>)> = vec![
+    let cases: Vec<Case> = vec![
         ("not json", b"{nope".to_vec(), 400, "malformed_json", Some(0)),
         ("unknown type", event("x", 0, "explode", json!({})).into_bytes(), 400, "unknown_type", Some(0)),
         ("too new", br#"{"v":99,"run":"x","seq":0,"time":"2026-11-27T10:00:00Z","type":"message","title":"t","text":"x"}"#.to_vec(), 400, "unsupported_version", Some(0)),
@@ -727,4 +729,47 @@ fn a_token_is_required_off_loopback_and_checked_when_set() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let status: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
     assert_eq!(status["runs"][0]["run"], "t");
+}
+
+#[test]
+fn systemd_hears_ready_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let notify_path = dir.path().join("notify");
+    let systemd = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+    systemd.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let port = free_port();
+    let config = dir.path().join("herald.toml");
+    std::fs::write(&config, config_text(dir.path(), port, 9, "", "")).expect("write config");
+    let mut child = herald()
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("herald serve");
+    let mut got = Vec::new();
+    let next = || {
+        let mut buf = [0u8; 256];
+        let n = systemd.recv(&mut buf).expect("a datagram from the daemon");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    got.push(next());
+    assert!(got[0].starts_with("READY=1"), "{got:?}");
+    // The daemon answers by the time it says it is ready.
+    assert_eq!(http(port, "GET", "/healthz", &[], b"").0, 200);
+    got.push(next());
+    assert_eq!(got[1], "WATCHDOG=1", "a watchdog ping every WATCHDOG_USEC/2");
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let stopping = loop {
+        let m = next();
+        if m != "WATCHDOG=1" {
+            break m;
+        }
+    };
+    assert!(stopping.starts_with("STOPPING=1"), "{stopping}");
+    let status = child.wait().expect("the daemon exits");
+    assert!(status.success(), "SIGTERM is a clean exit: {status}");
 }

@@ -127,3 +127,48 @@ pub fn render(s: &Status) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        let check = |s: f64, expected: &str| assert_eq!(ago(s), expected, "{s}");
+        check(0.4, "0s");
+        check(59.9, "59s");
+        check(61.0, "1m01s");
+        check(3600.0 * 2.0 + 65.0, "2h01m");
+        check(-3.0, "0s");
+    }
+
+    #[test]
+    fn the_table_shows_runs_notifiers_and_give_ups() {
+        let status: Status = serde_json::from_value(serde_json::json!({
+            "version": "0.1.0", "uptime_s": 75.0,
+            "outbox": { "jobs": 2, "bytes": 4096, "path": null },
+            "runs": [{
+                "run": "r1", "name": "mnist", "host": "h", "pid": 1, "rank": 0, "state": "running",
+                "n_epochs": 5, "epochs_done": 2,
+                "last_epoch": { "epoch": 1, "n_epochs": 5, "train_loss": 0.5, "valid_loss": 0.25,
+                                "metrics": {}, "elapsed_s": 3.0 },
+                "smooth_loss": 0.4, "best": {}, "events": 12, "silent_s": 3.0, "last_event_ms": 1,
+                "stop_requested": true
+            }],
+            "notifiers": [{
+                "name": "phone", "type": "telegram", "queue": 2, "delivered": 7, "failed_attempts": 1,
+                "gave_up": 1, "superseded": 0, "health": { "state": "ok" }, "last_error": "429",
+                "last_delivery_ms": 5,
+                "recent_give_ups": [{ "notifier": "phone", "run": "r1", "seq": 3, "type": "message",
+                                      "error": "bad token", "attempts": 1, "at_ms": 9 }]
+            }]
+        }))
+        .expect("a status document");
+        let text = render(&status);
+        assert!(text.starts_with("herald daemon 0.1.0 up 1m15s; outbox: 2 deliveries waiting (4 KiB)"), "{text}");
+        assert!(text.contains("running (stop requested)"), "{text}");
+        assert!(text.contains("2/5") && text.contains("0.500000") && text.contains("0.250000"), "{text}");
+        assert!(text.contains("phone     telegram  ok"), "{text}");
+        assert!(text.contains("phone r1 seq 3 (message) after 1 attempt(s): bad token"), "{text}");
+    }
+}
