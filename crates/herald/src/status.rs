@@ -165,7 +165,10 @@ mod tests {
         }))
         .expect("a status document");
         let text = render(&status);
-        assert!(text.starts_with("herald daemon 0.1.0 up 1m15s; outbox: 2 deliveries waiting (4 KiB)"), "{text}");
+        assert!(
+            text.starts_with("herald daemon 0.1.0 up 1m15s; outbox: 2 deliveries waiting (4 KiB)"),
+            "{text}"
+        );
         assert!(text.contains("running (stop requested)"), "{text}");
         assert!(text.contains("2/5") && text.contains("0.500000") && text.contains("0.250000"), "{text}");
         assert!(text.contains("phone     telegram  ok"), "{text}");
