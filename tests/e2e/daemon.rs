@@ -773,3 +773,65 @@ fn systemd_hears_ready_watchdog_and_stopping() {
     let status = child.wait().expect("the daemon exits");
     assert!(status.success(), "SIGTERM is a clean exit: {status}");
 }
+
+#[test]
+fn send_check_and_plugins_work_with_and_without_the_daemon() {
+    let hook = Receiver::start(|body, _| match body["title"].as_str() {
+        Some(t) if t.contains("refuse") => Reply::Status(403, None),
+        _ => Reply::Ok,
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let config = dir.path().join("herald.toml");
+    std::fs::write(&config, config_text(dir.path(), port, hook.port, "", "")).expect("write config");
+    let run = |args: &[&str]| herald().arg("--config").arg(&config).args(args).output().expect("herald runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+
+    // No daemon: --direct delivers and prints each notifier's result; without --direct it says what to do.
+    let out = run(&["send", "--direct", "--title", "direct", "--text", "hello"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("hook (webhook): ok in "), "{}", text(&out.stdout));
+    let out = run(&["send", "--direct", "--title", "refuse me", "--text", "x"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stdout).contains("hook (webhook): failed: the webhook answered 403"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(&["send", "--title", "t", "--text", "x"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("herald send --direct"), "{}", text(&out.stderr));
+    let out = run(&["send"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("nothing to send"), "{}", text(&out.stderr));
+
+    // check --send-test: a result table.
+    let out = run(&["check", "--send-test"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(
+        table.contains("NOTIFIER") && table.contains("hook      webhook  ok") && table.contains("sent in"),
+        "{table}"
+    );
+
+    // plugins lists the built-in types.
+    let out = run(&["plugins"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).lines().any(|l| l.starts_with("webhook")), "{}", text(&out.stdout));
+
+    // With the daemon: send an event file through it.
+    let d = Daemon::start(dir.path(), port, &config_text(dir.path(), port, hook.port, "", ""));
+    let file = dir.path().join("events.ndjson");
+    std::fs::write(&file, format!("{}\n{}\n", started("f", "h", 1), message("f", 1, "from a file")))
+        .expect("write");
+    let out = run(&["send", "--event", file.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("accepted 2 event(s)"), "{}", text(&out.stdout));
+    // direct, check's test message, then the file's two events.
+    let delivered = hook.wait_delivered(4, Duration::from_secs(10));
+    assert!(delivered.iter().any(|h| h.run == "f" && h.kind == "message"), "{delivered:?}");
+    let out = run(&["status"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("NOTIFIER"), "{}", text(&out.stdout));
+    drop(d);
+}
