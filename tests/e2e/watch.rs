@@ -88,3 +88,32 @@ fn the_forwarder_spools_while_the_daemon_is_down_and_replays() {
         (left == 0).then_some(())
     });
 }
+
+#[test]
+fn the_daemon_replays_a_spool_left_by_a_process_that_is_gone() {
+    let hook = Receiver::start(|_, _| Reply::Ok);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    // A spool written by a process that has exited since (its pid is in the name).
+    let mut gone = std::process::Command::new("true").spawn().expect("spawn");
+    let pid = gone.id();
+    gone.wait().expect("reap");
+    let spool_dir = dir.path().join("state").join("spool");
+    std::fs::create_dir_all(&spool_dir).expect("spool dir");
+    let spool = spool_dir.join(format!("spool-{pid}-1.ndjson"));
+    let lines = [
+        crate::daemon::started("orphan", "elsewhere", pid),
+        "{this line is damaged".to_owned(),
+        crate::daemon::message("orphan", 1, "left behind"),
+    ];
+    std::fs::write(&spool, lines.join("\n") + "\n").expect("write the spool");
+    let _d = Daemon::start(dir.path(), port, &config_text(dir.path(), port, hook.port, "", ""));
+    let hits = hook.wait_delivered(2, Duration::from_secs(10));
+    let kinds: Vec<&str> = hits.iter().map(|h| h.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        vec!["run_started", "message"],
+        "good lines replayed in order, the damaged one skipped"
+    );
+    assert!(!spool.exists(), "a replayed spool is removed");
+}
