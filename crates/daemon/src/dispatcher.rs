@@ -723,6 +723,16 @@ fn finish_group(shared: &Shared, ops: &mut [WriteOp], fx: Effects) {
     }
 }
 
+/// How long a run may stay silent: `stall_after`, or three times its longest epoch if that is longer.
+pub fn stall_threshold(stall_after: Duration, longest_epoch_s: f64) -> Duration {
+    let epochs = if longest_epoch_s.is_finite() && longest_epoch_s > 0.0 {
+        Duration::from_secs_f64((3.0 * longest_epoch_s).min(1e9))
+    } else {
+        Duration::ZERO
+    };
+    stall_after.max(epochs)
+}
+
 /// The dead-man's switch: make `run_stalled` for silent runs and `run_lost` for runs whose process is gone.
 async fn run_watch(handle: Handle, mut phase: watch::Receiver<Phase>) {
     let options = handle.shared.options.clone();
@@ -750,8 +760,7 @@ async fn run_watch(handle: Handle, mut phase: watch::Receiver<Phase>) {
                 // Silence while the daemon was down does not count.
                 let since = st.last_event_ms.max(handle.shared.started_ms);
                 let silent = Duration::from_millis(now.saturating_sub(since));
-                let threshold =
-                    options.stall_after.max(Duration::from_secs_f64((3.0 * st.longest_epoch_s).min(1e9)));
+                let threshold = stall_threshold(options.stall_after, st.longest_epoch_s);
                 if !st.stalled && silent > threshold {
                     made.push(Event::now(
                         id.clone(),
@@ -963,6 +972,20 @@ mod tests {
 
     fn seqs(seen: &Seen) -> Vec<u64> {
         seen.lock().expect("seen lock").iter().map(|s| s.1).collect()
+    }
+
+    #[test]
+    fn the_stall_threshold_is_never_under_three_epochs() {
+        let check = |after_s: u64, longest: f64, expected_s: f64| {
+            let got = stall_threshold(Duration::from_secs(after_s), longest);
+            assert!((got.as_secs_f64() - expected_s).abs() < 1e-6, "{after_s} {longest}: {got:?}");
+        };
+        check(900, 0.0, 900.0);
+        check(900, 100.0, 900.0);
+        check(900, 400.0, 1200.0);
+        check(60, f64::NAN, 60.0);
+        check(60, f64::INFINITY, 60.0);
+        check(60, -5.0, 60.0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
