@@ -575,9 +575,28 @@ fn apply_group(shared: &Shared, ops: &mut [WriteOp]) -> Result<Effects, StoreErr
                             event.seq = MADE_SEQ_BASE + st.made;
                             st.made += 1;
                             t.put_event(event)?;
-                        } else if !t.put_event(event)? {
-                            // Sent before (a retry or a replayed spool): accepted, not delivered again.
-                            continue;
+                        } else {
+                            // A batch's history row needs no encoding, but its jobs do: `lr` must be finite.
+                            if let Payload::BatchEnded(b) = &event.payload
+                                && !b.lr.is_finite()
+                            {
+                                tracing::warn!(run = %event.run, seq = event.seq, "batch_ended with a non-finite lr; dropped");
+                                reply.accepted -= 1;
+                                continue;
+                            }
+                            match t.put_event(event) {
+                                Ok(true) => {}
+                                // Sent before (a retry or a replayed spool): accepted, not delivered again.
+                                Ok(false) => continue,
+                                // Only an in-process sender can hand over an event that cannot be encoded
+                                // (HTTP input was decoded, so it encodes): drop that one, keep the rest.
+                                Err(StoreError::Encode(e)) => {
+                                    tracing::warn!(run = %event.run, seq = event.seq, error = %e, "event cannot be stored; dropped");
+                                    reply.accepted -= 1;
+                                    continue;
+                                }
+                                Err(e) => return Err(e),
+                            }
                         }
                         for (i, slot) in shared.slots.iter().enumerate() {
                             if runs::accepts(&slot.routing, st, event) {
@@ -1061,6 +1080,29 @@ mod tests {
         until("the outbox emptied", || d.handle().queued() == 0).await;
         assert_eq!(seqs(&seen), vec![1]);
         assert_eq!(d.shutdown(Duration::from_millis(100)).await, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unencodable_event_is_dropped_alone_not_with_its_batch() {
+        let (ok, seen) = spec("ok", Behaviour::Ok, |r| r.events.push(EventKind::BatchEnded));
+        let d = Dispatcher::start(Store::in_memory().expect("store"), vec![ok], options()).expect("start");
+        let bad = Event::now(
+            "r",
+            1,
+            herald_event::BatchEnded {
+                epoch: 0,
+                batch: 0,
+                n_batches: 1,
+                loss: 1.0,
+                smooth_loss: 1.0,
+                lr: f64::NAN,
+            },
+        );
+        let reply = d.handle().ingest(vec![message("r", 0), bad, message("r", 2)]).await.expect("ingest");
+        assert_eq!(reply.accepted, 2);
+        until("the two good events", || seqs(&seen).len() == 2).await;
+        assert_eq!(seqs(&seen), vec![0, 2]);
+        d.shutdown(Duration::from_millis(100)).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
