@@ -25,7 +25,7 @@ pub fn herald_bin() -> PathBuf {
     let bin = dir.join(format!("herald{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.exists(),
-        "{} is missing: run `cargo build -p herald` first (`cargo xtask test` does)",
+        "{} is missing: run `cargo build --workspace --bins` first (`cargo xtask test` does)",
         bin.display()
     );
     bin

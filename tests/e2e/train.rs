@@ -1,4 +1,5 @@
-//! `herald train`: the fastai table on stdout, one JSON event per line on stderr, the plots, MNIST folders,
+//! `herald train`: the fastai table on stdout, the events (JSON lines on stderr with `--events-stderr`, to a
+//! running daemon, or to the notifiers from its own process), `herald stop`, the plots, MNIST folders,
 //! and clear failures for bad data.
 
 use std::path::{Path, PathBuf};
@@ -43,7 +44,17 @@ fn train_on_digits_prints_the_table_and_the_events_and_reaches_95_percent() {
     let dir = scratch("digits");
     let plot = dir.join("loss.png");
     let out = herald()
-        .args(["train", "--epochs", "10", "--threads", "1", "--name", "e2e-digits", "--data"])
+        .args([
+            "train",
+            "--events-stderr",
+            "--epochs",
+            "10",
+            "--threads",
+            "1",
+            "--name",
+            "e2e-digits",
+            "--data",
+        ])
         .arg(digits())
         .arg("--plot")
         .arg(&plot)
@@ -106,7 +117,7 @@ fn train_on_an_mnist_folder() {
         std::fs::write(dir.join(name), bytes).expect("write IDX");
     }
     let out = herald()
-        .args(["train", "--epochs", "2", "--bs", "8", "--data"])
+        .args(["train", "--events-stderr", "--epochs", "2", "--bs", "8", "--data"])
         .arg(&dir)
         .output()
         .expect("herald runs");
@@ -122,12 +133,16 @@ fn bad_data_fails_with_the_line_and_no_events() {
     let dir = scratch("bad");
     let csv = dir.join("bad.csv");
     std::fs::write(&csv, "1,2,3\n").expect("write");
-    let out = herald().args(["train", "--data"]).arg(&csv).output().expect("herald runs");
+    let out = herald().args(["train", "--events-stderr", "--data"]).arg(&csv).output().expect("herald runs");
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(stderr.contains("line 1: 3 columns; expected 65"), "{stderr}");
 
-    let out = herald().args(["train", "--data"]).arg(dir.join("missing.csv")).output().expect("herald runs");
+    let out = herald()
+        .args(["train", "--events-stderr", "--data"])
+        .arg(dir.join("missing.csv"))
+        .output()
+        .expect("herald runs");
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("no such file or folder"));
 }
@@ -136,7 +151,7 @@ fn bad_data_fails_with_the_line_and_no_events() {
 fn a_diverging_run_is_reported_as_run_failed() {
     // A learning rate this large overflows the weights to NaN: TerminateOnNaN ends the run with run_failed.
     let out = herald()
-        .args(["train", "--epochs", "3", "--lr", "1e30", "--data"])
+        .args(["train", "--events-stderr", "--epochs", "3", "--lr", "1e30", "--data"])
         .arg(digits())
         .output()
         .expect("herald runs");
@@ -145,4 +160,85 @@ fn a_diverging_run_is_reported_as_run_failed() {
     let end = events.last().expect("events");
     assert_eq!(end["type"], "run_failed", "{end}");
     assert!(end["error"].as_str().is_some_and(|e| e.contains("loss")), "{end}");
+}
+
+/// The webhook bodies of one type, in arrival order.
+fn of_type<'a>(hits: &'a [crate::daemon::Hit], kind: &str) -> Vec<&'a crate::daemon::Hit> {
+    hits.iter().filter(|h| h.kind == kind).collect()
+}
+
+#[test]
+fn train_reports_to_a_running_daemon_and_herald_stop_ends_it_within_an_epoch() {
+    use crate::daemon::{Daemon, Receiver, Reply, config_text, free_port, wait_for};
+    use std::time::Duration;
+
+    let dir = scratch("stop");
+    let hook = Receiver::start(|_, _| Reply::Ok);
+    let port = free_port();
+    let daemon = Daemon::start(&dir, port, &config_text(&dir, port, hook.port, "", ""));
+    let mut child = herald()
+        .arg("--config")
+        .arg(&daemon.config)
+        .args(["train", "--epochs", "500", "--threads", "1", "--name", "e2e-stop", "--data"])
+        .arg(digits())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start herald train");
+    let first = wait_for("the first epoch at the webhook", Duration::from_secs(60), || {
+        of_type(&hook.delivered(), "epoch_ended").first().map(|h| (*h).clone())
+    });
+    let run = first.run.clone();
+    let out =
+        herald().arg("--config").arg(&daemon.config).args(["stop", &run]).output().expect("herald stop");
+    assert!(out.status.success(), "herald stop failed: {}", text(&out.stderr));
+    let epochs_when_asked = first.body["event"]["epoch"].as_u64().expect("epoch number");
+
+    let status = wait_for("herald train to exit after the stop", Duration::from_secs(60), || {
+        child.try_wait().expect("poll herald train")
+    });
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().expect("piped stderr"), &mut stderr).expect("stderr");
+    assert!(status.success(), "herald train: {status}\n{stderr}");
+    assert!(stderr.contains("reporting to the daemon at"), "{stderr}");
+
+    let finished = wait_for("run_finished at the webhook", Duration::from_secs(30), || {
+        of_type(&hook.delivered(), "run_finished").first().map(|h| (*h).clone())
+    });
+    assert_eq!(finished.run, run);
+    assert_eq!(finished.body["event"]["status"], "stopped", "{}", finished.body);
+    // A stop reaches the trainer in the answer to its next post (batches are posted as they come), so the
+    // run ends well before its 500 epochs: within a few epochs of the request.
+    let last_epoch = of_type(&hook.delivered(), "epoch_ended")
+        .iter()
+        .filter_map(|h| h.body["event"]["epoch"].as_u64())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        last_epoch <= epochs_when_asked + 5,
+        "stopped at epoch {last_epoch}, asked at {epochs_when_asked}"
+    );
+}
+
+#[test]
+fn train_without_a_daemon_notifies_from_its_own_process() {
+    use crate::daemon::{Receiver, Reply, config_text, free_port};
+
+    let dir = scratch("in-process");
+    let hook = Receiver::start(|_, _| Reply::Ok);
+    // Nothing listens on this port and the folder has no outbox: the trainer notifies by itself.
+    let config = dir.join("herald.toml");
+    std::fs::write(&config, config_text(&dir, free_port(), hook.port, "", "")).expect("write the config");
+    let out = herald()
+        .arg("--config")
+        .arg(&config)
+        .args(["train", "--epochs", "2", "--threads", "1", "--data"])
+        .arg(digits())
+        .output()
+        .expect("herald train runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("notifying from this process"), "{}", text(&out.stderr));
+    // The process hands its deliveries over before it exits, so everything has arrived by now.
+    let kinds: Vec<String> = hook.delivered().iter().map(|h| h.kind.clone()).collect();
+    assert_eq!(kinds, ["run_started", "epoch_ended", "epoch_ended", "run_finished"], "{kinds:?}");
 }

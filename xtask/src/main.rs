@@ -56,8 +56,8 @@ fn test(root: &Path) -> Result<()> {
     setup::run(root)?;
     step("format check", cargo(&["fmt", "--all", "--", "--check"]))?;
     step("clippy", cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
-    // The end-to-end tests drive the real binary: build it first.
-    step("build herald", cargo(&["build", "-p", "herald"]))?;
+    // The end-to-end tests drive the real binaries (herald, herald-train, the example plugin): build them.
+    step("build the binaries", cargo(&["build", "--workspace", "--bins"]))?;
     if has_nextest() {
         step("tests (nextest)", cargo(&["nextest", "run", "--workspace", "--no-fail-fast"]))?;
     } else {
@@ -70,7 +70,7 @@ fn test(root: &Path) -> Result<()> {
 
 fn demo(root: &Path, args: &[String]) -> Result<()> {
     setup::run(root)?;
-    step("build herald (release)", cargo(&["build", "--release", "-p", "herald"]))?;
+    step("build herald (release)", cargo(&["build", "--release", "-p", "herald", "-p", "herald-train"]))?;
     let bin = root.join("target/release/herald");
     let mut cmd = Command::new(bin);
     cmd.arg("train").args(args);

@@ -49,8 +49,10 @@ enum Command {
     Plugin(plugin_test::Args),
     /// Set up a notifier interactively (`herald setup telegram --token T`).
     Setup(setup::Args),
-    /// Train the demo model (MLP on the digits data) with fit_one_cycle and report its events.
-    Train(train::TrainArgs),
+    /// Train the demo model (MLP on the digits data) with fit_one_cycle and report its events
+    /// (runs the `herald-train` binary installed beside this one; `herald train --help` lists its options).
+    #[command(disable_help_flag = true)]
+    Train(train::Args),
 }
 
 /// Log to stderr at `default` level unless `RUST_LOG` says otherwise.
@@ -94,9 +96,6 @@ fn main() -> anyhow::Result<()> {
             init_tracing("warn");
             setup::run(config, args)
         }
-        Command::Train(args) => {
-            init_tracing("warn");
-            train::run(args)
-        }
+        Command::Train(args) => train::run(config, args),
     }
 }

@@ -1,203 +1,46 @@
-//! `herald train`: the project's main job. Trains an MLP 64-128-10 on the digits data (or 784-128-10 on an
-//! MNIST folder) with `fit_one_cycle` and `accuracy`, prints fastai's results table, and reports the run's
-//! events.
+//! `herald train`: hands over to the `herald-train` binary (crates/train), the way git runs its subcommands.
 //!
-//! The trainer thread never waits on anything but libtorch: events leave through herald-callback's
-//! non-blocking channel to a consumer thread ([`spawn_event_printer`]), which for now writes each event as a
-//! JSON line to stderr; the daemon's in-process dispatcher takes that consumer's place. Plots, when asked
-//! for, are written after training.
+//! The trainer links libtorch (about a gigabyte of shared libraries); keeping it out of this binary keeps
+//! `herald serve` small in memory and `herald send` quick to start. This module only finds `herald-train`
+//! (beside this executable, else on PATH) and replaces this process with it, passing `--config` on.
 
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::thread::JoinHandle;
 
-use anyhow::{Context, Result, bail};
-use herald_callback::{
-    EventEmitter, EventReceiver, RunInfo, StopHandle, TerminateOnNaN, TryRecvError, channel,
-};
-use herald_tch::tch::{self, Device, nn::VarStore};
-use herald_tch::{DataLoaders, Learner, Metric, ProgressMode, datasets, mlp};
+use anyhow::{Result, bail};
 
-/// Unread `batch_ended` events kept before newer ones are dropped (lifecycle events are never dropped).
-const MAX_PENDING_BATCH_EVENTS: usize = 1024;
-
-/// `herald train` options.
+/// `herald train` arguments: everything is passed to `herald-train` as it is.
 #[derive(Debug, clap::Args)]
-pub struct TrainArgs {
-    /// The data: a digits CSV (64 pixels then the label per line, optionally gzipped) or an MNIST folder
-    /// (the four IDX files). Default: the repository's data/digits.csv.gz.
-    #[arg(long, value_name = "PATH")]
-    pub data: Option<PathBuf>,
-    /// Epochs to train.
-    #[arg(long, default_value_t = 10)]
-    pub epochs: u32,
-    /// Maximum learning rate of the one-cycle schedule.
-    #[arg(long, default_value_t = 1e-2)]
-    pub lr: f64,
-    /// Batch size.
-    #[arg(long, default_value_t = 32)]
-    pub bs: usize,
-    /// Seed for the weights, the train/valid split and the shuffles.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Where to train.
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    pub device: DeviceArg,
-    /// Write the loss curve to this PNG file (and the schedule to `<name>-lr.png` beside it).
-    #[arg(long, value_name = "PATH")]
-    pub plot: Option<PathBuf>,
-    /// The run's name in notifications.
-    #[arg(long, default_value = "digits-mlp")]
-    pub name: String,
-    /// libtorch intra-op threads (default: libtorch's choice).
-    #[arg(long)]
-    pub threads: Option<u16>,
-    /// Share of the digits data held out for validation (MNIST uses its test set).
-    #[arg(long, default_value_t = 0.2)]
-    pub valid_pct: f64,
+pub struct Args {
+    /// Options of herald-train (`herald train --help` shows them).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+    args: Vec<OsString>,
 }
 
-/// `--device`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum DeviceArg {
-    Cpu,
-    Cuda,
-}
+/// The name of the trainer binary.
+const TRAINER: &str = "herald-train";
 
-pub fn run(args: TrainArgs) -> Result<()> {
-    if let Some(n) = args.threads {
-        tch::set_num_threads(i32::from(n.max(1)));
-    }
-    let device = match args.device {
-        DeviceArg::Cpu => Device::Cpu,
-        DeviceArg::Cuda if tch::Cuda::is_available() => Device::Cuda(0),
-        DeviceArg::Cuda => bail!("--device cuda: libtorch sees no CUDA device here; use --device cpu"),
+pub fn run(config: Option<&Path>, args: Args) -> Result<()> {
+    let Some(trainer) = find_trainer() else {
+        bail!(
+            "cannot find the {TRAINER} binary beside this one or on PATH: build it with \
+             `cargo build --release -p herald-train` (`cargo xtask demo` does)"
+        );
     };
-    let data_path = data_path(args.data.as_deref())?;
-    let data = load(&data_path, &args)?;
-    let n_features = data.train().x.size().get(1).copied().context("the inputs have no feature dimension")?;
-
-    tch::manual_seed(args.seed as i64);
-    let vs = VarStore::new(device);
-    let model = mlp(&vs.root(), &[n_features, 128, 10])?;
-
-    let (tx, rx) = channel(MAX_PENDING_BATCH_EVENTS);
-    let info = RunInfo::new(&args.name)
-        .hyper("model", format!("mlp {n_features}-128-10"))
-        .hyper("data", data_path.display().to_string())
-        .hyper("epochs", args.epochs)
-        .hyper("max_lr", args.lr)
-        .hyper("bs", args.bs)
-        .hyper("seed", args.seed)
-        .hyper("device", format!("{device:?}"));
-    let consumer = spawn_event_printer(rx);
-    let emitter = EventEmitter::new(tx, info, StopHandle::new());
-
-    let mut learner = Learner::builder(vs, model, data)
-        .metrics([Metric::accuracy()])
-        .device(device)
-        .progress(ProgressMode::Auto)
-        .callback(TerminateOnNaN)
-        .callback(emitter)
-        .build()?;
-    let result = learner.fit_one_cycle(args.epochs, args.lr);
-    let losses = learner.loss_history();
-    let schedule = learner.lr_history();
-    // Dropping the learner drops the emitter and so the channel's sender: the consumer drains and ends.
-    drop(learner);
-    if consumer.join().is_err() {
-        tracing::warn!("the event consumer thread panicked; some events were not printed");
+    let mut cmd = std::process::Command::new(&trainer);
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
     }
-    result.context("training failed")?;
+    cmd.args(&args.args);
+    let err = cmd.exec();
+    bail!("cannot run {}: {err}", trainer.display())
+}
 
-    if let Some(path) = &args.plot {
-        let png = herald_plot::plot_losses(&losses)?;
-        std::fs::write(path, png)
-            .with_context(|| format!("cannot write the loss plot to {}", path.display()))?;
-        let lr_path = lr_plot_path(path);
-        let png = herald_plot::plot_lr(&schedule)?;
-        std::fs::write(&lr_path, png).with_context(|| format!("cannot write {}", lr_path.display()))?;
-        eprintln!("herald: wrote {} and {}", path.display(), lr_path.display());
+fn find_trainer() -> Option<PathBuf> {
+    let beside = std::env::current_exe().ok()?.parent().map(|dir| dir.join(TRAINER));
+    if let Some(path) = beside.filter(|p| p.is_file()) {
+        return Some(path);
     }
-    Ok(())
-}
-
-/// How often the consumer drains the channel. Polling (rather than blocking on each event) means the
-/// training thread never pays for waking the consumer: a send is a lock-free push, nothing more.
-const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// The event consumer until the daemon's dispatcher replaces it: every [`DRAIN_EVERY`] it prints whatever
-/// events are waiting, one JSON line each on stderr, on its own thread, until every sender is gone.
-pub fn spawn_event_printer(mut rx: EventReceiver) -> JoinHandle<()> {
-    std::thread::Builder::new()
-        .name("herald-events".into())
-        .spawn(move || {
-            use std::io::Write;
-            let stderr = std::io::stderr();
-            loop {
-                match rx.try_recv() {
-                    Ok(event) => match herald_event::encode_event(&event) {
-                        Ok(line) => {
-                            let _ = writeln!(stderr.lock(), "{line}");
-                        }
-                        Err(e) => tracing::warn!(error = %e, "cannot encode an event"),
-                    },
-                    Err(TryRecvError::Empty) => std::thread::sleep(DRAIN_EVERY),
-                    Err(TryRecvError::Disconnected) => return,
-                }
-            }
-        })
-        .unwrap_or_else(|e| {
-            // Without a consumer thread the events are dropped at the channel; training goes on.
-            tracing::warn!(error = %e, "cannot start the event consumer thread; events are not printed");
-            std::thread::spawn(|| {})
-        })
-}
-
-/// `--data`, or the repository's digits data: `data/digits.csv.gz` under the current folder, else the one
-/// this binary was built from.
-fn data_path(given: Option<&Path>) -> Result<PathBuf> {
-    if let Some(p) = given {
-        if !p.exists() {
-            bail!("--data {}: no such file or folder", p.display());
-        }
-        return Ok(p.to_path_buf());
-    }
-    let candidates = [
-        PathBuf::from("data/digits.csv.gz"),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/digits.csv.gz"),
-    ];
-    candidates
-        .into_iter()
-        .find(|p| p.is_file())
-        .context("no data/digits.csv.gz here: run from the repository root or pass --data PATH")
-}
-
-fn load(path: &Path, args: &TrainArgs) -> Result<DataLoaders> {
-    let dls = if path.is_dir() {
-        let m = datasets::load_mnist(path)?;
-        let train = herald_tch::Dataset::new(m.train.x, m.train.y)?;
-        let valid = herald_tch::Dataset::new(m.test.x, m.test.y)?;
-        DataLoaders::new(train, valid, args.bs)?.seed(args.seed)
-    } else {
-        let d = datasets::load_digits_csv(path)?;
-        DataLoaders::from_tensors(d.x, d.y, args.valid_pct, args.bs, args.seed)?
-    };
-    Ok(dls)
-}
-
-/// `loss.png` -> `loss-lr.png`.
-fn lr_plot_path(path: &Path) -> PathBuf {
-    let stem = path.file_stem().map_or_else(|| "plot".into(), |s| s.to_string_lossy().into_owned());
-    path.with_file_name(format!("{stem}-lr.png"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lr_plot_sits_beside_the_loss_plot() {
-        assert_eq!(lr_plot_path(Path::new("out/loss.png")), Path::new("out/loss-lr.png"));
-        assert_eq!(lr_plot_path(Path::new("curve")), Path::new("curve-lr.png"));
-    }
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join(TRAINER)).find(|p| p.is_file())
 }
