@@ -348,3 +348,59 @@ fn the_docs_examples_are_valid_configurations() {
         }
     }
 }
+
+/// A child process killed when the test ends, passing or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn stop_from_the_phone_ends_a_running_herald_train_and_the_live_message_says_stopped() {
+    let bot = Bot::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let d = Daemon::start(dir.path(), port, &config(dir.path(), port, &bot.fake.url));
+    wait_for("setMyCommands", LONG, || bot.fake.commands());
+    let digits = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/digits.csv.gz");
+    // Far more epochs than the test waits for: only the stop can end this run in time.
+    let mut train = KillOnDrop(
+        crate::herald()
+            .arg("--config")
+            .arg(&d.config)
+            .args(["train", "--epochs", "100000", "--threads", "1", "--name", "phone-stop", "--data"])
+            .arg(digits)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start herald train"),
+    );
+    bot.wait("the live message with a finished epoch", |m| {
+        m.first().is_some_and(|l| l.text.contains("phone-stop") && l.edits >= 1)
+    });
+
+    bot.fake.user_message(CHAT, 5, "/stop phone-stop");
+    let m = bot.wait("the stop question", |m| m.iter().any(|x| x.reply_markup.is_some()));
+    let question = m.iter().find(|x| x.reply_markup.is_some()).cloned().expect("the question");
+    assert!(question.text.starts_with("Stop phone-stop"), "{}", question.text);
+    let data = question
+        .reply_markup
+        .as_ref()
+        .and_then(|k| k["inline_keyboard"][0][0]["callback_data"].as_str())
+        .expect("a stop button")
+        .to_owned();
+    bot.fake.press_button(CHAT, question.message_id, 5, &data);
+
+    let status = wait_for("herald train to end after the stop", LONG, || {
+        train.0.try_wait().expect("poll herald train")
+    });
+    assert!(status.success(), "herald train: {status}");
+    let m = bot.wait("the live message to say stopped", |m| {
+        m.first().is_some_and(|l| l.text.starts_with("phone-stop: stopped"))
+    });
+    assert!(!live(&m).text.contains("100000/100000"), "{}", live(&m).text);
+}
