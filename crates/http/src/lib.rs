@@ -1,8 +1,10 @@
-//! HTTP plumbing shared in shape by the HTTP notifiers (ntfy, Pushover, Discord; each crate keeps its own
-//! copy so that plugins depend on the SDK only): the client, URL and token checks, header encoding, cutting
-//! to the service limits, and the mapping of HTTP answers to [`DeliveryError`]. It sends nothing on its own.
+//! The reqwest plumbing shared by Herald's HTTP notifiers (ntfy, Pushover, Discord): the client, URL checks,
+//! cutting text to service limits, percent-encoding a path segment, and the mapping of HTTP answers to
+//! [`DeliveryError`]s. It lives apart from `herald-plugin` so that the SDK stays free of I/O; `Retry-After`
+//! is parsed by the SDK's [`herald_plugin::http::parse_retry_after`]. It sends nothing on its own and knows
+//! nothing of any one service's API: service-specific checks and encodings stay in the plugins.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use herald_plugin::DeliveryError;
 
@@ -51,6 +53,19 @@ pub fn cut_chars(text: &str, max: usize) -> String {
     out
 }
 
+/// Percent-encode one URL path segment (everything but RFC 3986 unreserved characters).
+pub fn encode_path_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// An error and its causes, `: `-separated (reqwest hides the useful part in the sources).
 pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
@@ -72,15 +87,26 @@ pub fn send_error(server: &str, err: reqwest::Error) -> DeliveryError {
     DeliveryError::retryable(format!("cannot reach {server}: {}", error_chain(&err))).with_code(code)
 }
 
-/// `Retry-After` in seconds (integer or decimal); HTTP dates are not used by these services.
+/// The `Retry-After` header as a delay (seconds or an HTTP date), parsed by
+/// [`herald_plugin::http::parse_retry_after`].
 pub fn retry_after_header(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<f64>().ok()?;
-    (value.is_finite() && (0.0..1e7).contains(&value)).then(|| Duration::from_secs_f64(value))
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    herald_plugin::http::parse_retry_after(value, SystemTime::now())
 }
 
 /// The body of a 2xx answer, or the [`DeliveryError`] the answer means: 429 retryable after `Retry-After`,
 /// 5xx and 408 retryable, other 4xx permanent with the service's own error text.
 pub async fn check_response(response: reqwest::Response, service: &str) -> Result<Vec<u8>, DeliveryError> {
+    check_response_with(response, service, |_| None).await
+}
+
+/// [`check_response`] for a service that says in the body of a 429 when to retry: `body_retry_after` reads
+/// that delay from the body, and it wins over the `Retry-After` header when it gives one.
+pub async fn check_response_with(
+    response: reqwest::Response,
+    service: &str,
+    body_retry_after: impl FnOnce(&[u8]) -> Option<Duration>,
+) -> Result<Vec<u8>, DeliveryError> {
     let status = response.status();
     let retry_after = retry_after_header(response.headers());
     let body = response.bytes().await.map_err(|e| {
@@ -96,7 +122,7 @@ pub async fn check_response(response: reqwest::Response, service: &str) -> Resul
     Err(match status.as_u16() {
         429 => {
             let err = DeliveryError::retryable(format!("{message} (rate limited)")).with_code(code);
-            match retry_after {
+            match body_retry_after(&body).or(retry_after) {
                 Some(after) => err.with_retry_after(after),
                 None => err,
             }
@@ -155,6 +181,20 @@ mod tests {
         assert_eq!(check_base_url("https://api.example/"), Ok("https://api.example".to_owned()));
         assert!(check_base_url("api.example").is_err());
         assert!(check_base_url("http://").is_err());
+        assert_eq!(encode_path_segment("run 1/a"), "run%201%2Fa");
+    }
+
+    #[test]
+    fn retry_after_header_uses_the_sdk_parser() {
+        fn check(value: &str, expected: Option<Duration>) {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::RETRY_AFTER, value.parse().expect("a valid header value"));
+            assert_eq!(retry_after_header(&headers), expected, "{value}");
+        }
+        check("7", Some(Duration::from_secs(7)));
+        check("1.5", Some(Duration::from_millis(1500)));
+        check("soon", None);
+        assert_eq!(retry_after_header(&reqwest::header::HeaderMap::new()), None);
     }
 
     #[test]
