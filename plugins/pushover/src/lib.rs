@@ -13,13 +13,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use herald_event::{Level, Payload};
+use herald_http as http;
 use herald_plugin::{
     Capabilities, ConfigError, DeliveryError, Health, Notification, Notifier, Receipt, Secret, duration,
     parse_table,
 };
 use serde::Deserialize;
-
-mod http;
 
 /// The API's limits, in characters.
 pub const MESSAGE_LIMIT: usize = 1024;
