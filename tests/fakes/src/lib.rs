@@ -7,8 +7,13 @@
 //! with a retry delay. They keep state the way the services do (messages by id, updates by offset,
 //! uploaded files), so a client that works against them does the same calls it must make for real. They do
 //! not implement what Herald never calls, and they do not reach the internet.
+//!
+//! For the simpler HTTP services [`recording::Fake`] records requests and answers from a script, and
+//! [`docs::examples`] loads a notifier's documented configuration examples for its tests.
 
+pub mod docs;
 pub mod html;
+pub mod recording;
 pub mod slack;
 pub mod telegram;
 
