@@ -6,8 +6,6 @@
 //! environment it needs: under `dbus-run-session` for a private session bus, or without
 //! `DBUS_SESSION_BUS_ADDRESS`. The parent passes only when the child ran the test and it passed.
 
-mod docs;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -373,7 +371,7 @@ fn a_bus_without_a_notification_server_is_reported_unavailable() {
 
 #[test]
 fn the_documented_examples_build() {
-    for table in docs::examples("desktop") {
+    for table in herald_fakes::docs::examples("desktop") {
         herald_desktop::new("docs", table.clone()).unwrap_or_else(|e| panic!("{e}\n{table}"));
     }
 }

@@ -2,15 +2,12 @@
 //! posted with `?wait=true` and edited with PATCH, new messages for what should ping, the 2000-character
 //! cut, attachments, and 429 with fractional `retry_after`.
 
-mod docs;
-mod fake;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use fake::{Answer, Fake, Recorded};
 use herald_event::{EpochEnded, Event, Metrics, Payload, RunFailed, RunFinished, RunStarted, RunStatus};
+use herald_fakes::recording::{Answer, Fake, Recorded};
 use herald_plugin::{Health, Image, Notification, Notifier, Receipt, RunContext, render};
 
 const HOOK: &str = "/api/webhooks/123/tok-secret";
@@ -285,7 +282,7 @@ async fn health_check_asks_for_the_webhook() {
 
 #[test]
 fn the_documented_examples_build() {
-    for table in docs::examples("discord") {
+    for table in herald_fakes::docs::examples("discord") {
         herald_discord::new("docs", table.clone()).unwrap_or_else(|e| panic!("{e}\n{table}"));
     }
 }

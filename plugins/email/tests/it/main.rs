@@ -2,7 +2,6 @@
 //! mail client parses it (text part, HTML table, escaping, inline PNG), threading, connection reuse,
 //! digest mode and the SMTP answers.
 
-mod docs;
 mod smtp;
 
 use std::time::Duration;
@@ -347,7 +346,7 @@ async fn smtp_answers_map_to_delivery_errors() {
 
 #[test]
 fn the_documented_examples_build() {
-    for table in docs::examples("email") {
+    for table in herald_fakes::docs::examples("email") {
         herald_email::new("docs", table.clone()).unwrap_or_else(|e| panic!("{e}\n{table}"));
     }
 }

@@ -1,14 +1,11 @@
 //! herald-ntfy against a faithful local ntfy server (an axum fake): what is published, how, and how the
 //! notifier reads the server's answers.
 
-mod docs;
-mod fake;
-
 use std::time::Duration;
 
 use base64::Engine as _;
-use fake::{Answer, Fake};
 use herald_event::{EpochEnded, Event, Metrics, Payload, RunFailed, RunFinished, RunStarted, RunStatus};
+use herald_fakes::recording::{Answer, Fake};
 use herald_plugin::{Health, Image, Notification, Notifier, RunContext, render};
 
 fn started() -> RunStarted {
@@ -201,7 +198,7 @@ async fn unreachable_server_is_retryable_and_unhealthy() {
 
 #[test]
 fn the_documented_examples_build() {
-    for table in docs::examples("ntfy") {
+    for table in herald_fakes::docs::examples("ntfy") {
         herald_ntfy::new("docs", table.clone()).unwrap_or_else(|e| panic!("{e}\n{table}"));
     }
 }

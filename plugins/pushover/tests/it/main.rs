@@ -1,16 +1,13 @@
 //! herald-pushover against a faithful local Pushover API (an axum fake): the form fields, the limits, the
 //! attachment, and how the notifier reads the API's answers.
 
-mod docs;
-mod fake;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use fake::{Answer, Fake, Recorded};
 use herald_event::{
     EpochEnded, Event, Message, Metrics, Payload, RunFailed, RunFinished, RunStarted, RunStatus,
 };
+use herald_fakes::recording::{Answer, Fake, Recorded};
 use herald_plugin::{Health, Image, Notification, Notifier, RunContext, render};
 
 const KEYS: &str = "token = 'azGDORePK8gMaC0QOYAMyEEuzJnyUi'\nuser = 'uQiRzpo4DXghDmr9QzzfQu27cmVRsG'\n";
@@ -245,7 +242,7 @@ async fn health_check_validates_the_keys() {
 
 #[test]
 fn the_documented_examples_build() {
-    for table in docs::examples("pushover") {
+    for table in herald_fakes::docs::examples("pushover") {
         herald_pushover::new("docs", table.clone()).unwrap_or_else(|e| panic!("{e}\n{table}"));
     }
 }
