@@ -156,12 +156,7 @@ impl Slack {
                 return Err(ConfigError::new("set `webhook_url`, or `token` and `channel`"));
             }
         };
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| ConfigError::new(format!("cannot set up the HTTP client: {e}")))?;
+        let client = herald_http::client().map_err(ConfigError::new)?;
         Ok(Slack {
             name: name.to_owned(),
             live: config.live,
@@ -202,7 +197,7 @@ impl Slack {
             .await
             .map_err(|e| send_error(e.without_url()))?;
         let status = response.status().as_u16();
-        let retry_after = retry_after(response.headers());
+        let retry_after = herald_http::retry_after_header(response.headers());
         let text = response.text().await.unwrap_or_default();
         match status {
             200..=299 => Ok(Receipt::none()),
@@ -236,7 +231,7 @@ impl Slack {
         };
         let response = request.send().await.map_err(|e| SlackError::Other(send_error(e)))?;
         let status = response.status().as_u16();
-        let after = retry_after(response.headers());
+        let after = herald_http::retry_after_header(response.headers());
         if status == 429 {
             return Err(SlackError::Other(rate_limited(after)));
         }
@@ -472,13 +467,7 @@ impl SlackError {
 }
 
 fn send_error(e: reqwest::Error) -> DeliveryError {
-    let code = if e.is_timeout() { "timeout" } else { "network" };
-    DeliveryError::retryable(format!("cannot reach Slack: {e}")).with_code(code)
-}
-
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    herald_plugin::http::parse_retry_after(v, std::time::SystemTime::now())
+    herald_http::send_error("Slack", e)
 }
 
 fn rate_limited(after: Option<Duration>) -> DeliveryError {

@@ -181,12 +181,7 @@ fn network_error(err: reqwest::Error) -> DeliveryError {
         _ => "the request to the webhook failed",
     };
     let err = err.without_url();
-    let mut detail = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(s) = source {
-        detail.push_str(&format!(": {s}"));
-        source = s.source();
-    }
+    let detail = herald_http::error_chain(&err);
     DeliveryError::retryable(format!("{what} ({detail}); will retry")).with_code(code)
 }
 
