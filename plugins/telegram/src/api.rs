@@ -204,16 +204,7 @@ fn api_failure(e: ApiError) -> DeliveryError {
 }
 
 fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
+    let out = herald_http::error_chain(err);
     // reqwest puts the URL, which holds the token, into its messages.
     match out.find("/bot") {
         Some(i) => {

@@ -119,19 +119,6 @@ pub fn parse_chat(value: &ChatIdValue) -> Result<Chat, String> {
     }
 }
 
-/// Check a base URL: `http(s)://host[...]`, without a trailing `/`.
-fn check_api_url(url: &str) -> Result<String, String> {
-    let url = url.trim();
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| format!("`{url}` is not a URL: write it with http:// or https://"))?;
-    if rest.is_empty() || rest.starts_with('/') || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("`{url}` is not a valid URL: it needs a host and no spaces"));
-    }
-    Ok(url.trim_end_matches('/').to_owned())
-}
-
 /// Check a bot token's shape (`<digits>:<35 or so characters>`) without echoing it.
 fn check_token(token: &str) -> Result<(), String> {
     let ok = token.split_once(':').is_some_and(|(id, secret)| {
@@ -183,7 +170,8 @@ impl Telegram {
     pub fn new(name: &str, config: TelegramConfig) -> Result<Telegram, ConfigError> {
         check_token(config.token.expose()).map_err(|m| ConfigError::for_key("token", m))?;
         let chat = parse_chat(&config.chat_id).map_err(|m| ConfigError::for_key("chat_id", m))?;
-        let api_url = check_api_url(&config.api_url).map_err(|m| ConfigError::for_key("api_url", m))?;
+        let api_url =
+            herald_http::check_base_url(&config.api_url).map_err(|m| ConfigError::for_key("api_url", m))?;
         let url: reqwest::Url =
             api_url.parse().map_err(|e| ConfigError::for_key("api_url", format!("not a valid URL: {e}")))?;
         let allowed: HashSet<i64> = match (&config.allowed_chats, &chat) {

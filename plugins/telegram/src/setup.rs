@@ -31,7 +31,7 @@ impl Setup {
     /// Check the token's shape and the URL (nothing is sent).
     pub fn new(token: &str, api_url: &str) -> Result<Setup, String> {
         crate::check_token(token)?;
-        let url = crate::check_api_url(api_url)?;
+        let url = herald_http::check_base_url(api_url)?;
         let url: reqwest::Url = url.parse().map_err(|e| format!("`{api_url}` is not a valid URL: {e}"))?;
         let client = teloxide::net::default_reqwest_settings()
             .timeout(Duration::from_secs(60))
