@@ -1,6 +1,7 @@
 //! The reqwest plumbing shared by Herald's HTTP notifiers (ntfy, Pushover and Discord; Slack, Telegram and
-//! the webhook use some of it): the client, URL checks, cutting text to service limits, percent-encoding a path segment, and the mapping of HTTP answers to [`DeliveryError`]s. It lives
-//! apart from `herald-plugin` so that the SDK stays free of I/O; `Retry-After` is parsed by the SDK's
+//! the webhook use some of it): the client, URL checks, cutting text to service limits, percent-encoding a
+//! path segment, and the mapping of HTTP answers to [`DeliveryError`]s. It lives apart from `herald-plugin`
+//! so that the SDK stays free of I/O; `Retry-After` is parsed by the SDK's
 //! [`herald_plugin::http::parse_retry_after`]. It sends nothing on its own and knows nothing of any one
 //! service's API: service-specific checks and encodings stay in the plugins.
 
