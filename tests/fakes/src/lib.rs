@@ -9,11 +9,13 @@
 //! not implement what Herald never calls, and they do not reach the internet.
 //!
 //! For the simpler HTTP services [`recording::Fake`] records requests and answers from a script, and
-//! [`docs::examples`] loads a notifier's documented configuration examples for its tests.
+//! [`docs::examples`] loads a notifier's documented configuration examples for its tests; [`sample`] builds
+//! the training events and renders the runs those tests deliver.
 
 pub mod docs;
 pub mod html;
 pub mod recording;
+pub mod sample;
 pub mod slack;
 pub mod telegram;
 

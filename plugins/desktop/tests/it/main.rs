@@ -10,8 +10,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use herald_event::{EpochEnded, Event, Metrics, Payload, RunFailed, RunFinished, RunStarted, RunStatus};
-use herald_plugin::{Health, Image, Notification, Notifier, Receipt, RunContext, render};
+use herald_event::{RunFailed, RunFinished, RunStatus};
+use herald_fakes::sample::{Run, epoch, started};
+use herald_plugin::{Health, Image, Notifier};
 
 const MODE: &str = "HERALD_DESKTOP_TEST_MODE";
 const PYTHON: &str = "/usr/bin/python3";
@@ -162,63 +163,6 @@ impl NotifyCall {
     }
 }
 
-fn started(name: &str) -> RunStarted {
-    RunStarted {
-        name: name.into(),
-        host: "gpu-box".into(),
-        pid: 4242,
-        rank: 0,
-        n_epochs: 3,
-        batches_per_epoch: 938,
-        metric_names: vec!["accuracy".into()],
-        hyper: Default::default(),
-    }
-}
-
-fn epoch(n: u32) -> EpochEnded {
-    EpochEnded {
-        epoch: n,
-        n_epochs: 3,
-        train_loss: 0.5 / f64::from(n + 1),
-        valid_loss: Some(0.4),
-        metrics: Metrics(vec![("accuracy".into(), 0.9)]),
-        elapsed_s: 5.0,
-    }
-}
-
-/// A run delivered event by event with the previous receipt, as the daemon does.
-struct Run {
-    ctx: RunContext,
-    previous: Option<Receipt>,
-    seq: u64,
-}
-
-impl Run {
-    fn new() -> Run {
-        Run { ctx: RunContext::new("run-1"), previous: None, seq: 0 }
-    }
-
-    fn note(&mut self, payload: impl Into<Payload>, image: Option<Image>) -> Notification {
-        let event = Event::now("run-1", self.seq, payload);
-        self.seq += 1;
-        let n = render::notification(&self.ctx, &event, self.previous.clone(), image, 1);
-        self.ctx.apply(&event);
-        n
-    }
-
-    async fn deliver(
-        &mut self,
-        n: &dyn Notifier,
-        payload: impl Into<Payload>,
-        image: Option<Image>,
-    ) -> Receipt {
-        let note = self.note(payload, image);
-        let receipt = n.deliver(&note).await.expect("delivered");
-        self.previous = Some(receipt.clone());
-        receipt
-    }
-}
-
 fn notifier(toml_text: &str) -> Box<dyn Notifier> {
     herald_desktop::new("desk", toml_text.parse().expect("test config is TOML")).expect("valid config")
 }
@@ -232,7 +176,7 @@ fn live_notification_is_replaced_in_place() {
         let n = notifier("expire = '10s'");
         let server = MockServer::start(n.as_ref()).await;
         assert!(herald_desktop::session_bus_available());
-        let mut run = Run::new();
+        let mut run = Run::new("run-1");
         let first = run.deliver(n.as_ref(), started("digits <b>&"), None).await;
         let id = first.0["id"].as_u64().expect("the server's notification id");
         run.deliver(n.as_ref(), epoch(0), None).await;
@@ -276,7 +220,7 @@ fn stacked_notifications_and_the_loss_curve() {
         let n = notifier("live = false\napp_name = 'Training'");
         assert!(!n.capabilities().edit);
         let server = MockServer::start(n.as_ref()).await;
-        let mut run = Run::new();
+        let mut run = Run::new("run-1");
         run.deliver(n.as_ref(), epoch(0), None).await;
         let png = vec![0x89, b'P', b'N', b'G', 7, 7, 7];
         let image = Image { filename: "loss.png".into(), mime: "image/png".into(), bytes: png.clone() };
@@ -319,7 +263,7 @@ fn no_session_bus_is_reported_unavailable() {
             }
             other => panic!("expected unavailable, got {other:?}"),
         }
-        let e = Run::new().note(epoch(0), None);
+        let e = Run::new("run-1").note(epoch(0), None);
         let e = n.deliver(&e).await.expect_err("no bus");
         assert!(e.retryable && e.code.as_deref() == Some("no_session_bus"), "{e:?}");
         assert!(e.message.starts_with("no D-Bus session bus"), "{e}");
@@ -346,7 +290,7 @@ fn a_bus_that_does_not_answer_is_reported_unavailable() {
             }
             other => panic!("expected unavailable, got {other:?}"),
         }
-        let e = n.deliver(&Run::new().note(epoch(0), None)).await.expect_err("dead bus");
+        let e = n.deliver(&Run::new("run-1").note(epoch(0), None)).await.expect_err("dead bus");
         assert!(e.retryable && e.message.contains("no D-Bus session bus"), "{e:?}");
     });
 }
@@ -364,7 +308,7 @@ fn a_bus_without_a_notification_server_is_reported_unavailable() {
             }
             other => panic!("expected unavailable, got {other:?}"),
         }
-        let e = n.deliver(&Run::new().note(epoch(0), None)).await.expect_err("no server");
+        let e = n.deliver(&Run::new("run-1").note(epoch(0), None)).await.expect_err("no server");
         assert!(e.retryable && e.message.contains("no notification server"), "{e:?}");
     });
 }

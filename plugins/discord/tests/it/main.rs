@@ -6,34 +6,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use herald_event::{EpochEnded, Event, Metrics, Payload, RunFailed, RunFinished, RunStarted, RunStatus};
+use herald_event::{EpochEnded, Event, RunFailed, RunFinished, RunStarted, RunStatus};
 use herald_fakes::recording::{Answer, Fake, Recorded};
-use herald_plugin::{Health, Image, Notification, Notifier, Receipt, RunContext, render};
+use herald_fakes::sample::{self, Run};
+use herald_plugin::{Health, Image, Notifier, RunContext};
 
 const HOOK: &str = "/api/webhooks/123/tok-secret";
 
 fn started() -> RunStarted {
-    RunStarted {
-        name: "digits @everyone".into(),
-        host: "gpu-box".into(),
-        pid: 4242,
-        rank: 0,
-        n_epochs: 300,
-        batches_per_epoch: 938,
-        metric_names: vec!["accuracy".into()],
-        hyper: Default::default(),
-    }
+    RunStarted { n_epochs: 300, ..sample::started("digits @everyone") }
 }
 
 fn epoch(n: u32) -> EpochEnded {
-    EpochEnded {
-        epoch: n,
-        n_epochs: 300,
-        train_loss: 0.5 / f64::from(n + 1),
-        valid_loss: Some(0.4),
-        metrics: Metrics(vec![("accuracy".into(), 0.9)]),
-        elapsed_s: 5.0,
-    }
+    EpochEnded { n_epochs: 300, ..sample::epoch(n) }
 }
 
 /// A fake Discord: POST answers a new message with a fresh id, PATCH answers the edited message, GET the
@@ -59,34 +44,6 @@ fn notifier(server: &Fake, extra: &str) -> Box<dyn Notifier> {
     herald_discord::new("chan", text.parse().expect("test config is TOML")).expect("valid config")
 }
 
-/// A run that goes through `events`, delivering each with the previous receipt, as the daemon does.
-struct Run {
-    ctx: RunContext,
-    previous: Option<Receipt>,
-    seq: u64,
-}
-
-impl Run {
-    fn new() -> Run {
-        Run { ctx: RunContext::new("run-1"), previous: None, seq: 0 }
-    }
-
-    fn note(&mut self, payload: impl Into<Payload>, image: Option<Image>) -> Notification {
-        let event = Event::now("run-1", self.seq, payload);
-        self.seq += 1;
-        let n = render::notification(&self.ctx, &event, self.previous.clone(), image, 1);
-        self.ctx.apply(&event);
-        n
-    }
-
-    async fn deliver(&mut self, n: &dyn Notifier, payload: impl Into<Payload>) -> Receipt {
-        let note = self.note(payload, None);
-        let receipt = n.deliver(&note).await.expect("delivered");
-        self.previous = Some(receipt.clone());
-        receipt
-    }
-}
-
 fn content(r: &Recorded) -> String {
     let body: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON body");
     body["content"].as_str().expect("content").to_owned()
@@ -96,15 +53,15 @@ fn content(r: &Recorded) -> String {
 async fn one_live_message_edited_in_place_then_a_new_message_at_the_end() {
     let server = discord().await;
     let n = notifier(&server, "username = 'Herald'");
-    let mut run = Run::new();
-    let r0 = run.deliver(n.as_ref(), started()).await;
+    let mut run = Run::new("run-1");
+    let r0 = run.deliver(n.as_ref(), started(), None).await;
     assert_eq!(r0.0, serde_json::json!({"live": "1000", "message_id": "1000"}));
-    run.deliver(n.as_ref(), epoch(0)).await;
-    let r2 = run.deliver(n.as_ref(), epoch(1)).await;
+    run.deliver(n.as_ref(), epoch(0), None).await;
+    let r2 = run.deliver(n.as_ref(), epoch(1), None).await;
     assert_eq!(r2.0, serde_json::json!({"live": "1000"}));
     let finished =
         RunFinished { status: RunStatus::Completed, reason: "done".into(), duration_s: 9.0, best: None };
-    let r3 = run.deliver(n.as_ref(), finished).await;
+    let r3 = run.deliver(n.as_ref(), finished, None).await;
     assert_eq!(r3.0, serde_json::json!({"live": "1000", "message_id": "1001"}));
 
     let requests = server.requests();
@@ -126,12 +83,12 @@ async fn one_live_message_edited_in_place_then_a_new_message_at_the_end() {
 async fn failure_edits_the_live_message_and_pings_with_a_new_one() {
     let server = discord().await;
     let n = notifier(&server, "");
-    let mut run = Run::new();
-    run.deliver(n.as_ref(), started()).await;
-    run.deliver(n.as_ref(), epoch(0)).await;
+    let mut run = Run::new("run-1");
+    run.deliver(n.as_ref(), started(), None).await;
+    run.deliver(n.as_ref(), epoch(0), None).await;
     let failed =
         RunFailed { error: "CUDA out of memory".into(), traceback: Some("Traceback\n  File x".into()) };
-    run.deliver(n.as_ref(), failed).await;
+    run.deliver(n.as_ref(), failed, None).await;
     let requests = server.requests();
     assert_eq!(requests.len(), 4);
     assert_eq!((requests[2].method.as_str(), requests[3].method.as_str()), ("PATCH", "POST"));
@@ -143,13 +100,13 @@ async fn failure_edits_the_live_message_and_pings_with_a_new_one() {
 async fn a_message_is_posted_beside_the_live_message() {
     let server = discord().await;
     let n = notifier(&server, "");
-    let mut run = Run::new();
-    run.deliver(n.as_ref(), epoch(0)).await;
+    let mut run = Run::new("run-1");
+    run.deliver(n.as_ref(), epoch(0), None).await;
     let note =
         herald_event::Message { title: "checkpoint".into(), text: "saved".into(), level: Default::default() };
-    let receipt = run.deliver(n.as_ref(), note).await;
+    let receipt = run.deliver(n.as_ref(), note, None).await;
     assert_eq!(receipt.0, serde_json::json!({"live": "1000", "message_id": "1001"}));
-    run.deliver(n.as_ref(), epoch(1)).await;
+    run.deliver(n.as_ref(), epoch(1), None).await;
     let calls: Vec<(String, String)> =
         server.requests().iter().map(|r| (r.method.to_string(), r.path.clone())).collect();
     let live = format!("{HOOK}/messages/1000");
@@ -164,10 +121,10 @@ async fn a_message_is_posted_beside_the_live_message() {
 async fn a_deleted_live_message_is_posted_again() {
     let server = discord().await;
     let n = notifier(&server, "");
-    let mut run = Run::new();
-    run.deliver(n.as_ref(), epoch(0)).await;
+    let mut run = Run::new("run-1");
+    run.deliver(n.as_ref(), epoch(0), None).await;
     server.script([Answer::json(404, serde_json::json!({"message": "Unknown Message", "code": 10008}))]);
-    let receipt = run.deliver(n.as_ref(), epoch(1)).await;
+    let receipt = run.deliver(n.as_ref(), epoch(1), None).await;
     assert_eq!(receipt.0, serde_json::json!({"live": "1001", "message_id": "1001"}));
     let methods: Vec<String> = server.requests().iter().map(|r| r.method.to_string()).collect();
     assert_eq!(methods, ["POST", "PATCH", "POST"]);
@@ -178,9 +135,9 @@ async fn live_off_posts_every_notification() {
     let server = discord().await;
     let n = notifier(&server, "live = false");
     assert!(!n.capabilities().edit);
-    let mut run = Run::new();
-    run.deliver(n.as_ref(), epoch(0)).await;
-    run.deliver(n.as_ref(), epoch(1)).await;
+    let mut run = Run::new("run-1");
+    run.deliver(n.as_ref(), epoch(0), None).await;
+    run.deliver(n.as_ref(), epoch(1), None).await;
     assert!(server.requests().iter().all(|r| r.method == "POST"));
 }
 
@@ -188,14 +145,14 @@ async fn live_off_posts_every_notification() {
 async fn long_tables_are_cut_to_2000_characters() {
     let server = discord().await;
     let n = notifier(&server, "");
-    let mut run = Run::new();
+    let mut run = Run::new("run-1");
     let mut wide = started();
     wide.metric_names = (0..8).map(|i| format!("metric_{i}")).collect();
-    run.ctx = RunContext::from_started("run-1", &wide);
+    *run.context() = RunContext::from_started("run-1", &wide);
     for i in 0..200 {
-        run.ctx.apply(&Event::now("run-1", u64::from(i), epoch(i)));
+        run.context().apply(&Event::now("run-1", u64::from(i), epoch(i)));
     }
-    run.deliver(n.as_ref(), epoch(200)).await;
+    run.deliver(n.as_ref(), epoch(200), None).await;
     let text = content(&server.last());
     assert!(text.chars().count() <= herald_discord::CONTENT_LIMIT, "{}", text.chars().count());
     assert!(text.contains("```\nepoch     train_loss"), "the header stays: {text}");
@@ -209,7 +166,7 @@ async fn long_tables_are_cut_to_2000_characters() {
 async fn attaches_the_loss_curve_at_run_end() {
     let server = discord().await;
     let n = notifier(&server, "");
-    let mut run = Run::new();
+    let mut run = Run::new("run-1");
     let png = vec![0x89, b'P', b'N', b'G', 1, 2, 3];
     let image = Image { filename: "loss.png".into(), mime: "image/png".into(), bytes: png.clone() };
     let finished =
@@ -236,7 +193,7 @@ async fn rate_limits_use_the_fractional_retry_after() {
         Answer::json(401, serde_json::json!({"message": "Invalid Webhook Token", "code": 50027})),
         Answer::json(500, serde_json::json!({"message": "oops"})),
     ]);
-    let mut run = Run::new();
+    let mut run = Run::new("run-1");
     let note = run.note(epoch(0), None);
     let e = n.deliver(&note).await.expect_err("429");
     assert!(e.retryable && e.retry_after == Some(Duration::from_millis(350)), "{e:?}");
@@ -275,7 +232,7 @@ async fn health_check_asks_for_the_webhook() {
         Health::Unavailable { message } => assert!(!message.contains("tok-secret"), "{message}"),
         other => panic!("expected unavailable, got {other:?}"),
     }
-    let mut run = Run::new();
+    let mut run = Run::new("run-1");
     let e = gone.deliver(&run.note(epoch(0), None)).await.expect_err("nothing listens");
     assert!(e.retryable && !e.message.contains("tok-secret"), "{e}");
 }

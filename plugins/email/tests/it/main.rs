@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use herald_event::{EpochEnded, Event, Metrics, Payload, RunFailed, RunFinished, RunStarted, RunStatus};
+use herald_fakes::sample;
 use herald_plugin::{Health, Image, Notification, Notifier, Receipt, RunContext, render};
 use serde_json::Value;
 use smtp::{Certs, Security, Sink};
@@ -24,27 +25,11 @@ const PNG: &[u8] = &[
 const HOSTILE: &str = "<b>Bob & \"Alice\"</b>";
 
 fn started(name: &str) -> RunStarted {
-    RunStarted {
-        name: name.into(),
-        host: "gpu-box".into(),
-        pid: 4242,
-        rank: 0,
-        n_epochs: 3,
-        batches_per_epoch: 938,
-        metric_names: vec!["acc<1>".into()],
-        hyper: Default::default(),
-    }
+    RunStarted { metric_names: vec!["acc<1>".into()], ..sample::started(name) }
 }
 
 fn epoch(n: u32) -> EpochEnded {
-    EpochEnded {
-        epoch: n,
-        n_epochs: 3,
-        train_loss: 0.5 / f64::from(n + 1),
-        valid_loss: Some(0.4),
-        metrics: Metrics(vec![("acc<1>".into(), 0.9)]),
-        elapsed_s: 5.0,
-    }
+    EpochEnded { metrics: Metrics(vec![("acc<1>".into(), 0.9)]), ..sample::epoch(n) }
 }
 
 /// A run delivered event by event with the previous receipt, as the daemon does.

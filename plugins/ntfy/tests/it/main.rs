@@ -4,32 +4,13 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use herald_event::{EpochEnded, Event, Metrics, Payload, RunFailed, RunFinished, RunStarted, RunStatus};
+use herald_event::{Event, Payload, RunFailed, RunFinished, RunStarted, RunStatus};
 use herald_fakes::recording::{Answer, Fake};
+use herald_fakes::sample::{self, epoch};
 use herald_plugin::{Health, Image, Notification, Notifier, RunContext, render};
 
 fn started() -> RunStarted {
-    RunStarted {
-        name: "digits".into(),
-        host: "gpu-box".into(),
-        pid: 4242,
-        rank: 0,
-        n_epochs: 3,
-        batches_per_epoch: 938,
-        metric_names: vec!["accuracy".into()],
-        hyper: Default::default(),
-    }
-}
-
-fn epoch(n: u32) -> EpochEnded {
-    EpochEnded {
-        epoch: n,
-        n_epochs: 3,
-        train_loss: 0.5 / f64::from(n + 1),
-        valid_loss: Some(0.4),
-        metrics: Metrics(vec![("accuracy".into(), 0.9)]),
-        elapsed_s: 5.0,
-    }
+    sample::started("digits")
 }
 
 fn ctx() -> RunContext {

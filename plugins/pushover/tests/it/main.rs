@@ -4,36 +4,15 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use herald_event::{
-    EpochEnded, Event, Message, Metrics, Payload, RunFailed, RunFinished, RunStarted, RunStatus,
-};
+use herald_event::{Event, Message, Payload, RunFailed, RunFinished, RunStarted, RunStatus};
 use herald_fakes::recording::{Answer, Fake, Recorded};
+use herald_fakes::sample::{self, epoch};
 use herald_plugin::{Health, Image, Notification, Notifier, RunContext, render};
 
 const KEYS: &str = "token = 'azGDORePK8gMaC0QOYAMyEEuzJnyUi'\nuser = 'uQiRzpo4DXghDmr9QzzfQu27cmVRsG'\n";
 
 fn started() -> RunStarted {
-    RunStarted {
-        name: "digits".into(),
-        host: "gpu-box".into(),
-        pid: 4242,
-        rank: 0,
-        n_epochs: 3,
-        batches_per_epoch: 938,
-        metric_names: vec!["accuracy".into()],
-        hyper: Default::default(),
-    }
-}
-
-fn epoch(n: u32) -> EpochEnded {
-    EpochEnded {
-        epoch: n,
-        n_epochs: 3,
-        train_loss: 0.5 / f64::from(n + 1),
-        valid_loss: Some(0.4),
-        metrics: Metrics(vec![("accuracy".into(), 0.9)]),
-        elapsed_s: 5.0,
-    }
+    sample::started("digits")
 }
 
 fn note(payload: impl Into<Payload>, image: Option<Image>) -> Notification {

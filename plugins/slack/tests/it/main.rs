@@ -4,70 +4,23 @@
 
 use std::time::Duration;
 
-use herald_event::{EpochEnded, Event, Metrics, Payload, RunFailed, RunFinished, RunStarted, RunStatus};
+use herald_event::{EpochEnded, RunFailed, RunFinished, RunStarted, RunStatus};
+use herald_fakes::sample::{self, Run};
 use herald_fakes::slack::{CHANNEL_ID, FakeSlack};
-use herald_plugin::{Image, Notification, Notifier, Receipt, RunContext, render};
+use herald_plugin::{Image, Notifier};
 
 const TOKEN: &str = "xoxb-test-token";
 
 fn started(name: &str) -> RunStarted {
-    RunStarted {
-        name: name.into(),
-        host: "gpu-box".into(),
-        pid: 1,
-        rank: 0,
-        n_epochs: 2,
-        batches_per_epoch: 10,
-        metric_names: vec!["accuracy".into()],
-        hyper: Default::default(),
-    }
+    RunStarted { pid: 1, n_epochs: 2, batches_per_epoch: 10, ..sample::started(name) }
 }
 
 fn epoch(n: u32) -> EpochEnded {
-    EpochEnded {
-        epoch: n,
-        n_epochs: 2,
-        train_loss: 0.5,
-        valid_loss: Some(0.4),
-        metrics: Metrics(vec![("accuracy".into(), 0.9)]),
-        elapsed_s: 3.0,
-    }
+    EpochEnded { n_epochs: 2, train_loss: 0.5, elapsed_s: 3.0, ..sample::epoch(n) }
 }
 
 fn png() -> Image {
-    Image { filename: "loss.png".into(), mime: "image/png".into(), bytes: vec![0x89, b'P', b'N', b'G', 9, 9] }
-}
-
-struct Run {
-    ctx: RunContext,
-    previous: Option<Receipt>,
-    seq: u64,
-}
-
-impl Run {
-    fn new() -> Run {
-        Run { ctx: RunContext::new("run-s"), previous: None, seq: 0 }
-    }
-
-    fn note(&mut self, payload: impl Into<Payload>, image: Option<Image>) -> Notification {
-        let event = Event::now("run-s", self.seq, payload);
-        self.seq += 1;
-        let n = render::notification(&self.ctx, &event, self.previous.clone(), image, 1);
-        self.ctx.apply(&event);
-        n
-    }
-
-    async fn deliver(
-        &mut self,
-        n: &dyn Notifier,
-        payload: impl Into<Payload>,
-        image: Option<Image>,
-    ) -> Receipt {
-        let note = self.note(payload, image);
-        let r = n.deliver(&note).await.expect("delivered");
-        self.previous = Some(r.clone());
-        r
-    }
+    sample::png(&[9, 9])
 }
 
 fn api(fake: &FakeSlack, extra: &str) -> Box<dyn Notifier> {
@@ -80,7 +33,7 @@ async fn webhook_posts_block_kit_with_the_table_in_a_code_block() {
     let fake = FakeSlack::start(TOKEN).await;
     let text = format!("webhook_url = '{}'", fake.webhook_url());
     let n = herald_slack::build("hook", text.parse().expect("TOML")).expect("valid");
-    let mut run = Run::new();
+    let mut run = Run::new("run-s");
     run.deliver(n.as_ref(), started("<!channel> & co"), None).await;
     run.deliver(n.as_ref(), epoch(0), None).await;
     let posts = fake.webhook_posts();
@@ -107,7 +60,7 @@ async fn webhook_posts_block_kit_with_the_table_in_a_code_block() {
 async fn web_api_live_message_thread_replies_broadcast_failures_and_the_plot() {
     let fake = FakeSlack::start(TOKEN).await;
     let n = api(&fake, "");
-    let mut run = Run::new();
+    let mut run = Run::new("run-s");
     let r0 = run.deliver(n.as_ref(), started("digits"), None).await;
     assert_eq!(r0.0["channel"], CHANNEL_ID, "the channel id, for chat.update");
     let live = r0.0["live"].as_str().expect("live ts").to_owned();
@@ -158,7 +111,7 @@ async fn web_api_live_message_thread_replies_broadcast_failures_and_the_plot() {
 async fn a_429_waits_retry_after_and_a_retry_repeats_nothing() {
     let fake = FakeSlack::start(TOKEN).await;
     let n = api(&fake, "");
-    let mut run = Run::new();
+    let mut run = Run::new("run-s");
     run.deliver(n.as_ref(), started("r"), None).await;
     fake.fail_with_429(Some("chat.update"), 1, 4);
     let note = run.note(epoch(0), None);
@@ -181,7 +134,7 @@ async fn a_bad_token_is_permanent_and_says_what_to_fix() {
     let fake = FakeSlack::start(TOKEN).await;
     let text = format!("token = 'xoxb-wrong'\nchannel = 'C1'\napi_url = '{}/api'", fake.url);
     let n = herald_slack::build("s", text.parse().expect("TOML")).expect("valid");
-    let mut run = Run::new();
+    let mut run = Run::new("run-s");
     let note = run.note(started("r"), None);
     let err = n.deliver(&note).await.expect_err("bad token");
     assert!(!err.retryable);

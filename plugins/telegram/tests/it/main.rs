@@ -5,12 +5,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herald_event::{EpochEnded, Event, Metrics, Payload, RunFailed, RunFinished, RunStarted, RunStatus};
+use herald_event::{RunFailed, RunFinished, RunStarted, RunStatus};
+use herald_fakes::sample::{self, Run, epoch};
 use herald_fakes::telegram::FakeTelegram;
 use herald_fakes::wait_until;
-use herald_plugin::{
-    Host, HostError, Image, Notification, Notifier, Receipt, RunContext, RunSummary, RunView, render,
-};
+use herald_plugin::{Host, HostError, Image, Notifier, RunContext, RunSummary, RunView};
 
 /// A token of its own for each test: the pacer is shared per bot token in a process, and one test's 429
 /// must not hold another test's chat.
@@ -27,69 +26,11 @@ fn notifier(fake: &FakeTelegram, extra: &str) -> Box<dyn Notifier> {
 }
 
 fn started(name: &str) -> RunStarted {
-    RunStarted {
-        name: name.into(),
-        host: "gpu-box".into(),
-        pid: 4242,
-        rank: 0,
-        n_epochs: 3,
-        batches_per_epoch: 100,
-        metric_names: vec!["accuracy".into()],
-        hyper: Default::default(),
-    }
-}
-
-fn epoch(n: u32) -> EpochEnded {
-    EpochEnded {
-        epoch: n,
-        n_epochs: 3,
-        train_loss: 0.5 / f64::from(n + 1),
-        valid_loss: Some(0.4),
-        metrics: Metrics(vec![("accuracy".into(), 0.9)]),
-        elapsed_s: 5.0,
-    }
+    RunStarted { batches_per_epoch: 100, ..sample::started(name) }
 }
 
 fn png() -> Image {
-    Image {
-        filename: "loss.png".into(),
-        mime: "image/png".into(),
-        bytes: vec![0x89, b'P', b'N', b'G', 1, 2, 3],
-    }
-}
-
-/// A run delivered event by event with the previous receipt, as the daemon does.
-struct Run {
-    id: String,
-    ctx: RunContext,
-    previous: Option<Receipt>,
-    seq: u64,
-}
-
-impl Run {
-    fn new(id: &str) -> Run {
-        Run { id: id.into(), ctx: RunContext::new(id), previous: None, seq: 0 }
-    }
-
-    fn note(&mut self, payload: impl Into<Payload>, image: Option<Image>) -> Notification {
-        let event = Event::now(self.id.clone(), self.seq, payload);
-        self.seq += 1;
-        let n = render::notification(&self.ctx, &event, self.previous.clone(), image, 1);
-        self.ctx.apply(&event);
-        n
-    }
-
-    async fn deliver(
-        &mut self,
-        n: &dyn Notifier,
-        payload: impl Into<Payload>,
-        image: Option<Image>,
-    ) -> Receipt {
-        let note = self.note(payload, image);
-        let receipt = n.deliver(&note).await.expect("delivered");
-        self.previous = Some(receipt.clone());
-        receipt
-    }
+    sample::png(&[1, 2, 3])
 }
 
 #[tokio::test]
