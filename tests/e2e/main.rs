@@ -35,3 +35,14 @@ pub fn herald_bin() -> PathBuf {
 pub fn herald() -> Command {
     Command::new(herald_bin())
 }
+
+/// A child process killed when the test ends, passing or not (a failed assertion must not leave a trainer
+/// running).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

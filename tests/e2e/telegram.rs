@@ -349,16 +349,6 @@ fn the_docs_examples_are_valid_configurations() {
     }
 }
 
-/// A child process killed when the test ends, passing or not.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn stop_from_the_phone_ends_a_running_herald_train_and_the_live_message_says_stopped() {
     let bot = Bot::start();
@@ -368,7 +358,7 @@ fn stop_from_the_phone_ends_a_running_herald_train_and_the_live_message_says_sto
     wait_for("setMyCommands", LONG, || bot.fake.commands());
     let digits = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/digits.csv.gz");
     // Far more epochs than the test waits for: only the stop can end this run in time.
-    let mut train = KillOnDrop(
+    let mut train = crate::KillOnDrop(
         crate::herald()
             .arg("--config")
             .arg(&d.config)
