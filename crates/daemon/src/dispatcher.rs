@@ -307,16 +307,22 @@ impl Handle {
 
     async fn submit(&self, events: Vec<Event>, made: bool) -> Result<IngestReply, DaemonError> {
         let (reply, rx) = oneshot::channel();
-        self.writer
-            .send(WriteOp::Ingest { events, made, reply: Some(reply) })
-            .await
-            .map_err(|_| DaemonError::ShuttingDown)?;
+        self.ask(WriteOp::Ingest { events, made, reply: Some(reply) }, rx, "cannot store the events").await
+    }
+
+    /// Hand `op` to the writer thread and wait for its answer on `rx`.
+    async fn ask<T>(
+        &self,
+        op: WriteOp,
+        rx: oneshot::Receiver<Result<T, String>>,
+        context: &str,
+    ) -> Result<T, DaemonError> {
+        self.writer.send(op).await.map_err(|_| DaemonError::ShuttingDown)?;
         match rx.await {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(message)) => Err(DaemonError::Io {
-                context: "cannot store the events".into(),
-                source: std::io::Error::other(message),
-            }),
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(message)) => {
+                Err(DaemonError::Io { context: context.into(), source: std::io::Error::other(message) })
+            }
             Err(_) => Err(DaemonError::ShuttingDown),
         }
     }
@@ -324,18 +330,8 @@ impl Handle {
     /// Ask a run to stop; `false` when the run is unknown.
     pub async fn request_stop(&self, run: &str, reason: &str) -> Result<bool, DaemonError> {
         let (reply, rx) = oneshot::channel();
-        self.writer
-            .send(WriteOp::Stop { run: run.to_owned(), reason: reason.to_owned(), reply: Some(reply) })
-            .await
-            .map_err(|_| DaemonError::ShuttingDown)?;
-        match rx.await {
-            Ok(Ok(known)) => Ok(known),
-            Ok(Err(message)) => Err(DaemonError::Io {
-                context: "cannot store the stop request".into(),
-                source: std::io::Error::other(message),
-            }),
-            Err(_) => Err(DaemonError::ShuttingDown),
-        }
+        let op = WriteOp::Stop { run: run.to_owned(), reason: reason.to_owned(), reply: Some(reply) };
+        self.ask(op, rx, "cannot store the stop request").await
     }
 
     /// The control state of one run (its stop request).
