@@ -112,13 +112,13 @@ def main() -> None:
             for hook in ("before_fit", "before_epoch", "after_batch", "after_epoch", "after_fit"):
                 setattr(cb, hook, timed(getattr(cb, hook)))
             hook_time[0] = 0.0
-            cpu0 = sender_cpu(cb.herald_client)
+            cpu0 = sender_cpu(cb.herald.client)
         t, main0 = time.perf_counter(), time.thread_time()
         learn.fit_one_cycle(args.epochs, 1e-2, cbs=[cb] if cb is not None else None)
         wall, main = time.perf_counter() - t, time.thread_time() - main0
         if cb is not None and direct is not None:
-            cb.herald_client.flush(5)
-            sender = sender_cpu(cb.herald_client) - cpu0
+            cb.herald.client.flush(5)
+            sender = sender_cpu(cb.herald.client) - cpu0
             direct.append((hook_time[0] / main, sender / main, (hook_time[0] + sender) / (main - hook_time[0])))
         return wall
 

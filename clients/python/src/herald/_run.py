@@ -5,6 +5,10 @@ The framework integrations build on it. It keeps what the events need (the run i
 smoothed loss, the best value of the monitored metric, the batch throttle) and never raises from a reporting
 call into a training loop except for arguments that cannot be numbers. It does not send anything itself: the
 :class:`~herald._client.Client` does, from its thread.
+
+:class:`Reporter` is what every framework callback (fastai, Keras, Lightning, transformers) has in common, used
+by composition: the callback's settings, its current :class:`Run`, the stop check and the warn-once log, so that
+each framework's module holds only that framework's hooks. :func:`number` reads a framework's loss or metric.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import time
 import threading
 import traceback as tb_module
 import weakref
-from typing import Any, Dict, Iterable, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
 from . import _wire
 from ._client import Client, default_client
@@ -418,3 +422,89 @@ def _clip_traceback(text: str, limit: int = 16_000) -> str:
     if len(text) <= limit:
         return text
     return "…(cut)\n" + text[-limit:]
+
+
+def number(value: Any, convert: Optional[Callable[[Any], Any]] = None) -> Optional[float]:
+    """``value`` as a float (an int, float, numpy scalar or one-element tensor), or None when it is not a number.
+
+    ``convert`` first turns anything but an int or float into one of those (Keras: ``convert_to_numpy``).
+    """
+    try:
+        if convert is not None and not isinstance(value, (int, float)):
+            value = convert(value)
+        return _wire.to_float(value)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+
+
+class Reporter:
+    """What a framework callback keeps between its hooks, and does the same way in every framework.
+
+    The settings every ``HeraldCallback`` takes (``name``, ``monitor``, ``batch_interval``, ``hyper``,
+    ``client``, as the fastai callback documents them), the :class:`Run` of the current fit (``run``, None when
+    the fit is not reported), whether a stop request was acted on (``stop_requested``), and the rule that a
+    failing hook is logged once and training goes on (:meth:`warn`). The callback reads its framework and calls
+    the run; it holds a Reporter rather than inheriting one, since it must inherit its framework's base class.
+    """
+
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        *,
+        monitor: Optional[str] = None,
+        batch_interval: float = 0.5,
+        hyper: Optional[Mapping[str, Any]] = None,
+        client: Optional[Client] = None,
+    ):
+        self.name = name
+        self.monitor = monitor
+        self.batch_interval = batch_interval
+        self.hyper: Dict[str, Any] = dict(hyper or {})
+        self.client = client
+        self.run: Optional[Run] = None
+        self.stop_requested = False
+        self._warned: set = set()
+
+    def new_run(self, fallback_name: Optional[str] = None, *, hyper: Mapping[str, Any], **run_args: Any) -> Run:
+        """A :class:`Run` with these settings, not started: the framework's ``hyper`` with the user's on top, the
+        framework's name for the run (``fallback_name``) when the user gave none, and ``run_args`` (epochs,
+        batches per epoch, metric names, rank) as :class:`Run` takes them."""
+        merged = dict(hyper)
+        merged.update(self.hyper)
+        return Run(
+            self.name or fallback_name,
+            hyper=merged,
+            monitor=self.monitor,
+            batch_interval=self.batch_interval,
+            client=self.client,
+            **run_args,
+        )
+
+    def start(self, hook: str, make: Callable[[], Run]) -> Optional[Run]:
+        """A fit begins: forget the previous fit's stop request and start the run ``make`` builds (it reads the
+        framework, so it runs here, where a failure is caught). When that fails, warn and report nothing of this
+        fit. Returns the run, or None."""
+        self.stop_requested = False
+        self.run = None
+        try:
+            self.run = make().start()
+        except Exception as err:  # noqa: BLE001 - reporting never breaks training
+            self.warn(hook, err)
+            self.run = None
+        return self.run
+
+    def stop_due(self, action: str) -> bool:
+        """Whether a stop was requested for the run and not yet acted on: true once, and logged with ``action``
+        (what the callback does about it); the callback then tells its framework to stop."""
+        run = self.run
+        if run is None or self.stop_requested or not run.should_stop:
+            return False
+        self.stop_requested = True
+        log.warning("herald: stop requested for run %s; %s", run.id, action)
+        return True
+
+    def warn(self, hook: str, err: BaseException) -> None:
+        """Reporting must never break training: log a failing hook once and go on."""
+        if hook not in self._warned:
+            self._warned.add(hook)
+            log.warning("herald: %s could not report (%s: %s); training goes on", hook, type(err).__name__, err)

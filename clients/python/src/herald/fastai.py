@@ -16,7 +16,6 @@ training. ``lr_find`` fits are not reported. Importing this module imports fasta
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Dict, List, Mapping, Optional
 
 from fastai.callback.core import (
@@ -33,9 +32,7 @@ from fastai.learner import Recorder
 
 from . import _wire
 from ._client import Client
-from ._run import Run
-
-log = logging.getLogger("herald")
+from ._run import Reporter, Run
 
 _CONTROL_FLOW = (
     CancelBackwardException,
@@ -83,7 +80,7 @@ class HeraldCallback(Callback):
     def __call__(self, event_name: str) -> Any:
         if event_name == "after_batch":
             # The hot path: fastai's own dispatch would look up `training` through the Learner every batch.
-            if self.run:
+            if self.run:  # fastai's own flag; the Herald run is `self.herald.run`
                 self.after_batch()
             return None
         if event_name not in self._herald_events:
@@ -102,25 +99,12 @@ class HeraldCallback(Callback):
     ):
         if int(every) < 1:
             raise ValueError(f"every must be 1 or more epochs, found {every}")
-        self.herald_name = name
+        self.herald = Reporter(name, monitor=monitor, batch_interval=batch_interval, hyper=hyper, client=client)
         self.herald_every = int(every)
-        self.herald_monitor = monitor
-        self.herald_batch_interval = batch_interval
-        self.herald_hyper = dict(hyper or {})
-        self.herald_client = client
-        self.herald_run: Optional[Run] = None
         self.herald_cancelled = False
-        self.herald_stop_raised = False
-        self._herald_warned: set = set()
         self._herald_orig_with_events: Any = None
 
     # -- helpers ----------------------------------------------------------------------------------------------
-
-    def _herald_warn(self, hook: str, err: BaseException) -> None:
-        """Reporting must never break training: log a failing hook once and go on."""
-        if hook not in self._herald_warned:
-            self._herald_warned.add(hook)
-            log.warning("herald: %s could not report (%s: %s); training goes on", hook, type(err).__name__, err)
 
     def _herald_metric_names(self) -> List[str]:
         rec = getattr(self.learn, "recorder", None)
@@ -156,7 +140,6 @@ class HeraldCallback(Callback):
             hyper["opt"] = getattr(opt_func, "__name__", type(opt_func).__name__)
         if getattr(learn, "wd", None) is not None:
             hyper["wd"] = learn.wd
-        hyper.update(self.herald_hyper)
         return hyper
 
     def _herald_wrap_fit(self) -> None:
@@ -187,7 +170,7 @@ class HeraldCallback(Callback):
         self._herald_orig_with_events = None
 
     def _herald_fit_raised(self, exc: BaseException) -> None:
-        run = self.herald_run
+        run = self.herald.run
         if run is None or run.ended:
             return
         try:
@@ -196,56 +179,45 @@ class HeraldCallback(Callback):
             else:
                 run.fail(exc)
         except Exception as err:  # noqa: BLE001
-            self._herald_warn("run_failed", err)
+            self.herald.warn("run_failed", err)
         self._herald_unwrap_fit()
 
     def _herald_check_stop(self) -> None:
-        run = self.herald_run
-        if run is not None and not self.herald_stop_raised and run.should_stop:
-            self.herald_stop_raised = True
-            log.warning("herald: stop requested for run %s; cancelling the fit", run.id)
+        if self.herald.stop_due("cancelling the fit"):
             raise CancelFitException()
 
     # -- fastai events ----------------------------------------------------------------------------------------
 
     def before_fit(self) -> None:
-        self.herald_run = None
         self.herald_cancelled = False
-        self.herald_stop_raised = False
         if hasattr(self.learn, "lr_finder"):
+            self.herald.run, self.herald.stop_requested = None, False
             return  # lr_find is a mock training: not a run
+        if self.herald.start("before_fit", self._herald_new_run) is not None:
+            self._herald_wrap_fit()
+
+    def _herald_new_run(self) -> Run:
         try:
-            try:
-                n_batches = len(self.learn.dls.train)
-            except TypeError:
-                n_batches = 0
-            run = Run(
-                self.herald_name,
-                n_epochs=self.learn.n_epoch,
-                batches_per_epoch=n_batches,
-                metric_names=self._herald_metric_names(),
-                hyper=self._herald_hyper(),
-                monitor=self.herald_monitor,
-                batch_interval=self.herald_batch_interval,
-                client=self.herald_client,
-            )
-            run.start()
-            self.herald_run = run
-        except Exception as err:  # noqa: BLE001
-            self._herald_warn("before_fit", err)
-            return
-        self._herald_wrap_fit()
+            n_batches = len(self.learn.dls.train)
+        except TypeError:
+            n_batches = 0
+        return self.herald.new_run(
+            n_epochs=self.learn.n_epoch,
+            batches_per_epoch=n_batches,
+            metric_names=self._herald_metric_names(),
+            hyper=self._herald_hyper(),
+        )
 
     def before_epoch(self) -> None:
-        if self.herald_run is None:
+        if self.herald.run is None:
             return
         try:
-            self.herald_run.epoch_started(self.learn.epoch)
+            self.herald.run.epoch_started(self.learn.epoch)
         except Exception as err:  # noqa: BLE001
-            self._herald_warn("before_epoch", err)
+            self.herald.warn("before_epoch", err)
 
     def after_batch(self) -> None:
-        run = self.herald_run
+        run = self.herald.run
         if run is None:
             return
         self._herald_check_stop()
@@ -264,10 +236,10 @@ class HeraldCallback(Callback):
                 force=True,
             )
         except Exception as err:  # noqa: BLE001
-            self._herald_warn("after_batch", err)
+            self.herald.warn("after_batch", err)
 
     def after_epoch(self) -> None:
-        run = self.herald_run
+        run = self.herald.run
         if run is None:
             return
         try:
@@ -282,7 +254,7 @@ class HeraldCallback(Callback):
                 report=last or (epoch + 1) % self.herald_every == 0,
             )
         except Exception as err:  # noqa: BLE001
-            self._herald_warn("after_epoch", err)
+            self.herald.warn("after_epoch", err)
         self._herald_check_stop()
 
     def _herald_row(self) -> Any:
@@ -308,17 +280,17 @@ class HeraldCallback(Callback):
         self.herald_cancelled = True
 
     def after_fit(self) -> None:
-        run = self.herald_run
+        run = self.herald.run
         self._herald_unwrap_fit()
         if run is None or run.ended:
             return
         try:
             done = run.epoch + 1
-            if self.herald_stop_raised:
+            if self.herald.stop_requested:
                 run.finish("stopped", f"stopped on request after {done} of {run.n_epochs} epochs")
             elif self.herald_cancelled:
                 run.finish("stopped", f"fit cancelled (CancelFitException) after {done} of {run.n_epochs} epochs")
             else:
                 run.finish("completed", f"completed all {run.n_epochs} epochs")
         except Exception as err:  # noqa: BLE001
-            self._herald_warn("after_fit", err)
+            self.herald.warn("after_fit", err)

@@ -16,16 +16,12 @@ Works with any Keras 3 backend; the tests use torch. Importing this module impor
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Dict, Mapping, Optional
 
 import keras
 
-from . import _wire
 from ._client import Client
-from ._run import Run, end_run_for_exception
-
-log = logging.getLogger("herald")
+from ._run import Reporter, Run, end_run_for_exception, number
 
 __all__ = ["HeraldCallback"]
 
@@ -33,10 +29,7 @@ _NOT_METRICS = ("loss", "val_loss", "learning_rate", "lr")
 
 
 def _number(value: Any) -> Optional[float]:
-    try:
-        return _wire.to_float(keras.ops.convert_to_numpy(value) if not isinstance(value, (int, float)) else value)
-    except (TypeError, ValueError):
-        return None
+    return number(value, keras.ops.convert_to_numpy)
 
 
 class HeraldCallback(keras.callbacks.Callback):
@@ -57,21 +50,9 @@ class HeraldCallback(keras.callbacks.Callback):
         client: Optional[Client] = None,
     ):
         super().__init__()
-        self.run_name = name
-        self.monitor = monitor
-        self.batch_interval = batch_interval
-        self.extra_hyper = dict(hyper or {})
-        self.client = client
-        self.run: Optional[Run] = None
-        self._stop_requested = False
+        self.herald = Reporter(name, monitor=monitor, batch_interval=batch_interval, hyper=hyper, client=client)
         self._epochs_done = 0
-        self._warned: set = set()
         self._train_function: Any = None
-
-    def _warn(self, hook: str, err: BaseException) -> None:
-        if hook not in self._warned:
-            self._warned.add(hook)
-            log.warning("herald: %s could not report (%s: %s); training goes on", hook, type(err).__name__, err)
 
     def _lr(self) -> Optional[float]:
         opt = getattr(self.model, "optimizer", None)
@@ -87,7 +68,6 @@ class HeraldCallback(keras.callbacks.Callback):
             lr = self._lr()
             if lr is not None:
                 hyper["lr"] = lr
-        hyper.update(self.extra_hyper)
         return hyper
 
     def _wrap_train_function(self) -> None:
@@ -101,7 +81,7 @@ class HeraldCallback(keras.callbacks.Callback):
             try:
                 return original(*args, **kwargs)
             except BaseException as exc:
-                run = cb.run
+                run = cb.herald.run
                 if run is not None and not run.ended:
                     end_run_for_exception(run, exc)
                 cb._unwrap_train_function()
@@ -117,40 +97,31 @@ class HeraldCallback(keras.callbacks.Callback):
             self._train_function = None
 
     def on_train_begin(self, logs: Optional[Mapping[str, Any]] = None) -> None:
-        self._stop_requested = False
         self._epochs_done = 0
-        try:
-            params = self.params or {}
-            self.run = Run(
-                self.run_name,
-                n_epochs=int(params.get("epochs") or 0),
-                batches_per_epoch=int(params.get("steps") or 0),
-                hyper=self._hyper(),
-                monitor=self.monitor,
-                batch_interval=self.batch_interval,
-                client=self.client,
-            ).start()
-        except Exception as err:  # noqa: BLE001 - reporting never breaks training
-            self._warn("on_train_begin", err)
-            self.run = None
-            return
-        self._wrap_train_function()
+        if self.herald.start("on_train_begin", self._new_run) is not None:
+            self._wrap_train_function()
+
+    def _new_run(self) -> Run:
+        params = self.params or {}
+        return self.herald.new_run(
+            n_epochs=int(params.get("epochs") or 0),
+            batches_per_epoch=int(params.get("steps") or 0),
+            hyper=self._hyper(),
+        )
 
     def on_epoch_begin(self, epoch: int, logs: Optional[Mapping[str, Any]] = None) -> None:
-        if self.run is not None:
+        if self.herald.run is not None:
             try:
-                self.run.epoch_started(epoch)
+                self.herald.run.epoch_started(epoch)
             except Exception as err:  # noqa: BLE001
-                self._warn("on_epoch_begin", err)
+                self.herald.warn("on_epoch_begin", err)
 
     def _check_stop(self) -> None:
-        if self.run is not None and self.run.should_stop and not self._stop_requested:
-            self._stop_requested = True
-            log.warning("herald: stop requested for run %s; ending fit after this step", self.run.id)
+        if self.herald.stop_due("ending fit after this step"):
             self.model.stop_training = True
 
     def on_train_batch_end(self, batch: int, logs: Optional[Mapping[str, Any]] = None) -> None:
-        run = self.run
+        run = self.herald.run
         if run is None:
             return
         self._check_stop()
@@ -166,11 +137,11 @@ class HeraldCallback(keras.callbacks.Callback):
                 force=True,
             )
         except Exception as err:  # noqa: BLE001
-            self._warn("on_train_batch_end", err)
+            self.herald.warn("on_train_batch_end", err)
 
     def on_epoch_end(self, epoch: int, logs: Optional[Mapping[str, Any]] = None) -> None:
         self._epochs_done = epoch + 1
-        run = self.run
+        run = self.herald.run
         if run is None:
             return
         try:
@@ -186,21 +157,21 @@ class HeraldCallback(keras.callbacks.Callback):
                 epoch=epoch,
             )
         except Exception as err:  # noqa: BLE001
-            self._warn("on_epoch_end", err)
+            self.herald.warn("on_epoch_end", err)
         self._check_stop()
 
     def on_train_end(self, logs: Optional[Mapping[str, Any]] = None) -> None:
         self._unwrap_train_function()
-        run = self.run
+        run = self.herald.run
         if run is None or run.ended:
             return
         try:
             n = run.n_epochs
-            if self._stop_requested:
+            if self.herald.stop_requested:
                 run.finish("stopped", f"stopped on request after {self._epochs_done} of {n} epochs")
             elif self._epochs_done < n:
                 run.finish("stopped", f"stopped early (model.stop_training) after {self._epochs_done} of {n} epochs")
             else:
                 run.finish("completed", f"completed all {n} epochs")
         except Exception as err:  # noqa: BLE001
-            self._warn("on_train_end", err)
+            self.herald.warn("on_train_end", err)

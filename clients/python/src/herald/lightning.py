@@ -15,7 +15,6 @@ Distributed: only global rank 0 reports start, epochs and finish; a failure is r
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any, Dict, Mapping, Optional
 
@@ -24,23 +23,13 @@ try:
 except ImportError:  # the standalone package
     from pytorch_lightning import Callback  # type: ignore[no-redef]
 
-from . import _wire
 from ._client import Client
-from ._run import Run, end_run_for_exception
-
-log = logging.getLogger("herald")
+from ._run import Reporter, Run, end_run_for_exception, number
 
 __all__ = ["HeraldCallback"]
 
 _TRAIN_LOSS = ("train_loss", "loss", "train_loss_epoch")
 _VALID_LOSS = ("val_loss", "valid_loss", "val_loss_epoch")
-
-
-def _number(value: Any) -> Optional[float]:
-    try:
-        return _wire.to_float(value)
-    except (TypeError, ValueError, RuntimeError):
-        return None
 
 
 class HeraldCallback(Callback):
@@ -57,19 +46,7 @@ class HeraldCallback(Callback):
         client: Optional[Client] = None,
     ):
         super().__init__()
-        self.run_name = name
-        self.monitor = monitor
-        self.batch_interval = batch_interval
-        self.extra_hyper = dict(hyper or {})
-        self.client = client
-        self.run: Optional[Run] = None
-        self._stop_requested = False
-        self._warned: set = set()
-
-    def _warn(self, hook: str, err: BaseException) -> None:
-        if hook not in self._warned:
-            self._warned.add(hook)
-            log.warning("herald: %s could not report (%s: %s); training goes on", hook, type(err).__name__, err)
+        self.herald = Reporter(name, monitor=monitor, batch_interval=batch_interval, hyper=hyper, client=client)
 
     @staticmethod
     def _lr(trainer: Any) -> Optional[float]:
@@ -89,47 +66,35 @@ class HeraldCallback(Callback):
             hyper.setdefault("lr", lr)
         if trainer.optimizers:
             hyper["opt"] = type(trainer.optimizers[0]).__name__
-        hyper.update(self.extra_hyper)
         return hyper
 
     def _run_for(self, trainer: Any, pl_module: Any) -> Run:
         n_batches = trainer.num_training_batches
         n_batches = int(n_batches) if isinstance(n_batches, (int, float)) and math.isfinite(n_batches) else 0
         max_epochs = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else 0
-        return Run(
-            self.run_name,
+        return self.herald.new_run(
             n_epochs=max_epochs,
             batches_per_epoch=n_batches,
             hyper=self._hyper(trainer, pl_module),
-            monitor=self.monitor,
-            batch_interval=self.batch_interval,
             rank=int(trainer.global_rank),
-            client=self.client,
         )
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        self._stop_requested = False
-        try:
-            self.run = self._run_for(trainer, pl_module).start()
-        except Exception as err:  # noqa: BLE001 - reporting never breaks training
-            self._warn("on_train_start", err)
-            self.run = None
+        self.herald.start("on_train_start", lambda: self._run_for(trainer, pl_module))
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-        if self.run is not None:
+        if self.herald.run is not None:
             try:
-                self.run.epoch_started(trainer.current_epoch)
+                self.herald.run.epoch_started(trainer.current_epoch)
             except Exception as err:  # noqa: BLE001
-                self._warn("on_train_epoch_start", err)
+                self.herald.warn("on_train_epoch_start", err)
 
     def _check_stop(self, trainer: Any) -> None:
-        if self.run is not None and not self._stop_requested and self.run.should_stop:
-            self._stop_requested = True
-            log.warning("herald: stop requested for run %s; setting trainer.should_stop", self.run.id)
+        if self.herald.stop_due("setting trainer.should_stop"):
             trainer.should_stop = True
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        run = self.run
+        run = self.herald.run
         if run is None:
             return
         self._check_stop(trainer)
@@ -137,20 +102,20 @@ class HeraldCallback(Callback):
             return
         try:
             loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
-            value = _number(loss.detach() if hasattr(loss, "detach") else loss)
+            value = number(loss.detach() if hasattr(loss, "detach") else loss)
             if value is None:
                 return
             run.batch_ended(value, lr=self._lr(trainer) or 0.0, epoch=trainer.current_epoch, batch=batch_idx,
                             force=True)
         except Exception as err:  # noqa: BLE001
-            self._warn("on_train_batch_end", err)
+            self.herald.warn("on_train_batch_end", err)
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        run = self.run
+        run = self.herald.run
         if run is None:
             return
         try:
-            values = {str(k): _number(v) for k, v in trainer.callback_metrics.items()}
+            values = {str(k): number(v) for k, v in trainer.callback_metrics.items()}
             values = {k: v for k, v in values.items() if v is not None}
             train_loss = next((values.pop(k) for k in _TRAIN_LOSS if k in values), None)
             valid_loss = next((values.pop(k) for k in _VALID_LOSS if k in values), None)
@@ -159,31 +124,31 @@ class HeraldCallback(Callback):
             metrics = {k: v for k, v in values.items() if not k.endswith("_step")}
             run.epoch_ended(train_loss, valid_loss, metrics, epoch=trainer.current_epoch)
         except Exception as err:  # noqa: BLE001
-            self._warn("on_train_epoch_end", err)
+            self.herald.warn("on_train_epoch_end", err)
         self._check_stop(trainer)
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        run = self.run
+        run = self.herald.run
         if run is None or run.ended:
             return
         try:
             done = run.epoch + 1
             n = run.n_epochs
-            if self._stop_requested:
+            if self.herald.stop_requested:
                 run.finish("stopped", f"stopped on request after {done} of {n} epochs")
             elif n and done < n:
                 run.finish("stopped", f"stopped early (trainer.should_stop) after {done} of {n} epochs")
             else:
                 run.finish("completed", f"completed all {n} epochs" if n else "completed")
         except Exception as err:  # noqa: BLE001
-            self._warn("on_train_end", err)
+            self.herald.warn("on_train_end", err)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        run = self.run
+        run = self.herald.run
         try:
             if run is None:
                 run = self._run_for(trainer, pl_module)  # failed before training started: still report it
             if not run.ended:
                 end_run_for_exception(run, exception)
         except Exception as err:  # noqa: BLE001
-            self._warn("on_exception", err)
+            self.herald.warn("on_exception", err)
