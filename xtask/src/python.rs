@@ -1,6 +1,7 @@
 //! The Python packages the client's tests need, in the git-ignored `.venv` that `torch.rs` creates: fastai
 //! 2.8.12, Keras 3, Lightning 2, transformers with accelerate, and `clients/python` installed in editable mode (the `herald`
-//! import name).
+//! import name); and the Apprise plugin (`plugins/apprise`, editable, with Apprise 2), whose console script
+//! `.venv/bin/herald-notify-apprise` the end-to-end tests put on the daemon's PATH.
 //!
 //! The fast path is one Python call that reads the installed versions and where `herald` imports from; pip
 //! runs only when something is missing or wrong. torch is pinned in the same pip call so that no framework
@@ -41,10 +42,31 @@ except ImportError:
     print("herald (clients/python) is not installed")
 "#;
 
-/// Makes sure the Python test dependencies and the client are installed in `.venv`.
+/// Prints one line per problem with the Apprise plugin; nothing when it is in place. Finds the package without
+/// importing it (importing Apprise takes a quarter of a second).
+const CHECK_APPRISE: &str = r#"
+import importlib.metadata as md, importlib.util, os, sys
+try:
+    v = md.version("apprise")
+    if v.split(".")[0] != "2":
+        print(f"apprise {v} is not the wanted version (2.x)")
+except md.PackageNotFoundError:
+    print("apprise is missing")
+src = os.path.realpath(sys.argv[1])
+spec = importlib.util.find_spec("herald_notify_apprise")
+if spec is None or spec.origin is None:
+    print("herald-notify-apprise (plugins/apprise) is not installed")
+elif not os.path.realpath(spec.origin).startswith(src + os.sep):
+    print(f"herald_notify_apprise imports from {os.path.dirname(spec.origin)}, not {src}")
+if not os.path.exists(os.path.join(sys.prefix, "bin", "herald-notify-apprise")):
+    print("the herald-notify-apprise command is missing from the venv")
+"#;
+
+/// Makes sure the Python test dependencies, the client and the Apprise plugin are installed in `.venv`.
 pub fn ensure(root: &Path) -> Result<()> {
     let py = python(root);
     let src = root.join("clients/python/src");
+    ensure_apprise(root, &py)?;
     let problems = check(&py, &src)?;
     if problems.is_empty() {
         return Ok(());
@@ -66,9 +88,31 @@ pub fn ensure(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `plugins/apprise` in editable mode with its dependency, Apprise 2, when either is missing.
+fn ensure_apprise(root: &Path, py: &Path) -> Result<()> {
+    let src = root.join("plugins/apprise/src");
+    let problems = check_with(py, CHECK_APPRISE, &src)?;
+    if problems.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: the Apprise plugin: {}; installing", problems.join("; "));
+    let mut pip = Command::new(py);
+    pip.args(["-m", "pip", "install", "--quiet", "--editable"]).arg(root.join("plugins/apprise"));
+    run(&mut pip, "pip install -e plugins/apprise")?;
+    let left = check_with(py, CHECK_APPRISE, &src)?;
+    if !left.is_empty() {
+        bail!("after pip install -e plugins/apprise: {}", left.join("; "));
+    }
+    Ok(())
+}
+
 fn check(py: &Path, src: &Path) -> Result<Vec<String>> {
+    check_with(py, CHECK, src)
+}
+
+fn check_with(py: &Path, script: &str, src: &Path) -> Result<Vec<String>> {
     let out = Command::new(py)
-        .args(["-c", CHECK])
+        .args(["-c", script])
         .arg(src)
         .output()
         .with_context(|| format!("cannot run {} (run `cargo xtask setup`)", py.display()))?;
