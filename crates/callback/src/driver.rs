@@ -9,7 +9,8 @@
 //! are batch-size-weighted means; `on_epoch_end` then stops if `stop_training`; `on_train_end` always fires,
 //! with the error if any. It does not run batches in parallel, and it knows nothing of devices or tensors.
 
-use crate::callback::{CallbackHandler, TrainError};
+use crate::callback::TrainError;
+use crate::handler::CallbackHandler;
 use crate::metrics::AverageMetric;
 
 /// One batch's worth of work, supplied by a framework. Calls come in the order described in the module docs;

@@ -78,21 +78,21 @@ mod callback;
 pub mod callbacks;
 mod driver;
 pub mod emitter;
+mod handler;
 pub mod metrics;
 mod recorder;
 pub mod schedule;
 mod state;
 pub mod stop;
 
-pub use callback::{
-    Callback, CallbackError, CallbackHandler, CallbackResult, Hook, TrainError, TrainErrorKind,
-};
+pub use callback::{Callback, CallbackError, CallbackResult, Hook, TrainError, TrainErrorKind};
 pub use callbacks::{CsvLogger, EarlyStopping, Mode, SaveEvery, SaveModel, SaveWhy, TerminateOnNaN};
 pub use driver::{Step, fit};
 pub use emitter::{
     EMITTER_ORDER, EventEmitter, EventReceiver, EventSender, RunInfo, SendError, TryRecvError, channel,
     new_run_id,
 };
+pub use handler::CallbackHandler;
 pub use metrics::{AverageMetric, accuracy, error_rate};
 pub use recorder::{Recorder, SmoothenValue};
 pub use schedule::{
