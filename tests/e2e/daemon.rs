@@ -523,7 +523,7 @@ fn kill_9_during_a_10k_burst_loses_no_accepted_lifecycle_notification() {
     // What the outbox recorded as done before the kill must never be sent again.
     let before_restart: Vec<Hit> = hook.delivered();
     let recorded_done: HashSet<(String, u64)> = {
-        let store = herald_daemon::store::Store::open(&dir.path().join("state"))
+        let store = herald_daemon::RedbOutbox::open(&dir.path().join("state"))
             .expect("open the outbox after kill -9");
         let waiting: HashSet<(String, u64)> = store
             .load_jobs("hook", 0, usize::MAX)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::dispatcher::{IngestReply, Status};
+use crate::api::{IngestReply, Status};
 
 /// Why a call to the daemon failed.
 #[derive(Debug, thiserror::Error)]

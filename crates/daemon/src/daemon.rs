@@ -12,9 +12,10 @@ use herald_plugin::Registry;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::dispatcher::{Dispatcher, NotifierSpec, Options};
+use crate::dispatcher::Dispatcher;
 use crate::error::DaemonError;
-use crate::store::Store;
+use crate::outbox::RedbOutbox;
+use crate::shared::{NotifierSpec, Options};
 use crate::{forwarder, sdnotify, server};
 
 /// Build every configured notifier.
@@ -52,7 +53,7 @@ pub async fn serve(config: &Config, registry: &Registry) -> Result<(), DaemonErr
     let d = &config.daemon;
     let notifiers = build_notifiers(config, registry)?;
     let state_dir = d.state_dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&state_dir))
+    let store = tokio::task::spawn_blocking(move || RedbOutbox::open(&state_dir))
         .await
         .map_err(|e| DaemonError::io("cannot open the outbox", std::io::Error::other(e)))??;
     let tcp = tokio::net::TcpListener::bind(d.listen)
@@ -63,7 +64,8 @@ pub async fn serve(config: &Config, registry: &Registry) -> Result<(), DaemonErr
         None => None,
     };
     let names: Vec<String> = notifiers.iter().map(|n| format!("{} ({})", n.name, n.kind)).collect();
-    let dispatcher = Dispatcher::start(store, notifiers, Options::new(d.stall_after))?;
+    let dispatcher =
+        Dispatcher::start(std::sync::Arc::new(store), notifiers, Options::new(d.stall_after)).await?;
     let handle = dispatcher.handle();
     let replayed = forwarder::replay_orphans(&d.state_dir, &handle).await;
     if replayed > 0 {
@@ -161,7 +163,7 @@ fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, DaemonError> {
             .map_err(|e| DaemonError::io(format!("cannot remove the stale socket {}", path.display()), e))?;
     }
     if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        crate::store::create_private_dir(dir)
+        crate::outbox::create_private_dir(dir)
             .map_err(|e| DaemonError::io(format!("cannot create {}", dir.display()), e))?;
     }
     let listener = tokio::net::UnixListener::bind(path)

@@ -8,6 +8,7 @@
 //! process lives, and cannot notice its own process dying: run `herald serve` for that.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use herald_callback::{EventReceiver, StopHandle};
@@ -16,10 +17,11 @@ use tokio::sync::mpsc;
 
 use crate::client::Client;
 use crate::config::Config;
-use crate::dispatcher::{Dispatcher, Options};
+use crate::dispatcher::Dispatcher;
 use crate::error::DaemonError;
 use crate::forwarder::{self, ForwardReport};
-use crate::store::Store;
+use crate::outbox::MemoryOutbox;
+use crate::shared::Options;
 
 /// Events per ingest in in-process mode.
 const BATCH: usize = 500;
@@ -182,12 +184,12 @@ async fn link(
         let _ = pump.await;
         return Ok(LinkReport { forward: report, undelivered: 0 });
     }
-    let started = (|| {
+    let started = async {
         let registry = crate::builtins::registry();
         let notifiers = crate::daemon::build_notifiers(&config, &registry)?;
-        let store = Store::in_memory()?;
-        Dispatcher::start(store, notifiers, Options::new(d.stall_after))
-    })();
+        Dispatcher::start(Arc::new(MemoryOutbox::new()), notifiers, Options::new(d.stall_after)).await
+    }
+    .await;
     let dispatcher = match started {
         Ok(d) => d,
         Err(e) => {
@@ -231,7 +233,7 @@ async fn link(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     use herald_event::{Message, RunStarted};
 
@@ -323,11 +325,13 @@ mod tests {
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
         let port = listener.local_addr().expect("address").port();
         let config = config(&dir.path().join("client"), port, hook_port);
-        let daemon_store = Store::open(&dir.path().join("daemon")).expect("store");
+        let daemon_store =
+            Arc::new(crate::outbox::RedbOutbox::open(&dir.path().join("daemon")).expect("store"));
         let registry = crate::builtins::registry();
         let handle = rt.block_on(async {
             let notifiers = crate::daemon::build_notifiers(&config, &registry).expect("notifiers");
             let d = Dispatcher::start(daemon_store, notifiers, Options::new(Duration::from_secs(3600)))
+                .await
                 .expect("dispatcher");
             let h = d.handle();
             let router = server::router(h.clone(), None);

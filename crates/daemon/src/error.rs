@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::store::StoreError;
+use crate::outbox::StoreError;
 
 /// Why the daemon (or the in-process dispatcher) cannot do what was asked.
 #[derive(Debug, thiserror::Error)]

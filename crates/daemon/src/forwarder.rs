@@ -62,7 +62,7 @@ struct Spool {
 impl Spool {
     fn append(&mut self, lines: &[String]) -> std::io::Result<()> {
         if let Some(dir) = self.path.parent() {
-            crate::store::create_private_dir(dir)?;
+            crate::outbox::create_private_dir(dir)?;
         }
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
         let mut buf = String::new();
@@ -90,7 +90,7 @@ pub async fn run(
     let mut retry = RETRY_FIRST;
     let mut next_try = tokio::time::Instant::now();
     let mut stopped = std::collections::HashSet::new();
-    let handle_reply = |reply: crate::dispatcher::IngestReply,
+    let handle_reply = |reply: crate::api::IngestReply,
                         stopped: &mut std::collections::HashSet<String>| {
         for (run, control) in reply.control {
             if control.stop && stopped.insert(run.clone()) {
@@ -216,7 +216,7 @@ async fn replay(
     client: &Client,
     spool: &mut Spool,
     report: &mut ForwardReport,
-    on_reply: &mut dyn FnMut(crate::dispatcher::IngestReply),
+    on_reply: &mut dyn FnMut(crate::api::IngestReply),
 ) -> Result<(), ()> {
     let text = match tokio::fs::read_to_string(&spool.path).await {
         Ok(t) => t,
@@ -268,7 +268,7 @@ async fn replay(
 
 /// Replay spool files that processes left behind (their owner is gone) through `ingest`; used by the daemon
 /// at start. Returns the number of events replayed.
-pub async fn replay_orphans(state_dir: &Path, ingest: &crate::dispatcher::Handle) -> u64 {
+pub async fn replay_orphans(state_dir: &Path, ingest: &crate::handle::Handle) -> u64 {
     let dir = state_dir.join("spool");
     let Ok(entries) = std::fs::read_dir(&dir) else { return 0 };
     let mut total = 0;
@@ -278,7 +278,7 @@ pub async fn replay_orphans(state_dir: &Path, ingest: &crate::dispatcher::Handle
             continue;
         }
         if spool_owner(&path)
-            .is_some_and(|pid| pid != std::process::id() && crate::dispatcher::pid_alive(pid))
+            .is_some_and(|pid| pid != std::process::id() && crate::periodic::pid_alive(pid))
         {
             continue;
         }

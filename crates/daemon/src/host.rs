@@ -4,20 +4,18 @@
 //! A chat notifier (Telegram) asks the host for the runs (each with a short number, stable while the daemon
 //! runs, for typing `/stop 2` on a phone), for one run by number, id or name (its results table and its loss
 //! curve, drawn by herald-plot from the run's stored history), and to stop a run: that sets the same stop
-//! flag as `herald stop`, which reaches the trainer in the answer to its next post. [`loss_plot`] also
-//! gives the loss curve attached to `run_finished` and `run_failed` deliveries. This module sends nothing
-//! itself and knows no service.
+//! flag as `herald stop`, which reaches the trainer in the answer to its next post (the curve is drawn by
+//! `plot.rs`). This module sends nothing itself and knows no service.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herald_event::{BatchEnded, Event, RunStarted};
-use herald_plugin::{Host, HostError, Image, Notifier, RunContext, RunSummary, RunView};
+use herald_plugin::{Host, HostError, Notifier, RunSummary, RunView};
 
-use crate::dispatcher::{Handle, now_ms};
+use crate::handle::Handle;
 use crate::runs::RunState;
-use crate::store::LossPoint;
+use crate::shared::now_ms;
 
 /// Ended runs listed by `runs()`, newest first.
 const RECENT_ENDED: usize = 10;
@@ -26,62 +24,6 @@ const ENDED_LISTED_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
 /// A listener that returned is started again after this long, doubling up to [`RESTART_MAX`].
 const RESTART_AFTER: Duration = Duration::from_secs(5);
 const RESTART_MAX: Duration = Duration::from_secs(300);
-
-/// The loss curve (smoothed train loss per batch, valid loss per epoch) of a run, drawn with herald-plot
-/// from its stored loss history and results table; `None` when there is nothing to draw.
-pub fn loss_plot(points: &[LossPoint], context: &RunContext) -> Option<Image> {
-    if points.is_empty() && context.epochs.iter().all(|e| e.valid_loss.is_none()) {
-        return None;
-    }
-    // Batches per epoch: as the run said, else as many as the history shows.
-    let mut per_epoch: HashMap<u32, u64> = HashMap::new();
-    for p in points {
-        let n = per_epoch.entry(p.epoch).or_default();
-        *n = (*n).max(p.batch.saturating_add(1));
-    }
-    let run = context.run.clone();
-    let started = RunStarted {
-        name: context.name.clone(),
-        host: context.host.clone(),
-        pid: context.pid,
-        rank: context.rank,
-        n_epochs: context.n_epochs,
-        batches_per_epoch: context.batches_per_epoch,
-        metric_names: context.metric_names.clone(),
-        hyper: Default::default(),
-    };
-    let mut events = vec![Event::now(run.clone(), 0, started)];
-    for p in points {
-        let n_batches = if context.batches_per_epoch > 0 {
-            context.batches_per_epoch
-        } else {
-            per_epoch.get(&p.epoch).copied().unwrap_or(0)
-        };
-        events.push(Event::now(
-            run.clone(),
-            p.seq,
-            BatchEnded {
-                epoch: p.epoch,
-                batch: p.batch,
-                n_batches,
-                loss: p.smooth_loss,
-                smooth_loss: p.smooth_loss,
-                lr: 0.0,
-            },
-        ));
-    }
-    for e in &context.epochs {
-        events.push(Event::now(run.clone(), 0, e.clone()));
-    }
-    let history = herald_plot::LossHistory::from_events(&events);
-    match herald_plot::plot_losses(&history) {
-        Ok(bytes) => Some(Image { filename: "loss.png".into(), mime: "image/png".into(), bytes }),
-        Err(e) => {
-            tracing::debug!(run = %run, error = %e, "no loss curve");
-            None
-        }
-    }
-}
 
 /// The word a phone shows for a run's state.
 fn state_word(st: &RunState) -> &'static str {
@@ -204,15 +146,11 @@ impl Host for DaemonHost {
 
     async fn run(&self, key: &str) -> Result<RunView, HostError> {
         let (number, id, st) = self.find(key)?;
-        let handle = self.handle.clone();
+        let points = self.handle.loss_history(&id).await.unwrap_or_default();
         let context = st.context.clone();
-        let run_id = id.clone();
-        let plot = tokio::task::spawn_blocking(move || {
-            let points = handle.loss_history(&run_id).unwrap_or_default();
-            loss_plot(&points, &context)
-        })
-        .await
-        .unwrap_or(None);
+        let plot = tokio::task::spawn_blocking(move || crate::plot::loss_plot(&points, &context))
+            .await
+            .unwrap_or(None);
         Ok(RunView { summary: DaemonHost::summary(number, &id, &st), context: st.context, plot })
     }
 
@@ -281,7 +219,7 @@ impl Drop for AbortOnDrop {
 
 #[cfg(test)]
 mod tests {
-    use herald_event::{EpochEnded, Metrics};
+    use herald_event::{Event, RunStarted};
 
     use super::*;
 
@@ -304,11 +242,9 @@ mod tests {
 
     #[tokio::test]
     async fn runs_are_numbered_found_by_number_name_or_id_and_stopped() {
-        let store = crate::store::Store::in_memory().expect("in-memory outbox");
-        let options =
-            crate::dispatcher::Options { stall_after: Duration::from_secs(3600), hostname: "here".into() };
-        let dispatcher =
-            crate::dispatcher::Dispatcher::start(store, Vec::new(), options).expect("dispatcher");
+        let outbox = std::sync::Arc::new(crate::outbox::MemoryOutbox::new());
+        let options = crate::Options { stall_after: Duration::from_secs(3600), hostname: "here".into() };
+        let dispatcher = crate::Dispatcher::start(outbox, Vec::new(), options).await.expect("dispatcher");
         let handle = dispatcher.handle();
         handle.ingest(vec![started("run-aaaa-1", "mnist")]).await.expect("stored");
         handle.ingest(vec![started("run-bbbb-2", "cifar")]).await.expect("stored");
@@ -344,31 +280,5 @@ mod tests {
             "the latest of that name"
         );
         dispatcher.shutdown(Duration::from_millis(100)).await;
-    }
-
-    #[test]
-    fn plots_from_history_or_nothing() {
-        let mut ctx = RunContext::new("r");
-        ctx.batches_per_epoch = 10;
-        assert!(loss_plot(&[], &ctx).is_none(), "nothing to draw");
-        let points: Vec<LossPoint> = (0..20)
-            .map(|i| LossPoint {
-                seq: i + 1,
-                epoch: (i / 10) as u32,
-                batch: i % 10,
-                smooth_loss: 1.0 / (i + 1) as f64,
-            })
-            .collect();
-        ctx.epochs.push(EpochEnded {
-            epoch: 0,
-            n_epochs: 2,
-            train_loss: 0.1,
-            valid_loss: Some(0.2),
-            metrics: Metrics(vec![]),
-            elapsed_s: 1.0,
-        });
-        let image = loss_plot(&points, &ctx).expect("a plot");
-        assert_eq!(image.mime, "image/png");
-        assert!(image.bytes.starts_with(b"\x89PNG"), "a PNG");
     }
 }

@@ -16,9 +16,9 @@ use herald_event::{EventKind, Payload};
 use herald_plugin::{DeliveryError, Notification, Receipt, RunContext, render};
 use tokio::sync::{mpsc, watch};
 
-use crate::dispatcher::{Outcome, Phase, Shared, Slot, WriteOp, facts, now_ms};
 use crate::limits::{self, TokenBucket};
-use crate::store::JobRecord;
+use crate::outbox::JobRecord;
+use crate::shared::{Outcome, Phase, Shared, Slot, WriteOp, now_ms};
 
 /// Jobs held in memory per worker.
 const WINDOW: usize = 1024;
@@ -157,25 +157,19 @@ async fn wait_for(phase: &mut watch::Receiver<Phase>, target: Phase) {
 
 impl Worker {
     async fn refill(&mut self) {
-        let store_shared = self.shared.clone();
-        let name = self.slot.name.clone();
-        let after = self.cursor;
         let limit = WINDOW - self.window.len();
-        let loaded =
-            tokio::task::spawn_blocking(move || store_shared.store.load_jobs(&name, after, limit)).await;
-        match loaded {
-            Ok(Ok(jobs)) => {
+        match self.shared.outbox.jobs(&self.slot.name, self.cursor, limit).await {
+            Ok(jobs) => {
                 self.more = jobs.len() >= limit;
                 for (id, job) in jobs {
                     self.cursor = self.cursor.max(id);
                     self.window.insert(id, job);
                 }
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::error!(notifier = %self.slot.name, error = %e, "cannot read jobs from the outbox");
-                facts(&self.slot.stats).last_error = Some(e.to_string());
+                self.slot.stats.facts().last_error = Some(e.to_string());
             }
-            Err(e) => tracing::error!(notifier = %self.slot.name, error = %e, "job loader failed"),
         }
     }
 
@@ -240,13 +234,13 @@ impl Worker {
         if let Some(p) = self.previous.get(run) {
             return p.clone();
         }
-        let shared = self.shared.clone();
-        let (name, run_id) = (self.slot.name.clone(), run.to_owned());
-        let found = tokio::task::spawn_blocking(move || shared.store.receipt(&name, &run_id))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .flatten();
+        let found = match self.shared.outbox.latest_receipt(&self.slot.name, run).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(notifier = %self.slot.name, run, error = %e, "cannot read the run's latest receipt");
+                None
+            }
+        };
         self.previous.insert(run.to_owned(), found.clone());
         found
     }
@@ -268,14 +262,9 @@ impl Worker {
         let image = if matches!(job.event.kind(), EventKind::RunFinished | EventKind::RunFailed)
             && self.slot.notifier.capabilities().images
         {
-            let shared = self.shared.clone();
-            let (run_id, ctx) = (run.clone(), context.clone());
-            tokio::task::spawn_blocking(move || {
-                let points = shared.store.loss_history(&run_id).unwrap_or_default();
-                crate::host::loss_plot(&points, &ctx)
-            })
-            .await
-            .unwrap_or(None)
+            let points = self.shared.outbox.loss_history(&run).await.unwrap_or_default();
+            let ctx = context.clone();
+            tokio::task::spawn_blocking(move || crate::plot::loss_plot(&points, &ctx)).await.unwrap_or(None)
         } else {
             None
         };
@@ -288,13 +277,13 @@ impl Worker {
                 self.window.remove(&id);
                 self.last_sent_ms.insert(run.clone(), now);
                 self.previous.insert(run, Some(receipt.clone()));
-                facts(stats).last_delivery_ms = Some(now);
+                stats.facts().last_delivery_ms = Some(now);
                 tracing::debug!(notifier = %self.slot.name, run = %job.event.run, seq = job.event.seq, "delivered");
                 self.report(id, &job, Outcome::Delivered(receipt)).await;
             }
             Err(err) => {
                 stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
-                facts(stats).last_error = Some(err.message.clone());
+                stats.facts().last_error = Some(err.message.clone());
                 if (err.retry_after.is_some() || err.code.as_deref() == Some("http_429"))
                     && let Some(bucket) = self.bucket.as_mut()
                 {

@@ -58,7 +58,7 @@ pub fn run(config_path: Option<&Path>, args: Args) -> Result<()> {
             let mut ok = !health.starts_with("unavailable") && !health.starts_with("no answer");
             if args.send_test {
                 let event = Event::now(
-                    format!("check-{}", herald_daemon::dispatcher::now_ms()),
+                    format!("check-{}", herald_daemon::now_ms()),
                     0,
                     Message {
                         title: "herald check".into(),

@@ -61,7 +61,7 @@ fn events(args: &Args) -> Result<Vec<Event>> {
     let title = args.title.clone().unwrap_or_else(|| "herald".to_owned());
     let text = args.text.clone().unwrap_or_default();
     // A run id of its own, so that the daemon never takes two messages for duplicates.
-    let run = format!("send-{}", herald_daemon::dispatcher::now_ms());
+    let run = format!("send-{}", herald_daemon::now_ms());
     Ok(vec![Event::now(run, 0, Message { title, text, level })])
 }
 
@@ -146,7 +146,7 @@ async fn direct(config: &herald_daemon::config::Config, events: Vec<Event>) -> R
             }
         }
         context.apply(&event);
-        state.apply(&event, false, herald_daemon::dispatcher::now_ms());
+        state.apply(&event, false, herald_daemon::now_ms());
     }
     if failed > 0 {
         bail!("{failed} delivery(ies) failed");

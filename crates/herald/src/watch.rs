@@ -53,8 +53,8 @@ pub fn run(config_path: Option<&Path>, args: Args) -> Result<()> {
     let name = args.name.clone().unwrap_or_else(|| {
         Path::new(program).file_name().map_or_else(|| program.clone(), |f| f.to_string_lossy().into_owned())
     });
-    let host = herald_daemon::dispatcher::local_hostname();
-    let run_id = format!("watch-{}-{}-{}", name, std::process::id(), herald_daemon::dispatcher::now_ms());
+    let host = herald_daemon::local_hostname();
+    let run_id = format!("watch-{}-{}-{}", name, std::process::id(), herald_daemon::now_ms());
 
     let child_pid: Arc<Mutex<Option<u32>>> = Arc::new(Mutex::new(None));
     let stop_reason: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));

@@ -71,11 +71,37 @@ impl LossHistory {
     /// leave gaps, not shifts. Events of other runs are ignored (the run is the first event's).
     pub fn from_events<'a>(events: impl IntoIterator<Item = &'a Event>) -> LossHistory {
         let mut run: Option<&str> = None;
-        // Batches per epoch, as the events say; the epoch offsets are their running sum.
+        let mut batches_per_epoch = 0u64;
+        let mut batches: Vec<BatchPoint> = Vec::new();
+        let mut epochs: Vec<EpochPoint> = Vec::new();
+        for event in events {
+            let this = *run.get_or_insert(event.run.as_str());
+            if event.run != this {
+                continue;
+            }
+            match &event.payload {
+                Payload::RunStarted(p) => batches_per_epoch = p.batches_per_epoch,
+                Payload::BatchEnded(p) => batches.push(BatchPoint {
+                    epoch: p.epoch,
+                    batch: p.batch,
+                    n_batches: p.n_batches,
+                    smooth_loss: p.smooth_loss,
+                }),
+                Payload::EpochEnded(p) => {
+                    epochs.push(EpochPoint { epoch: p.epoch, valid_loss: p.valid_loss })
+                }
+                _ => {}
+            }
+        }
+        LossHistory::from_points(&batches, &epochs, batches_per_epoch)
+    }
+
+    /// From stored points: each batch's smoothed loss by epoch and batch index, each epoch's validation loss,
+    /// and the batches per epoch the run announced (for epochs whose batch points all say 0 or are missing).
+    /// This is what a daemon draws from its run history.
+    pub fn from_points(batches: &[BatchPoint], epochs: &[EpochPoint], batches_per_epoch: u64) -> LossHistory {
+        // Batches per epoch, as the points say; the epoch offsets are their running sum.
         let mut per_epoch: Vec<u64> = Vec::new();
-        let mut batches: Vec<(u32, u64, f64)> = Vec::new();
-        let mut valid: Vec<(u32, f64)> = Vec::new();
-        let mut default_batches = 0u64;
         let note = |per_epoch: &mut Vec<u64>, epoch: u32, n: u64| {
             let i = epoch as usize;
             if per_epoch.len() <= i {
@@ -83,37 +109,45 @@ impl LossHistory {
             }
             per_epoch[i] = per_epoch[i].max(n);
         };
-        for event in events {
-            let this = *run.get_or_insert(event.run.as_str());
-            if event.run != this {
-                continue;
-            }
-            match &event.payload {
-                Payload::RunStarted(p) => default_batches = p.batches_per_epoch,
-                Payload::BatchEnded(p) => {
-                    note(&mut per_epoch, p.epoch, p.n_batches);
-                    batches.push((p.epoch, p.batch, p.smooth_loss));
-                }
-                Payload::EpochEnded(p) => {
-                    note(&mut per_epoch, p.epoch, 0);
-                    if let Some(v) = p.valid_loss {
-                        valid.push((p.epoch, v));
-                    }
-                }
-                _ => {}
-            }
+        for b in batches {
+            note(&mut per_epoch, b.epoch, b.n_batches);
         }
-        // An epoch whose batch events were all dropped still counts a full epoch.
+        for e in epochs {
+            note(&mut per_epoch, e.epoch, 0);
+        }
+        // An epoch whose batch points were all dropped still counts a full epoch.
         for n in &mut per_epoch {
             if *n == 0 {
-                *n = default_batches;
+                *n = batches_per_epoch;
             }
         }
         let offset = |epoch: u32| -> u64 { per_epoch.iter().take(epoch as usize).sum() };
-        let train = batches.into_iter().map(|(e, b, l)| ((offset(e) + b + 1) as f64, l)).collect();
-        let valid = valid.into_iter().map(|(e, v)| (offset(e + 1) as f64, v)).collect();
+        let train = batches.iter().map(|b| ((offset(b.epoch) + b.batch + 1) as f64, b.smooth_loss)).collect();
+        let valid =
+            epochs.iter().filter_map(|e| e.valid_loss.map(|v| (offset(e.epoch + 1) as f64, v))).collect();
         LossHistory { train, valid }
     }
+}
+
+/// One batch's point for [`LossHistory::from_points`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchPoint {
+    /// The epoch and the batch's index in it, from 0.
+    pub epoch: u32,
+    pub batch: u64,
+    /// Batches in that epoch, when known (0 when not).
+    pub n_batches: u64,
+    /// The smoothed training loss after the batch.
+    pub smooth_loss: f64,
+}
+
+/// One epoch's point for [`LossHistory::from_points`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochPoint {
+    /// The epoch, from 0.
+    pub epoch: u32,
+    /// Its validation loss, when validated.
+    pub valid_loss: Option<f64>,
 }
 
 /// What `plot_lr` draws: the learning rate per training batch and, when known, the momentum (beta1 for

@@ -1,0 +1,135 @@
+//! The daemon's answers, as its HTTP API, `herald status` and trainers see them.
+//!
+//! [`IngestReply`] answers a post of events (with each run's [`RunControl`], the way stop requests reach a
+//! trainer), [`Status`] is `GET /v1/status` with its rows ([`RunSnapshot`], [`NotifierView`], [`OutboxView`]),
+//! and [`GiveUp`] is a delivery the daemon stopped trying. These are plain serde types: the dispatcher fills
+//! them, `server.rs` sends them and `client.rs` reads them back. This module imports nothing else of the
+//! crate, so every other module may use it.
+
+use std::collections::BTreeMap;
+
+use herald_event::EpochEnded;
+use herald_plugin::Health;
+use serde::{Deserialize, Serialize};
+
+/// What an ingest answers: how many events were accepted and each run's control state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IngestReply {
+    /// Events accepted (stored, or known from an earlier post).
+    pub accepted: usize,
+    /// The control state of every run the post named.
+    pub control: BTreeMap<String, RunControl>,
+}
+
+/// Instructions for a run, returned to its sender.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunControl {
+    /// Someone asked the run to stop.
+    pub stop: bool,
+    /// Who asked and why, when someone did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A delivery the daemon stopped trying.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GiveUp {
+    /// The notifier's name.
+    pub notifier: String,
+    /// The run and sequence number of the event.
+    pub run: String,
+    pub seq: u64,
+    /// The event type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The last error.
+    pub error: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When the daemon gave up (ms since the Unix epoch).
+    pub at_ms: u64,
+}
+
+/// The daemon's state as `GET /v1/status` returns it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// The daemon's version.
+    pub version: String,
+    /// Seconds since the dispatcher started.
+    pub uptime_s: f64,
+    /// The outbox.
+    pub outbox: OutboxView,
+    /// The 50 runs heard from most recently.
+    pub runs: Vec<RunSnapshot>,
+    /// Every notifier.
+    pub notifiers: Vec<NotifierView>,
+}
+
+/// The outbox in [`Status`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxView {
+    /// Deliveries waiting.
+    pub jobs: u64,
+    /// Size of the outbox file.
+    pub bytes: u64,
+    /// The outbox file, when on disk.
+    pub path: Option<String>,
+}
+
+/// One run's row in [`Status`]: where it stands now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSnapshot {
+    /// The run id.
+    pub run: String,
+    /// The run's name, host, process id and rank, as it reported them.
+    pub name: String,
+    pub host: String,
+    pub pid: u32,
+    pub rank: u32,
+    /// running, completed, stopped, failed, stalled, lost, or messages (a run id used only for messages).
+    pub state: String,
+    /// Epochs planned and done.
+    pub n_epochs: u32,
+    pub epochs_done: usize,
+    /// The latest epoch's results.
+    pub last_epoch: Option<EpochEnded>,
+    /// The latest smoothed training loss.
+    pub smooth_loss: Option<f64>,
+    /// The best value of each metric so far.
+    pub best: BTreeMap<String, f64>,
+    /// Events received from the run.
+    pub events: u64,
+    /// Seconds since the run's latest event.
+    pub silent_s: f64,
+    /// The run's latest event (ms since the Unix epoch).
+    pub last_event_ms: u64,
+    /// Someone asked the run to stop.
+    pub stop_requested: bool,
+}
+
+/// One notifier's row in [`Status`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NotifierView {
+    /// The notifier's name and type.
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Deliveries waiting.
+    pub queue: u64,
+    /// Deliveries made since the start.
+    pub delivered: u64,
+    /// Attempts that failed since the start.
+    pub failed_attempts: u64,
+    /// Deliveries given up since the start.
+    pub gave_up: u64,
+    /// Epoch updates skipped because a newer one was sent instead (`min_interval`).
+    pub superseded: u64,
+    /// The latest health check.
+    pub health: Option<Health>,
+    /// The latest failure.
+    pub last_error: Option<String>,
+    /// The latest delivery (ms since the Unix epoch).
+    pub last_delivery_ms: Option<u64>,
+    /// The latest give-ups, oldest first.
+    pub recent_give_ups: Vec<GiveUp>,
+}

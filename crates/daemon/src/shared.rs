@@ -1,0 +1,161 @@
+//! What the dispatcher's parts share: the state behind every [`Handle`](crate::Handle), the notifier slots the
+//! workers serve, the phase they watch, and the operations the writer applies.
+//!
+//! This is the bottom of the dispatcher: the writer (`writer.rs`), the workers (`worker.rs`), the periodic
+//! tasks (`periodic.rs`), the handle (`handle.rs`) and start/shutdown (`dispatcher.rs`) all import it, and
+//! it imports none of them: only the leaf modules of data (`api`, `outbox`, `runs`, `config`). It holds no
+//! logic beyond small accessors.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use herald_event::{Event, EventKind};
+use herald_plugin::{Health, Notifier, Receipt};
+use tokio::sync::{Notify, oneshot};
+
+use crate::api::{GiveUp, IngestReply};
+use crate::config::Routing;
+use crate::outbox::{JobRecord, Outbox};
+use crate::runs::RunState;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// This machine's host name, as the kernel reports it (empty when unknown).
+pub fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// One notifier to dispatch to.
+pub struct NotifierSpec {
+    /// The notifier's name (its `[[notifier]]` table's `name`).
+    pub name: String,
+    /// Its type.
+    pub kind: String,
+    /// The notifier.
+    pub notifier: Box<dyn Notifier>,
+    /// Which events it gets, how often and how fast.
+    pub routing: Routing,
+}
+
+/// How the dispatcher runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A run with no event for this long is stalled (at least three times its longest epoch).
+    pub stall_after: Duration,
+    /// The host name runs on this machine report; runs from here are checked for a vanished process.
+    pub hostname: String,
+}
+
+impl Options {
+    /// Options with this stall window, on this machine.
+    pub fn new(stall_after: Duration) -> Options {
+        Options { stall_after, hostname: local_hostname() }
+    }
+}
+
+/// The dispatcher's phase, watched by the workers and the periodic tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Running,
+    /// Deliver what is ready, then stop.
+    Draining,
+    /// Stop now; what is left stays in the outbox.
+    Stopped,
+}
+
+/// How a delivery attempt ended, as the worker reports it to the writer.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Delivered(Receipt),
+    /// A newer state of the run made this one pointless (`min_interval`).
+    Superseded,
+    Retry(Box<JobRecord>),
+    GaveUp {
+        error: String,
+        attempts: u32,
+    },
+}
+
+/// A reply channel for an operation the writer answers.
+pub(crate) type Reply<T> = Option<oneshot::Sender<Result<T, String>>>;
+
+/// What the writer applies; it groups whatever is waiting into one outbox batch.
+pub(crate) enum WriteOp {
+    /// Events from a sender (`made: false`) or the run watch (`made: true`).
+    Ingest { events: Vec<Event>, made: bool, reply: Reply<IngestReply> },
+    /// A worker finished a delivery attempt of job `job`.
+    Finish { notifier: usize, job: u64, run: String, seq: u64, kind: EventKind, outcome: Outcome },
+    /// Someone asked a run to stop; the answer is whether the run is known.
+    Stop { run: String, reason: String, reply: Reply<bool> },
+    /// Runs to forget (compaction).
+    Forget { runs: Vec<String> },
+    /// Stop the writer after this group.
+    Exit,
+}
+
+/// Counters and recent facts about one notifier, for status.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub queued: AtomicU64,
+    pub delivered: AtomicU64,
+    pub failed_attempts: AtomicU64,
+    pub gave_up: AtomicU64,
+    pub superseded: AtomicU64,
+    pub facts: Mutex<Facts>,
+}
+
+impl Stats {
+    /// The facts, even after a panic while they were held (every update is a whole-field store).
+    pub fn facts(&self) -> MutexGuard<'_, Facts> {
+        self.facts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Facts {
+    pub health: Option<Health>,
+    pub last_error: Option<String>,
+    pub last_delivery_ms: Option<u64>,
+    pub give_ups: VecDeque<GiveUp>,
+}
+
+/// A notifier as the workers see it.
+pub(crate) struct Slot {
+    pub name: String,
+    pub kind: String,
+    pub notifier: Arc<dyn Notifier>,
+    pub routing: Routing,
+    pub rate: Option<(f64, u32)>,
+    pub wake: Notify,
+    pub stats: Stats,
+}
+
+/// What the writer, the workers and the request handlers share.
+pub(crate) struct Shared {
+    pub outbox: Arc<dyn Outbox>,
+    pub runs: Mutex<HashMap<String, RunState>>,
+    pub slots: Vec<Arc<Slot>>,
+    pub options: Options,
+    pub started: Instant,
+    pub started_ms: u64,
+}
+
+impl Shared {
+    pub fn runs(&self) -> MutexGuard<'_, HashMap<String, RunState>> {
+        // A panic while the lock was held leaves the map usable: every update is a whole-value insert.
+        self.runs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Jobs waiting in the outbox, all notifiers together.
+    pub fn queued(&self) -> u64 {
+        self.slots.iter().map(|s| s.stats.queued.load(std::sync::atomic::Ordering::Relaxed)).sum()
+    }
+}

@@ -1,0 +1,345 @@
+//! The writer: the only code that writes the outbox, with group commit.
+//!
+//! Every write (ingested events, delivery outcomes, stop requests, daemon-made events, compaction) reaches
+//! the writer as a [`WriteOp`] over a bounded channel. The writer takes whatever is waiting (up to
+//! [`MAX_GROUP`]), decides each operation in memory (one function per kind: [`Group::ingest`],
+//! [`Group::finish`], [`Group::stop`], [`Group::forget`]), commits the group as one outbox batch, and only
+//! then updates the shared run table and counters and answers the senders. So an ingest is answered once its
+//! events and jobs are durable, and many clients share one commit. When a batch fails, its operations are
+//! tried one by one so that one bad operation does not sink the others.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use herald_event::{Event, Payload};
+use tokio::sync::mpsc;
+
+use crate::api::{GiveUp, IngestReply, RunControl};
+use crate::outbox::{Committed, DoneJob, JobRecord, PutJob, ReceiptRecord, StoreError, WriteBatch};
+use crate::runs::{self, MADE_SEQ_BASE, RunState};
+use crate::shared::{Outcome, Shared, WriteOp, now_ms};
+
+/// Operations grouped per batch at most.
+pub(crate) const MAX_GROUP: usize = 512;
+/// Give-ups shown per notifier in status.
+const RECENT_GIVE_UPS: usize = 10;
+
+/// Apply operations until [`WriteOp::Exit`] or until every sender is gone.
+pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<WriteOp>, mut next_id: u64) {
+    while let Some(first) = rx.recv().await {
+        let mut ops = vec![first];
+        while ops.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let exit = ops.iter().any(|op| matches!(op, WriteOp::Exit));
+        match commit(&shared, &mut ops, next_id).await {
+            Ok(next) => next_id = next,
+            // One bad operation must not sink the others grouped with it: apply them one by one.
+            Err(_) if ops.len() > 1 => {
+                for op in ops.iter_mut() {
+                    let mut single = [std::mem::replace(op, WriteOp::Exit)];
+                    match commit(&shared, &mut single, next_id).await {
+                        Ok(next) => next_id = next,
+                        Err(e) => fail(&mut single, &e),
+                    }
+                }
+            }
+            Err(e) => fail(&mut ops, &e),
+        }
+        if exit {
+            break;
+        }
+    }
+}
+
+/// Decide, commit and publish one group; returns the next free job id.
+async fn commit(shared: &Shared, ops: &mut [WriteOp], next_id: u64) -> Result<u64, StoreError> {
+    let stored = stored_already(shared, ops).await?;
+    let mut group = Group::new(shared, stored, next_id);
+    for (index, op) in ops.iter_mut().enumerate() {
+        match op {
+            WriteOp::Ingest { events, made, .. } => group.ingest(index, events, *made),
+            WriteOp::Finish { notifier, job, run, seq, kind, outcome } => {
+                group.finish(*notifier, *job, run, *seq, kind.as_str(), outcome);
+            }
+            WriteOp::Stop { run, reason, .. } => group.stop(index, run, reason),
+            WriteOp::Forget { runs } => group.forget(runs),
+            WriteOp::Exit => {}
+        }
+    }
+    let (batch, effects, next) = group.into_batch();
+    let committed = if batch.is_empty() { Committed::default() } else { shared.outbox.commit(batch).await? };
+    publish(shared, ops, effects, &committed);
+    Ok(next)
+}
+
+/// The group's senders' events that the outbox holds already (a retry, or a replayed spool).
+async fn stored_already(shared: &Shared, ops: &[WriteOp]) -> Result<HashSet<(String, u64)>, StoreError> {
+    let keys: Vec<(String, u64)> = ops
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::Ingest { events, made: false, .. } => Some(events),
+            _ => None,
+        })
+        .flatten()
+        .map(|e| (e.run.clone(), e.seq))
+        .collect();
+    if keys.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let known = shared.outbox.known(keys.clone()).await?;
+    Ok(keys.into_iter().zip(known).filter_map(|(k, known)| known.then_some(k)).collect())
+}
+
+/// Side effects of a committed group, applied only after the commit.
+#[derive(Default)]
+struct Effects {
+    runs: HashMap<String, RunState>,
+    added: HashMap<usize, u64>,
+    /// The slot of each of the batch's `done` jobs, in order.
+    done_slots: Vec<usize>,
+    delivered: HashMap<usize, (u64, u64)>,
+    gave_up: Vec<(usize, GiveUp)>,
+    forget: Vec<String>,
+    ingest_replies: Vec<(usize, IngestReply)>,
+    stop_replies: Vec<(usize, bool)>,
+}
+
+/// One group being decided: the batch to commit and what to do once it is committed.
+struct Group<'a> {
+    shared: &'a Shared,
+    now: u64,
+    next_id: u64,
+    /// Events stored before this group, and events this group appends.
+    stored: HashSet<(String, u64)>,
+    batch: WriteBatch,
+    fx: Effects,
+}
+
+impl<'a> Group<'a> {
+    fn new(shared: &'a Shared, stored: HashSet<(String, u64)>, next_id: u64) -> Group<'a> {
+        Group { shared, now: now_ms(), next_id, stored, batch: WriteBatch::default(), fx: Effects::default() }
+    }
+
+    /// The run's state as this group leaves it (taken from the shared table the first time).
+    fn state<'s>(shared: &Shared, runs: &'s mut HashMap<String, RunState>, run: &str) -> &'s mut RunState {
+        runs.entry(run.to_owned())
+            .or_insert_with(|| shared.runs().get(run).cloned().unwrap_or_else(|| RunState::new(run)))
+    }
+
+    /// Store events with one job per notifier that wants each; daemon-made events get their sequence numbers.
+    fn ingest(&mut self, index: usize, events: &mut [Event], made: bool) {
+        let mut reply = IngestReply::default();
+        for event in events.iter_mut() {
+            let st = Group::state(self.shared, &mut self.fx.runs, &event.run);
+            reply.accepted += 1;
+            if made {
+                // Once each; the flag may have been set since the watch looked.
+                let already = match event.payload {
+                    Payload::RunStalled(_) => st.stalled || st.lost || st.ended.is_some(),
+                    Payload::RunLost(_) => st.lost || st.ended.is_some(),
+                    _ => false,
+                };
+                if already {
+                    continue;
+                }
+                event.seq = MADE_SEQ_BASE + st.made;
+                st.made += 1;
+            } else {
+                // A batch's history row needs no encoding, but its jobs do: `lr` must be finite.
+                if let Payload::BatchEnded(b) = &event.payload
+                    && !b.lr.is_finite()
+                {
+                    tracing::warn!(run = %event.run, seq = event.seq, "batch_ended with a non-finite lr; dropped");
+                    reply.accepted -= 1;
+                    continue;
+                }
+                // Sent before (a retry or a replayed spool): accepted, not delivered again.
+                if self.stored.contains(&(event.run.clone(), event.seq)) {
+                    continue;
+                }
+                // Only an in-process sender can hand over an event that cannot be encoded (HTTP input was
+                // decoded, so it encodes): drop that one, keep the rest.
+                if !matches!(event.payload, Payload::BatchEnded(_))
+                    && let Err(e) = serde_json::to_vec(&*event)
+                {
+                    tracing::warn!(run = %event.run, seq = event.seq, error = %e, "event cannot be stored; dropped");
+                    reply.accepted -= 1;
+                    continue;
+                }
+                self.stored.insert((event.run.clone(), event.seq));
+            }
+            for (i, slot) in self.shared.slots.iter().enumerate() {
+                if runs::accepts(&slot.routing, st, event) {
+                    let job = JobRecord {
+                        event: event.clone(),
+                        attempt: 0,
+                        not_before_ms: 0,
+                        created_ms: self.now,
+                        last_error: None,
+                    };
+                    self.batch.jobs.push(PutJob { notifier: slot.name.clone(), id: self.next_id, job });
+                    self.next_id += 1;
+                    *self.fx.added.entry(i).or_default() += 1;
+                }
+            }
+            st.apply(event, made, self.now);
+            self.batch.events.push(event.clone());
+        }
+        for event in events.iter() {
+            if let Some(st) = self.fx.runs.get(&event.run) {
+                reply
+                    .control
+                    .entry(event.run.clone())
+                    .or_insert_with(|| RunControl { stop: st.stop.is_some(), reason: st.stop.clone() });
+            }
+        }
+        self.fx.ingest_replies.push((index, reply));
+    }
+
+    /// Record how a delivery attempt ended: a receipt and the job gone, a retry rescheduled, or a give-up.
+    fn finish(&mut self, notifier: usize, job: u64, run: &str, seq: u64, kind: &str, outcome: &Outcome) {
+        let Some(slot) = self.shared.slots.get(notifier) else { return };
+        let done = DoneJob { notifier: slot.name.clone(), id: job };
+        match outcome {
+            Outcome::Delivered(receipt) => {
+                self.batch.done.push(done);
+                self.fx.done_slots.push(notifier);
+                let receipt = receipt.clone();
+                let record = ReceiptRecord { notifier: slot.name.clone(), run: run.to_owned(), seq, receipt };
+                self.batch.receipts.push(record);
+                self.fx.delivered.entry(notifier).or_default().0 += 1;
+            }
+            Outcome::Superseded => {
+                self.batch.done.push(done);
+                self.fx.done_slots.push(notifier);
+                self.fx.delivered.entry(notifier).or_default().1 += 1;
+            }
+            Outcome::Retry(record) => {
+                self.batch.jobs.push(PutJob {
+                    notifier: slot.name.clone(),
+                    id: job,
+                    job: (**record).clone(),
+                });
+            }
+            Outcome::GaveUp { error, attempts } => {
+                self.batch.done.push(done);
+                self.fx.done_slots.push(notifier);
+                let g = GiveUp {
+                    notifier: slot.name.clone(),
+                    run: run.to_owned(),
+                    seq,
+                    kind: kind.to_owned(),
+                    error: error.clone(),
+                    attempts: *attempts,
+                    at_ms: self.now,
+                };
+                self.batch.give_ups.push((job, g.clone()));
+                self.fx.gave_up.push((notifier, g));
+            }
+        }
+    }
+
+    /// Set a known run's stop request.
+    fn stop(&mut self, index: usize, run: &str, reason: &str) {
+        let exists = self.fx.runs.contains_key(run) || self.shared.runs().contains_key(run);
+        if exists {
+            Group::state(self.shared, &mut self.fx.runs, run).stop = Some(reason.to_owned());
+        }
+        self.fx.stop_replies.push((index, exists));
+    }
+
+    /// Forget runs entirely (compaction).
+    fn forget(&mut self, runs: &[String]) {
+        self.batch.forget.extend(runs.iter().cloned());
+        self.fx.forget.extend(runs.iter().cloned());
+    }
+
+    fn into_batch(mut self) -> (WriteBatch, Effects, u64) {
+        self.batch.runs = self.fx.runs.iter().map(|(run, st)| (run.clone(), st.clone())).collect();
+        if !self.batch.jobs.is_empty() {
+            self.batch.next_job_id = Some(self.next_id);
+        }
+        (self.batch, self.fx, self.next_id)
+    }
+}
+
+/// After the commit: update the shared run table and counters, wake workers, answer senders.
+fn publish(shared: &Shared, ops: &mut [WriteOp], fx: Effects, committed: &Committed) {
+    {
+        let mut runs = shared.runs();
+        for run in &fx.forget {
+            runs.remove(run);
+        }
+        runs.extend(fx.runs);
+    }
+    for (i, n) in fx.added {
+        if let Some(slot) = shared.slots.get(i) {
+            slot.stats.queued.fetch_add(n, Ordering::Relaxed);
+            slot.wake.notify_one();
+        }
+    }
+    for (i, removed) in fx.done_slots.iter().zip(&committed.removed) {
+        if *removed && let Some(slot) = shared.slots.get(*i) {
+            // Saturating: a count taken at start may already include a job finished since.
+            let _ = slot
+                .stats
+                .queued
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| Some(q.saturating_sub(1)));
+        }
+    }
+    for (i, (delivered, superseded)) in fx.delivered {
+        if let Some(slot) = shared.slots.get(i) {
+            slot.stats.delivered.fetch_add(delivered, Ordering::Relaxed);
+            slot.stats.superseded.fetch_add(superseded, Ordering::Relaxed);
+        }
+    }
+    for (i, g) in fx.gave_up {
+        if let Some(slot) = shared.slots.get(i) {
+            slot.stats.gave_up.fetch_add(1, Ordering::Relaxed);
+            let mut f = slot.stats.facts();
+            f.give_ups.push_back(g);
+            while f.give_ups.len() > RECENT_GIVE_UPS {
+                f.give_ups.pop_front();
+            }
+        }
+    }
+    for (index, reply) in fx.ingest_replies {
+        if let Some(WriteOp::Ingest { reply: tx, .. }) = ops.get_mut(index)
+            && let Some(tx) = tx.take()
+        {
+            let _ = tx.send(Ok(reply));
+        }
+    }
+    for (index, known) in fx.stop_replies {
+        if let Some(WriteOp::Stop { reply: tx, .. }) = ops.get_mut(index)
+            && let Some(tx) = tx.take()
+        {
+            let _ = tx.send(Ok(known));
+        }
+    }
+}
+
+/// Tell the senders of a failed group why.
+fn fail(ops: &mut [WriteOp], err: &StoreError) {
+    tracing::error!(error = %err, "outbox write failed");
+    for op in ops.iter_mut() {
+        match op {
+            WriteOp::Ingest { reply, .. } => {
+                if let Some(r) = reply.take() {
+                    let _ = r.send(Err(err.to_string()));
+                }
+            }
+            WriteOp::Stop { reply, .. } => {
+                if let Some(r) = reply.take() {
+                    let _ = r.send(Err(err.to_string()));
+                }
+            }
+            _ => {}
+        }
+    }
+}
