@@ -162,6 +162,7 @@ fn decode_raw(raw: &RawValue) -> Result<Event, DecodeError> {
         EventKind::Heartbeat => Payload::Heartbeat(field_errors(kind, text)?),
         EventKind::RunStalled => Payload::RunStalled(field_errors(kind, text)?),
         EventKind::RunLost => Payload::RunLost(field_errors(kind, text)?),
+        EventKind::Alert => Payload::Alert(field_errors(kind, text)?),
     };
     Ok(Event { v: PROTOCOL_VERSION, run: envelope.run, seq: envelope.seq, time: envelope.time, payload })
 }

@@ -59,6 +59,7 @@ pub enum Payload {
     Heartbeat(Heartbeat),
     RunStalled(RunStalled),
     RunLost(RunLost),
+    Alert(Alert),
 }
 
 /// The `type` of an event, without its payload.
@@ -75,11 +76,12 @@ pub enum EventKind {
     Heartbeat,
     RunStalled,
     RunLost,
+    Alert,
 }
 
 impl EventKind {
     /// Every type, in the order of the protocol document.
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 11] = [
         EventKind::RunStarted,
         EventKind::EpochStarted,
         EventKind::BatchEnded,
@@ -90,6 +92,7 @@ impl EventKind {
         EventKind::Heartbeat,
         EventKind::RunStalled,
         EventKind::RunLost,
+        EventKind::Alert,
     ];
 
     /// The wire name, as in the `type` field.
@@ -105,6 +108,7 @@ impl EventKind {
             EventKind::Heartbeat => "heartbeat",
             EventKind::RunStalled => "run_stalled",
             EventKind::RunLost => "run_lost",
+            EventKind::Alert => "alert",
         }
     }
 
@@ -156,6 +160,7 @@ impl Payload {
             Payload::Heartbeat(_) => EventKind::Heartbeat,
             Payload::RunStalled(_) => EventKind::RunStalled,
             Payload::RunLost(_) => EventKind::RunLost,
+            Payload::Alert(_) => EventKind::Alert,
         }
     }
 }
@@ -179,7 +184,8 @@ payload_from!(
     Message,
     Heartbeat,
     RunStalled,
-    RunLost
+    RunLost,
+    Alert
 );
 
 /// `run_started`: a run began.
@@ -300,7 +306,7 @@ pub struct RunFailed {
     pub traceback: Option<String>,
 }
 
-/// Severity of a [`Message`].
+/// Severity of a [`Message`] or an [`Alert`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Level {
@@ -338,6 +344,38 @@ pub struct RunStalled {
 pub struct RunLost {
     pub pid: u32,
     pub reason: String,
+}
+
+/// `alert`: something needs attention. The daemon makes one when a configured rule fires (then `rule` names
+/// it); a client may send its own, like `wandb.alert`. Notifiers render it prominently, never as a silent edit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// The rule that fired; absent for an alert a client sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    pub title: String,
+    pub text: String,
+    /// `warning` when absent.
+    #[serde(default = "warning")]
+    pub level: Level,
+    /// The epoch (0-based) the alert is about, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u32>,
+}
+
+fn warning() -> Level {
+    Level::Warning
+}
+
+impl Level {
+    /// The wire name: `info`, `warning` or `error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Info => "info",
+            Level::Warning => "warning",
+            Level::Error => "error",
+        }
+    }
 }
 
 /// Metric values by name, in column order. On the wire a JSON object whose key order is kept.

@@ -16,6 +16,6 @@ mod number;
 
 pub use decode::{DecodeError, decode_batch, decode_event, encode_event};
 pub use event::{
-    BatchEnded, Best, EpochEnded, EpochStarted, Event, EventKind, Heartbeat, Level, Message, Metrics,
+    Alert, BatchEnded, Best, EpochEnded, EpochStarted, Event, EventKind, Heartbeat, Level, Message, Metrics,
     PROTOCOL_VERSION, Payload, RunFailed, RunFinished, RunLost, RunStalled, RunStarted, RunStatus,
 };

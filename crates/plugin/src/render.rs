@@ -322,6 +322,19 @@ fn parts(ctx: &RunContext, event: &Event) -> Parts {
             with_table = true;
             format!("{name}: lost")
         }
+        Payload::Alert(a) => {
+            lines.extend(a.text.trim_end().lines().map(str::to_owned));
+            let mut about = who(ctx);
+            if let Some(epoch) = a.epoch {
+                about.push_str(&format!(" at epoch {}", u64::from(epoch) + 1));
+            }
+            if let Some(rule) = &a.rule {
+                about.push_str(&format!(" (rule {rule})"));
+            }
+            lines.push(about);
+            let title = if a.title.is_empty() { "alert" } else { a.title.as_str() };
+            format!("{}: {name}: {title}", a.level.as_str())
+        }
     };
     Parts { title, lines, table: if with_table { table(ctx) } else { None }, block }
 }
@@ -329,8 +342,8 @@ fn parts(ctx: &RunContext, event: &Event) -> Parts {
 #[cfg(test)]
 mod tests {
     use herald_event::{
-        BatchEnded, Best, EpochEnded, EpochStarted, Heartbeat, Message, Metrics, RunFailed, RunFinished,
-        RunLost, RunStalled, RunStarted,
+        Alert, BatchEnded, Best, EpochEnded, EpochStarted, Heartbeat, Message, Metrics, RunFailed,
+        RunFinished, RunLost, RunStalled, RunStarted,
     };
 
     use super::*;
@@ -473,6 +486,18 @@ mod tests {
                 text: format!(
                     "digits on gpu-box lost at epoch 2/3 (pid 4242): the process exited without reporting\n\n{TABLE}"
                 ),
+            },
+            Case {
+                payload: Alert {
+                    rule: Some("diverged".into()),
+                    title: "NaN loss".into(),
+                    text: "batch 2 of epoch 2 has a NaN loss".into(),
+                    level: Level::Error,
+                    epoch: Some(1),
+                }
+                .into(),
+                title: "error: digits: NaN loss",
+                text: "batch 2 of epoch 2 has a NaN loss\ndigits on gpu-box at epoch 2 (rule diverged)".into(),
             },
         ]
     }

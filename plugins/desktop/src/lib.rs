@@ -191,6 +191,11 @@ pub fn urgency(n: &Notification) -> Urgency {
     match &n.event.payload {
         Payload::RunFailed(_) | Payload::RunLost(_) => Urgency::Critical,
         Payload::Message(m) if m.level == Level::Error => Urgency::Critical,
+        Payload::Alert(a) => match a.level {
+            Level::Error => Urgency::Critical,
+            Level::Warning => Urgency::Normal,
+            Level::Info => Urgency::Low,
+        },
         Payload::EpochEnded(_)
         | Payload::EpochStarted(_)
         | Payload::BatchEnded(_)

@@ -175,7 +175,8 @@ pub fn priority(n: &Notification) -> u8 {
         Payload::RunFailed(_) | Payload::RunLost(_) => 5,
         Payload::RunFinished(_) | Payload::RunStalled(_) => 4,
         Payload::EpochEnded(_) | Payload::EpochStarted(_) | Payload::BatchEnded(_) => 2,
-        Payload::Message(m) => match m.level {
+        Payload::Message(herald_event::Message { level, .. })
+        | Payload::Alert(herald_event::Alert { level, .. }) => match level {
             Level::Info => 3,
             Level::Warning => 4,
             Level::Error => 5,
@@ -194,6 +195,7 @@ fn event_tags(kind: EventKind) -> &'static [&'static str] {
         EventKind::RunStalled => &["hourglass"],
         EventKind::RunLost => &["skull"],
         EventKind::Message => &["speech_balloon"],
+        EventKind::Alert => &["warning"],
         EventKind::EpochStarted | EventKind::BatchEnded | EventKind::Heartbeat => &[],
     }
 }

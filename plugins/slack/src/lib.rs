@@ -502,7 +502,7 @@ fn kind(p: &Payload) -> Kind {
         Payload::RunFinished(_) | Payload::RunFailed(_) | Payload::RunStalled(_) | Payload::RunLost(_) => {
             Kind::Alarm
         }
-        Payload::Message(_) => Kind::Message,
+        Payload::Message(_) | Payload::Alert(_) => Kind::Message,
     }
 }
 

@@ -288,7 +288,8 @@ fn kind(payload: &Payload) -> Kind {
         Payload::RunFinished(_) | Payload::RunFailed(_) | Payload::RunStalled(_) | Payload::RunLost(_) => {
             Kind::End
         }
-        Payload::Message(_) => Kind::Message,
+        // Alerts are new messages with sound, never a silent edit of the live message.
+        Payload::Message(_) | Payload::Alert(_) => Kind::Message,
     }
 }
 

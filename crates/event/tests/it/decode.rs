@@ -112,3 +112,27 @@ fn a_batch_error_names_the_index_of_the_bad_element() {
     let e = decode_batch(format!("{STARTED}\n{{\"v\":1,").as_bytes()).expect_err("truncated");
     assert_eq!(e.index(), Some(1), "{e}");
 }
+
+#[test]
+fn alerts_default_their_level_and_name_bad_fields() {
+    let ok = decode_event(
+        br#"{"v":1,"run":"r","seq":0,"time":"2026-11-27T09:46:06Z","type":"alert","title":"t","text":"x"}"#,
+    )
+    .expect("rule, level and epoch are optional");
+    let Payload::Alert(a) = &ok.payload else { panic!("decoded as {:?}", ok.payload) };
+    assert_eq!((a.rule.as_deref(), a.level, a.epoch), (None, herald_event::Level::Warning, None));
+    check(
+        r#"{"v":1,"run":"r","seq":0,"time":"2026-11-27T09:46:06Z","type":"alert","text":"x"}"#,
+        "missing field `title`",
+    );
+    let e = decode_event(
+        br#"{"v":1,"run":"r","seq":0,"time":"2026-11-27T09:46:06Z","type":"alert","title":"t","text":"x","level":"panic"}"#,
+    )
+    .expect_err("an unknown level is refused");
+    assert!(e.to_string().starts_with("invalid `alert` event: `level`: "), "{e}");
+    let e = decode_event(
+        br#"{"v":1,"run":"r","seq":0,"time":"2026-11-27T09:46:06Z","type":"alert","title":"t","text":"x","epoch":-1}"#,
+    )
+    .expect_err("a negative epoch is refused");
+    assert!(e.to_string().starts_with("invalid `alert` event: `epoch`: "), "{e}");
+}
