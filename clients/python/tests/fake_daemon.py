@@ -62,6 +62,7 @@ REQUIRED: Dict[str, Dict[str, Callable[[Any], bool]]] = {
     "run_failed": {"error": lambda x: isinstance(x, str)},
     "message": {"title": lambda x: isinstance(x, str), "text": lambda x: isinstance(x, str)},
     "heartbeat": {},
+    "alert": {"title": lambda x: isinstance(x, str), "text": lambda x: isinstance(x, str)},
 }
 OPTIONAL: Dict[str, Dict[str, Callable[[Any], bool]]] = {
     "run_started": {"rank": _is_int, "hyper": lambda x: isinstance(x, dict)},
@@ -77,6 +78,11 @@ OPTIONAL: Dict[str, Dict[str, Callable[[Any], bool]]] = {
     },
     "run_failed": {"traceback": lambda x: isinstance(x, str)},
     "message": {"level": lambda x: x in ("info", "warning", "error")},
+    "alert": {
+        "rule": lambda x: isinstance(x, str),
+        "level": lambda x: x in ("info", "warning", "error"),
+        "epoch": _is_int,
+    },
 }
 
 

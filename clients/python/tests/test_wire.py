@@ -110,6 +110,7 @@ class SameShapeAsTheDocs(ClientTest):
             run.batch_ended(float("nan"), lr=0.0028)
             run.epoch_ended(valid_loss=0.058969, metrics={"accuracy": 0.978901})
             run.message("hello", level="warning")
+            run.alert("loss spike", "train loss doubled", level="error")
             run.heartbeat()
             run.finish()
             herald.send("done in 4 minutes", "nightly backup", client=c)
@@ -119,13 +120,15 @@ class SameShapeAsTheDocs(ClientTest):
                 raise RuntimeError("shape mismatch")
             except RuntimeError as err:
                 fail.fail(err)
-            events = d.wait_for(lambda es: len(es) >= 11)
+            events = d.wait_for(lambda es: len(es) >= 12)
         for e in events:
             self.assertIsNone(check_event(e), e)
             with self.subTest(type=e["type"]):
                 want = set(examples[e["type"]][0])
                 if e["type"] == "epoch_ended":
                     want |= {"valid_loss"}
+                if e["type"] == "alert":
+                    want -= {"rule"}  # only the daemon's alerts name a rule
                 self.assertEqual(set(e), want)
                 self.assertEqual(list(e)[:5], ["v", "run", "seq", "time", "type"])
         self.assert_gapless(events)
@@ -138,6 +141,10 @@ class SameShapeAsTheDocs(ClientTest):
         self.assertIn("Traceback (most recent call last)", failed["traceback"])
         self.assertTrue(re.match(r"^message-", [e for e in events if e["type"] == "message"][1]["run"]))
         self.assertTrue(math.isfinite(finished["duration_s"]))
+        alert = [e for e in events if e["type"] == "alert"][0]
+        self.assertEqual((alert["level"], alert["epoch"]), ("error", 0))
+        with self.assertRaises(ValueError):
+            run.alert("t", "x", level="loud")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use herald_event::{
-    BatchEnded, Best, EpochStarted, Event, EventKind, Level, Message, Payload, RunFailed, RunFinished,
+    Alert, BatchEnded, Best, EpochStarted, Event, EventKind, Level, Message, Payload, RunFailed, RunFinished,
     RunStarted, RunStatus,
 };
 use tokio::sync::mpsc;
@@ -295,6 +295,8 @@ pub struct EventEmitter {
     batch_lr: f64,
     epochs_done: u32,
     n_epochs: u32,
+    /// The epoch begun last in the current run (alerts name it).
+    epoch: Option<u32>,
     best: Option<Best>,
     dropped: u64,
     undelivered: u64,
@@ -314,6 +316,7 @@ impl EventEmitter {
             batch_lr: f64::NAN,
             epochs_done: 0,
             n_epochs: 0,
+            epoch: None,
             best: None,
             dropped: 0,
             undelivered: 0,
@@ -349,6 +352,13 @@ impl EventEmitter {
         self.emit(Message { title: title.into(), text: text.into(), level }.into());
     }
 
+    /// Sends an `alert` in the current run (like `wandb.alert`): something needs attention now. Notifiers show
+    /// it prominently; it names the current epoch once one has started.
+    pub fn alert(&mut self, title: impl Into<String>, text: impl Into<String>, level: Level) {
+        let alert = Alert { rule: None, title: title.into(), text: text.into(), level, epoch: self.epoch };
+        self.emit(alert.into());
+    }
+
     /// Sends a lifecycle event: never dropped while the receiver lives.
     fn emit(&mut self, payload: Payload) {
         let event = Event::now(self.run_id.clone(), self.seq, payload);
@@ -376,6 +386,7 @@ impl EventEmitter {
         self.in_run = true;
         self.run_clock = Instant::now();
         self.epochs_done = 0;
+        self.epoch = None;
         self.n_epochs = s.n_epochs;
         self.best = None;
         let info = &self.info;
@@ -446,6 +457,7 @@ impl Callback for EventEmitter {
     }
 
     fn on_epoch_begin(&mut self, s: &mut State) -> CallbackResult {
+        self.epoch = Some(s.epoch);
         self.emit(EpochStarted { epoch: s.epoch }.into());
         Ok(())
     }

@@ -344,6 +344,18 @@ class Run:
         if self.reports:
             self._emit("message", {"title": title or self.name, "text": str(text), "level": level})
 
+    def alert(self, title: str, text: str, level: str = "warning") -> None:
+        """Something needs attention (like ``wandb.alert``): an ``alert`` event, which notifiers show prominently
+        (Telegram: a new message with sound). ``level`` is info, warning or error; the alert names the current
+        epoch once one has started."""
+        if level not in ("info", "warning", "error"):
+            raise ValueError(f"level must be info, warning or error, found {level!r}")
+        if self.reports:
+            payload: Dict[str, Any] = {"title": str(title), "text": str(text), "level": level}
+            if self._epoch >= 0:
+                payload["epoch"] = self._epoch
+            self._emit("alert", payload)
+
     def finish(self, status: str = "completed", reason: Optional[str] = None) -> None:
         """Report ``run_finished`` once (``completed``, ``stopped`` or ``failed``)."""
         if status not in ("completed", "stopped", "failed"):

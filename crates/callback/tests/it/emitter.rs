@@ -350,3 +350,28 @@ async fn async_receiver_gets_the_run() {
     assert_eq!(events.len(), 6);
     assert_seq_without_gaps(&events);
 }
+
+#[test]
+fn alert_goes_out_with_the_epoch_it_was_raised_in() {
+    use herald_callback::{Callback, State};
+    use herald_event::Level;
+    let (tx, mut rx) = channel(10);
+    let mut emitter = EventEmitter::new(tx, RunInfo::new("mnist"), StopHandle::new());
+    emitter.alert("before", "no epoch yet", Level::Info);
+    let mut state = State::new(vec![]);
+    state.epoch = 3;
+    emitter.on_epoch_begin(&mut state).expect("the emitter never fails an epoch");
+    emitter.alert("loss spike", "train loss doubled", Level::Error);
+    let events = drain(&mut rx);
+    let alerts: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Payload::Alert(a) => Some((e.seq, a.title.as_str(), a.level, a.epoch, a.rule.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        alerts,
+        [(0, "before", Level::Info, None, None), (2, "loss spike", Level::Error, Some(3), None)]
+    );
+}
