@@ -51,6 +51,13 @@ class ConfigErrors(unittest.TestCase):
             ({"urls": [GOOD, "discord://"]}, "urls", ["URL 2 of 2", "scheme `discord`", "Apprise cannot use"]),
             ({"urls": [GOOD, GOOD]}, "urls", ["URL 2 of 2 repeats URL 1 of 2"]),
             ({"urls": [GOOD], "config_file": "/x.yml"}, "config_file", ["only one of"]),
+            ({"urls": [GOOD], "config": "x"}, "config_file", ["only one of"]),
+            # From the daemon, `urls_file` arrives as `urls` holding the file's text, `config_file` as `config`.
+            ({"urls": f"# team\n{GOOD}\nnope://{SECRET}@x\n"}, "urls_file", ["line 3", "scheme `nope`"]),
+            ({"urls": "# nothing\n"}, "urls_file", ["holds no URL"]),
+            ({"config": YAML + f"  - nope://{SECRET}@x:\n      - tag: gpu\n"}, "config_file", ["urls entry 4", "scheme `nope`"]),
+            ({"config": YAML.replace("always", "spare"), "tags": ["tpu"]}, "tags", ["no URL", "tpu"]),
+            ({"config": 5}, "config", ["Apprise configuration"]),
             ({"urls": [GOOD], "tags": ["gpu"]}, "tags", ["config_file"]),
             ({"urls": [GOOD], "format": "rtf"}, "format", ["markdown", "html", "text"]),
             ({"urls": [GOOD], "attach_plot": "yes"}, "attach_plot", ["true or false"]),
@@ -110,6 +117,12 @@ class ConfigLoads(unittest.TestCase):
         self.assertEqual([str(s) for s in gpu.services], ["URL 1 (json)", "URL 2 (json)"])
         cpu = parse({"config_file": f.name, "tags": "cpu"})
         self.assertEqual([s.scheme for s in cpu.services], ["form", "json"])
+
+    def test_the_texts_herald_reads_from_urls_file_and_config_file_load(self):
+        urls = parse({"urls": f"{GOOD}\n# spare\nform://127.0.0.1:9/b\n"})
+        self.assertEqual([str(s) for s in urls.services], ["line 1 (json)", "line 3 (form)"])
+        tagged = parse({"config": YAML, "tags": ["gpu"]})
+        self.assertEqual([str(s) for s in tagged.services], ["URL 1 (json)", "URL 2 (json)"])
 
     def test_the_fingerprint_follows_the_list(self):
         a = parse({"urls": [GOOD, "form://127.0.0.1:9/b"]})

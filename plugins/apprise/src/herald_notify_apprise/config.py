@@ -24,8 +24,11 @@ import apprise
 from apprise.config.base import ConfigBase
 from apprise.manager_plugins import NotificationManager
 
-KEYS = ("urls", "urls_file", "config_file", "tags", "format", "attach_plot", "state_dir")
-SOURCES = ("urls", "urls_file", "config_file")
+KEYS = ("urls", "urls_file", "config", "config_file", "tags", "format", "attach_plot", "state_dir")
+# Herald's configuration reads `K_file = "path"` into `K` (the file's text) before the plugin sees the table, so
+# from the daemon `urls_file` arrives as `urls` (a string) and `config_file` as `config`; the file keys are
+# also taken as they are (from `herald plugin test --with config_file=...`, say).
+SOURCES = ("urls", "urls_file", "config", "config_file")
 FORMATS = {
     "markdown": apprise.NotifyFormat.MARKDOWN,
     "html": apprise.NotifyFormat.HTML,
@@ -212,8 +215,8 @@ def _scheme_of(server: object) -> str:
     return match.group(1).lower() if match else "unknown"
 
 
-def _locate_config_problem(path: str, text: str, scrub: Scrubber, schemes: set) -> None:
-    """Raise a ConfigError naming the entry of an Apprise configuration file that Apprise rejected."""
+def _locate_config_problem(where: str, text: str, scrub: Scrubber, schemes: set) -> None:
+    """Raise a ConfigError naming the entry of an Apprise configuration that Apprise rejected."""
     try:
         import yaml  # Apprise's own dependency, for its YAML configuration format
 
@@ -224,17 +227,19 @@ def _locate_config_problem(path: str, text: str, scrub: Scrubber, schemes: set) 
         for i, entry in enumerate(doc["urls"], 1):
             url = entry if isinstance(entry, str) else next(iter(entry), None) if isinstance(entry, dict) else None
             if not isinstance(url, str):
-                raise ConfigError(f"config_file: {path}: urls entry {i} is not a URL (or a URL with its options)")
-            load_url("config_file", f"{path}: urls entry {i}", url, scrub, schemes)
+                raise ConfigError(f"config_file: {where}urls entry {i} is not a URL (or a URL with its options)")
+            load_url("config_file", f"{where}urls entry {i}", url, scrub, schemes)
         return
     for n, line in _url_lines(text):
         found = URL_LIKE.search(line)
         if found:
-            load_url("config_file", f"{path}: line {n}", line[found.start():], scrub, schemes)
+            load_url("config_file", f"{where}line {n}", line[found.start():], scrub, schemes)
 
 
-def _from_config_file(value: object, tags: Optional[List[str]]) -> Tuple[list, Scrubber]:
-    path, text = _read("config_file", value)
+def _from_config(text: str, path: Optional[str], tags: Optional[List[str]]) -> Tuple[list, Scrubber]:
+    """The services of an Apprise configuration (YAML or text), those with any of `tags` when given."""
+    where = f"{path}: " if path else ""
+    what = path or "the file"
     # Mask whatever the file holds (every word of every line) as well as the URLs Apprise loads from it.
     scrub = Scrubber([line for _, line in _url_lines(text)])
     schemes = known_schemes()
@@ -246,19 +251,19 @@ def _from_config_file(value: object, tags: Optional[List[str]]) -> Tuple[list, S
             servers, includes = [], []
     errors = [m for level, m in messages if level >= logging.ERROR]
     if includes:
-        raise ConfigError(f"config_file: {path}: `include` is not supported here; list the URLs in the file itself")
+        raise ConfigError(f"config_file: {where}`include` is not supported here; list the URLs in the file itself")
     if errors:
-        _locate_config_problem(path, text, scrub, schemes)
-        raise ConfigError(f"config_file: {path}: Apprise cannot use it: {'; '.join(scrub(m) for m in errors)}")
+        _locate_config_problem(where, text, scrub, schemes)
+        raise ConfigError(f"config_file: {where}Apprise cannot use it: {'; '.join(scrub(m) for m in errors)}")
     if not servers:
-        raise ConfigError(f"config_file: {path} holds no Apprise URL; add at least one")
+        raise ConfigError(f"config_file: {what} holds no Apprise URL; add at least one")
     if tags:
         every = apprise.Apprise(asset=asset())
         for s in servers:
             every.add(s)
         chosen = list(every.find(tag=tags, match_always=True))
         if not chosen:
-            raise ConfigError(f"tags: no URL in {path} has any of the tags {', '.join(tags)}")
+            raise ConfigError(f"tags: no URL in {what} has any of the tags {', '.join(tags)}")
         servers = [s for s in servers if any(s is c for c in chosen)]
     return servers, scrub
 
@@ -277,10 +282,8 @@ def parse(table: object) -> Config:
             "`config_file` (an Apprise configuration file)"
         )
     if len(sources) > 1:
-        raise ConfigError(
-            f"{sources[1]}: give only one of `urls`, `urls_file` and `config_file` "
-            f"(found {' and '.join(f'`{s}`' for s in sources)})"
-        )
+        shown = [{"config": "config_file"}.get(s, s) for s in sources]
+        raise ConfigError(f"{shown[1]}: give only one of `urls`, `urls_file` and `config_file`")
     body = table.get("format", "markdown")
     if body not in FORMATS:
         raise ConfigError("format: expected `markdown`, `html` or `text`")
@@ -296,7 +299,7 @@ def parse(table: object) -> Config:
     tags = None
     if "tags" in table:
         tags = _string_list("tags", table["tags"], "tag names")
-        if sources[0] != "config_file":
+        if sources[0] not in ("config", "config_file"):
             raise ConfigError(
                 "tags: only an Apprise configuration file (`config_file`) tags its URLs; leave `tags` out, or "
                 "move the URLs into a config_file"
@@ -305,8 +308,14 @@ def parse(table: object) -> Config:
     source = sources[0]
     # (position, label, scheme, server, URL) in order; a label names a position, never the URL.
     loaded = []
-    if source == "config_file":
-        servers, scrub = _from_config_file(table["config_file"], tags)
+    if source in ("config", "config_file"):
+        if source == "config":
+            if not isinstance(table["config"], str):
+                raise ConfigError("config: expected the text of an Apprise configuration (or give `config_file`)")
+            path, text = None, table["config"]
+        else:
+            path, text = _read("config_file", table["config_file"])
+        servers, scrub = _from_config(text, path, tags)
         for i, server in enumerate(servers, 1):
             try:
                 url = server.url()
@@ -317,16 +326,22 @@ def parse(table: object) -> Config:
     else:
         # (label in errors, label in deliveries, URL)
         entries: List[Tuple[str, str, str]] = []
-        if source == "urls":
+        if source == "urls" and not isinstance(table["urls"], str):
             urls = _string_list("urls", table["urls"], 'Apprise URLs, such as ["json://localhost:8080/hook"]')
             if not urls:
                 raise ConfigError("urls: the list is empty; give at least one Apprise URL")
             entries = [(f"URL {i} of {len(urls)}", f"URL {i}", u.strip()) for i, u in enumerate(urls, 1)]
         else:
-            path, text = _read("urls_file", table["urls_file"])
-            entries = [(f"{path}: line {n}", f"line {n}", u) for n, u in _url_lines(text)]
+            # The text of a urls_file: read by Herald (then it arrives as `urls`), or here.
+            if source == "urls":
+                path, text = None, table["urls"]
+            else:
+                path, text = _read("urls_file", table["urls_file"])
+            where = f"{path}: " if path else ""
+            entries = [(f"{where}line {n}", f"line {n}", u) for n, u in _url_lines(text)]
             if not entries:
-                raise ConfigError(f"urls_file: {path} holds no URL; write one Apprise URL per line")
+                raise ConfigError(f"urls_file: {path or 'the file'} holds no URL; write one Apprise URL per line")
+            source = "urls_file"
         scrub = Scrubber([u for *_, u in entries])
         schemes = known_schemes()
         seen = {}
