@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+mod apprise;
 mod cli;
 mod daemon;
 mod plugins;
