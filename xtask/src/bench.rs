@@ -20,7 +20,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         ),
         Some("plugins") => step(
             "bench plugins",
-            cargo(&["bench", "-p", "herald-daemon", "--bench", "plugins", "--", "--warm-up-time", "1"]),
+            cargo(&["bench", "-p", "herald-plugin-host", "--bench", "plugins", "--", "--warm-up-time", "1"]),
         ),
         Some("daemon") => daemon::run(root, &args[1..]),
         Some("trainer") => trainer::run(root, &args[1..]),

@@ -18,7 +18,7 @@ pub fn registry() -> Registry {
     registry.register(herald_discord::KIND, herald_discord::DESCRIPTION, herald_discord::new);
     registry.register(herald_telegram::KIND, herald_telegram::DESCRIPTION, herald_telegram::build);
     registry.register(herald_slack::KIND, herald_slack::DESCRIPTION, herald_slack::build);
-    registry.register(crate::exec::KIND, crate::exec::DESCRIPTION, crate::exec::new);
+    registry.register(herald_plugin_host::KIND, herald_plugin_host::DESCRIPTION, herald_plugin_host::new);
     registry
 }
 

@@ -168,20 +168,20 @@ impl NotifierConfig {
     /// Build the notifier with `registry`. A constructor's error gets this table's file, the line and column
     /// of the key it names (or of the table), and the key path under `notifier[i]`.
     /// A type the registry does not know runs the plugin `herald-notify-<type>` when one is installed
-    /// (`crate::exec::discover`).
+    /// (`herald_plugin_host::discover`).
     pub fn build(&self, registry: &Registry) -> Result<Box<dyn Notifier>, ConfigError> {
         let built = match registry.contains(&self.kind) {
             true => registry.build(&self.kind, &self.name, self.table.clone()),
-            false => match crate::exec::discover(&self.kind) {
+            false => match herald_plugin_host::discover(&self.kind) {
                 Some(program) => {
-                    crate::exec::build_discovered(&self.name, &self.kind, program, self.table.clone())
+                    herald_plugin_host::build_discovered(&self.name, &self.kind, program, self.table.clone())
                 }
                 None => registry.build(&self.kind, &self.name, self.table.clone()).map_err(|e| ConfigError {
                     message: format!(
                         "{}; or install a plugin as an executable `{}{}` on PATH or in \
                          ~/.local/share/herald/plugins",
                         e.message,
-                        crate::exec::PREFIX,
+                        herald_plugin_host::PREFIX,
                         self.kind
                     ),
                     ..e

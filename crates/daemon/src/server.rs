@@ -21,7 +21,7 @@ use axum::routing::{get, post};
 use herald_event::DecodeError;
 use serde_json::json;
 
-use crate::dispatcher::Handle;
+use crate::Handle;
 use crate::error::DaemonError;
 
 /// Largest request body accepted.

@@ -1,9 +1,10 @@
 //! `herald plugin test -- CMD ARGS...`: the conformance kit for out-of-process notifier plugins.
 //!
-//! Runs `herald_daemon::exec::conformance` against the command (handshake, deliveries, malformed input it must
-//! survive, a clean stdout, shutdown), prints the pass/fail table and exits non-zero when a check fails. The
-//! plugin's configuration table comes from `--with KEY=VALUE` (repeatable) or `--json`. The kit itself lives
-//! in the daemon crate, where its tests run without this binary.
+//! Runs `herald_plugin_host::conformance` against the command (handshake, deliveries, malformed input it
+//! must survive, a clean stdout, shutdown), prints the pass/fail table and exits non-zero when a check fails.
+//! The plugin's configuration table comes from `--with KEY=VALUE` (repeatable) or `--json`. The kit itself
+//! lives in the plugin-host crate, where its tests run without this binary and plugin authors call it from
+//! their own tests.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -69,7 +70,7 @@ pub fn run(args: Args) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let report = runtime.block_on(herald_daemon::exec::conformance::run(
+    let report = runtime.block_on(herald_plugin_host::conformance::run(
         &PathBuf::from(program),
         rest,
         serde_json::Value::Object(config),

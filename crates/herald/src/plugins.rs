@@ -12,7 +12,7 @@ pub fn run(_args: Args) -> Result<()> {
     let mut kinds: Vec<(String, String)> =
         registry.kinds().map(|(k, d)| (k.to_owned(), format!("built in: {d}"))).collect();
     kinds.sort_unstable();
-    for (kind, path) in herald_daemon::exec::discover_all() {
+    for (kind, path) in herald_plugin_host::discover_all() {
         let note = match registry.contains(&kind) {
             true => format!("plugin {} (not used: the built-in `{kind}` comes first)", path.display()),
             false => format!("plugin {}", path.display()),

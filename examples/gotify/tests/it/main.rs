@@ -17,6 +17,8 @@ use herald_event::{EpochEnded, Event, Message, Metrics, RunFailed};
 use herald_plugin::{Notification, Notifier, RunContext, render};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+mod conformance;
+
 #[derive(Debug, Clone)]
 struct Received {
     path: String,

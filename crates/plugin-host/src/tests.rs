@@ -1,11 +1,14 @@
 //! Tests of the `exec` host against misbehaving plugins (`tests/plugins/misbehave.py`, standard Python).
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald_event::{Event, Message};
-use herald_plugin::{Health, Host, HostError, Notification, RunContext, RunSummary, RunView, render};
+use herald_plugin::{
+    Capabilities, DeliveryError, Health, Host, HostError, Notification, Receipt, RunContext, RunSummary,
+    RunView, render,
+};
 
 use super::*;
 

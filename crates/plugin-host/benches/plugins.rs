@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use herald_daemon::exec::{ExecNotifier, ExecOptions};
 use herald_event::{EpochEnded, Event, Metrics, RunStarted};
 use herald_plugin::{DeliveryError, Notification, Notifier, Receipt, RunContext, render};
+use herald_plugin_host::{ExecNotifier, ExecOptions};
 
 /// Accepts every notification.
 struct Sink;

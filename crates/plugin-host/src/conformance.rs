@@ -1,7 +1,8 @@
-//! The conformance kit behind `herald plugin test -- CMD ARGS...`: drives a plugin through the protocol and
-//! reports each check as passed or failed.
+//! The conformance kit: drives a plugin through the protocol and reports each check as passed or failed.
+//! `herald plugin test -- CMD ARGS...` prints its [`Report`]; a plugin author runs it from their own
+//! `cargo test` with [`check`] (`docs/writing-a-notifier.md` shows how).
 //!
-//! Unlike [`super::ExecNotifier`], which forgives nothing and restarts, the kit talks to one child directly so
+//! Unlike [`crate::ExecNotifier`], which forgives nothing and restarts, the kit talks to one child directly so
 //! it can send what a host never sends (malformed lines) and observe exactly what comes back: the handshake,
 //! one delivery, three concurrent deliveries (one with an image), malformed input the plugin must survive,
 //! a clean stdout, and `shutdown`. A `failed` answer to a delivery passes (the plugin followed the protocol;
@@ -25,15 +26,20 @@ use tokio::sync::mpsc;
 /// One check's result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
+    /// The check's name, such as `handshake` or `malformed input`.
     pub name: &'static str,
+    /// Whether the plugin passed it.
     pub passed: bool,
+    /// What the kit saw, or why the check failed.
     pub detail: String,
 }
 
 /// Every check, in order, and the plugin's last stderr lines.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
+    /// Every check, in order; one that could not run because an earlier one failed fails with `not run`.
     pub checks: Vec<Check>,
+    /// The plugin's last lines on stderr (at most ten).
     pub stderr_tail: Vec<String>,
 }
 
@@ -213,6 +219,30 @@ fn notifications() -> Vec<herald_plugin::Notification> {
 fn deliver_line(id: &str, n: &herald_plugin::Notification) -> Vec<u8> {
     protocol::encode(&HostMessage::Deliver { id: id.to_owned(), notification: Box::new(n.clone()) })
         .unwrap_or_default()
+}
+
+/// How long [`check`] waits for each answer from the plugin.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Run the kit against `command` (the program, then its arguments), sending `config` in `hello` and waiting
+/// up to [`DEFAULT_TIMEOUT`] for each answer. Needs a tokio runtime (`#[tokio::test]`); the plugin is killed
+/// when the kit ends.
+///
+/// ```no_run
+/// # async fn example() {
+/// let config = serde_json::json!({ "path": "/tmp/echo.jsonl" });
+/// let report = herald_plugin_host::conformance::check(&["herald-notify-pyecho"], config).await;
+/// assert!(report.passed(), "{}", report.table());
+/// # }
+/// ```
+pub async fn check<S: AsRef<str>>(command: &[S], config: serde_json::Value) -> Report {
+    let Some((program, args)) = command.split_first() else {
+        let mut report = Report::default();
+        report.checks.push(Check { name: CHECKS[0], passed: false, detail: "the command is empty".into() });
+        return not_run(report);
+    };
+    let args: Vec<String> = args.iter().map(|a| a.as_ref().to_owned()).collect();
+    run(Path::new(program.as_ref()), &args, config, DEFAULT_TIMEOUT).await
 }
 
 /// Run the kit against `program args...`, sending `config` in `hello`; `timeout` bounds each wait.
@@ -485,7 +515,7 @@ mod tests {
     /// The skeleton shown in docs/writing-a-notifier.md is a working plugin.
     #[tokio::test]
     async fn the_documented_python_skeleton_passes_every_check() {
-        let doc = include_str!("../../../../docs/writing-a-notifier.md");
+        let doc = include_str!("../../../docs/writing-a-notifier.md");
         let code = doc
             .split("```python\n")
             .nth(1)
