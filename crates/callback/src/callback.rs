@@ -22,10 +22,12 @@ pub struct CallbackError {
 }
 
 impl CallbackError {
+    /// An error with this message (lowercase, no trailing period, saying what the user can do).
     pub fn new(message: impl Into<String>) -> CallbackError {
         CallbackError { message: message.into() }
     }
 
+    /// The message.
     pub fn message(&self) -> &str {
         &self.message
     }
@@ -46,15 +48,25 @@ impl From<&str> for CallbackError {
 /// The ten events, in firing order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Hook {
+    /// [`Callback::on_train_begin`].
     TrainBegin,
+    /// [`Callback::on_epoch_begin`].
     EpochBegin,
+    /// [`Callback::on_batch_begin`].
     BatchBegin,
+    /// [`Callback::on_loss_begin`].
     LossBegin,
+    /// [`Callback::on_backward_begin`].
     BackwardBegin,
+    /// [`Callback::on_backward_end`].
     BackwardEnd,
+    /// [`Callback::on_step_end`].
     StepEnd,
+    /// [`Callback::on_batch_end`].
     BatchEnd,
+    /// [`Callback::on_epoch_end`].
     EpochEnd,
+    /// [`Callback::on_train_end`].
     TrainEnd,
 }
 
@@ -86,9 +98,21 @@ impl fmt::Display for Hook {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrainErrorKind {
     /// The framework's [`crate::Step`] failed in `during` (`forward`, `loss`, `backward`, ...).
-    Step { during: &'static str, message: String },
+    Step {
+        /// The [`crate::Step`] method that failed.
+        during: &'static str,
+        /// What it returned, as text.
+        message: String,
+    },
     /// A callback returned an error from `hook`.
-    Callback { name: String, hook: Hook, message: String },
+    Callback {
+        /// The callback's [`Callback::name`].
+        name: String,
+        /// The event it failed in.
+        hook: Hook,
+        /// Its [`CallbackError`]'s message.
+        message: String,
+    },
 }
 
 /// Training failed: a step or a callback returned an error. `Display` gives the whole story in one line,
@@ -116,6 +140,7 @@ impl TrainError {
         TrainError { kind: TrainErrorKind::Callback { name: name.to_owned(), hook, message }, text }
     }
 
+    /// What failed: a step or a callback, and where.
     pub fn kind(&self) -> &TrainErrorKind {
         &self.kind
     }

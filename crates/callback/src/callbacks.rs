@@ -20,7 +20,9 @@ pub enum Mode {
     /// Down for names containing `loss` or `error`, up otherwise.
     #[default]
     Auto,
+    /// Lower is better.
     Min,
+    /// Higher is better.
     Max,
 }
 
@@ -92,12 +94,15 @@ pub struct EarlyStopping {
 }
 
 impl EarlyStopping {
+    /// Stops training once `monitor` (`valid_loss`, `train_loss` or a metric) has not improved by more than
+    /// `min_delta` (taken as its absolute value) for more than `patience` epochs; mode [`Mode::Auto`].
     pub fn new(monitor: impl Into<String>, min_delta: f64, patience: u32) -> EarlyStopping {
         let monitor = monitor.into();
         let tracker = Tracker::new(&monitor, Mode::Auto);
         EarlyStopping { monitor, min_delta: min_delta.abs(), patience, mode: Mode::Auto, tracker, wait: 0 }
     }
 
+    /// Whether the monitored value should go down or up.
     pub fn mode(mut self, mode: Mode) -> EarlyStopping {
         self.mode = mode;
         self
@@ -197,6 +202,7 @@ impl CsvLogger {
         self
     }
 
+    /// The file it writes.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -267,16 +273,29 @@ pub enum SaveEvery {
     /// After every epoch.
     Epoch,
     /// After an epoch where `monitor` improved (`valid_loss`, `train_loss` or a metric; mode auto).
-    Improvement { monitor: String },
+    Improvement {
+        /// The value watched.
+        monitor: String,
+    },
 }
 
 /// Why [`SaveModel`] calls its closure now.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SaveWhy {
     /// Every-epoch save after `epoch`.
-    Epoch { epoch: u32 },
+    Epoch {
+        /// The epoch that ended.
+        epoch: u32,
+    },
     /// `monitor` improved to `value` at `epoch`.
-    Improvement { monitor: String, value: f64, epoch: u32 },
+    Improvement {
+        /// The value watched.
+        monitor: String,
+        /// Its new best.
+        value: f64,
+        /// The epoch that reached it.
+        epoch: u32,
+    },
 }
 
 /// A hook point for saving the model: decides when (at `on_epoch_end`, by [`SaveEvery`]) and calls the
@@ -295,6 +314,7 @@ impl<F: FnMut(SaveWhy, &State) -> Result<(), String> + Send + 'static> std::fmt:
 }
 
 impl<F: FnMut(SaveWhy, &State) -> Result<(), String> + Send + 'static> SaveModel<F> {
+    /// Calls `save` as `every` says; `save` does the saving and returns an error message if it failed.
     pub fn new(every: SaveEvery, save: F) -> SaveModel<F> {
         SaveModel { every, save, tracker: None }
     }

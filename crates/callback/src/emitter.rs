@@ -142,8 +142,10 @@ impl EventSender {
 /// Why [`EventReceiver::try_recv`] returned nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TryRecvError {
+    /// No event is waiting; senders remain.
     #[error("no event is waiting")]
     Empty,
+    /// No event is waiting and none will come.
     #[error("every sender is gone and no event is waiting")]
     Disconnected,
 }
@@ -228,6 +230,7 @@ impl RunInfo {
         self
     }
 
+    /// Sets the distributed rank.
     pub fn rank(mut self, rank: u32) -> RunInfo {
         self.rank = rank;
         self
@@ -303,6 +306,8 @@ pub struct EventEmitter {
 }
 
 impl EventEmitter {
+    /// An emitter that sends to `sender` the events of the run `info` describes, and ends the run when `stop`
+    /// is requested.
     pub fn new(sender: EventSender, info: RunInfo, stop: StopHandle) -> EventEmitter {
         EventEmitter {
             sender,
@@ -343,6 +348,7 @@ impl EventEmitter {
         self.seq
     }
 
+    /// The handle that stops this run; clone it for the daemon or another thread.
     pub fn stop_handle(&self) -> &StopHandle {
         &self.stop
     }

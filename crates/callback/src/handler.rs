@@ -85,10 +85,12 @@ impl CallbackHandler {
         self.get::<Recorder>().expect("CallbackHandler::new adds a Recorder and callbacks are never removed")
     }
 
+    /// The training state the callbacks see.
     pub fn state(&self) -> &State {
         &self.state
     }
 
+    /// The training state, to set hyperparameters (`lr`, `mom`) or flags between events.
     pub fn state_mut(&mut self) -> &mut State {
         &mut self.state
     }

@@ -51,6 +51,7 @@ pub struct AverageMetric {
 }
 
 impl AverageMetric {
+    /// An empty mean.
     pub fn new() -> AverageMetric {
         AverageMetric::default()
     }
@@ -72,6 +73,7 @@ impl AverageMetric {
         self.count
     }
 
+    /// Forgets every sample.
     pub fn reset(&mut self) {
         *self = AverageMetric::default();
     }

@@ -30,6 +30,7 @@ impl Default for SmoothenValue {
 }
 
 impl SmoothenValue {
+    /// A smoother with this `beta` (0.98 is fastai's); [`SmoothenValue::smooth`] is NaN before the first value.
     pub fn new(beta: f64) -> SmoothenValue {
         SmoothenValue { beta, n: 0, mov_avg: 0.0, smooth: f64::NAN }
     }
@@ -75,6 +76,7 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// An empty history for a fit with these metric names.
     pub fn new(metric_names: Vec<String>) -> Recorder {
         Recorder { metric_names, ..Recorder::default() }
     }

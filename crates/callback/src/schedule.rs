@@ -35,9 +35,13 @@ pub fn annealing_const(start: f64, _end: f64, _pct: f64) -> f64 {
 /// An annealing function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Anneal {
+    /// [`annealing_cos`].
     Cos,
+    /// [`annealing_linear`].
     Linear,
+    /// [`annealing_exp`].
     Exp,
+    /// [`annealing_const`].
     Const,
 }
 
@@ -57,7 +61,9 @@ impl Anneal {
 /// returns `anneal(start, end, steps / n_iter)`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scheduler {
+    /// The value at step 0.
     pub start: f64,
+    /// The value after the last step.
     pub end: f64,
     n_iter: u64,
     n: u64,
@@ -70,11 +76,13 @@ impl Scheduler {
         Scheduler { start, end, n_iter: n_iter.max(1), n: 0, anneal }
     }
 
+    /// Advances one step and returns the value there.
     pub fn step(&mut self) -> f64 {
         self.n += 1;
         self.anneal.at(self.start, self.end, self.n as f64 / self.n_iter as f64)
     }
 
+    /// Whether all `n_iter` steps were taken.
     pub fn is_done(&self) -> bool {
         self.n >= self.n_iter
     }
@@ -85,11 +93,17 @@ impl Scheduler {
 /// `max_lr / final_div` while momentum goes back, both with cosine annealing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OneCycle {
+    /// The peak learning rate.
     pub max_lr: f64,
+    /// Training batches in the whole fit.
     pub total_batches: u64,
+    /// The starting lr is `max_lr / div_factor`.
     pub div_factor: f64,
+    /// The share of batches spent warming up.
     pub pct_start: f64,
+    /// The final lr is `max_lr / final_div`.
     pub final_div: f64,
+    /// Momentum at the start (and end) and at the peak of the lr.
     pub moms: (f64, f64),
 }
 
@@ -107,26 +121,31 @@ impl OneCycle {
         }
     }
 
+    /// Sets `div_factor`.
     pub fn div_factor(mut self, v: f64) -> OneCycle {
         self.div_factor = v;
         self
     }
 
+    /// Sets `pct_start`.
     pub fn pct_start(mut self, v: f64) -> OneCycle {
         self.pct_start = v;
         self
     }
 
+    /// Sets `final_div`.
     pub fn final_div(mut self, v: f64) -> OneCycle {
         self.final_div = v;
         self
     }
 
+    /// Sets the momentum at the start and end (`start`) and at the peak of the lr (`middle`).
     pub fn moms(mut self, start: f64, middle: f64) -> OneCycle {
         self.moms = (start, middle);
         self
     }
 
+    /// Sets the number of training batches in the whole fit.
     pub fn total_batches(mut self, n: u64) -> OneCycle {
         self.total_batches = n;
         self
@@ -211,6 +230,7 @@ impl OneCycleScheduler {
         OneCycleScheduler { cycle, run: None }
     }
 
+    /// The cycle's parameters.
     pub fn cycle(&self) -> &OneCycle {
         &self.cycle
     }

@@ -22,6 +22,7 @@ struct Inner {
 }
 
 impl StopHandle {
+    /// A handle with no stop requested.
     pub fn new() -> StopHandle {
         StopHandle::default()
     }
