@@ -16,7 +16,7 @@ use crate::dispatcher::Dispatcher;
 use crate::error::DaemonError;
 use crate::outbox::RedbOutbox;
 use crate::shared::{NotifierSpec, Options};
-use crate::{forwarder, sdnotify, server};
+use crate::{dashboard, forwarder, sdnotify, server};
 
 /// Build every configured notifier.
 pub fn build_notifiers(config: &Config, registry: &Registry) -> Result<Vec<NotifierSpec>, DaemonError> {
@@ -75,8 +75,15 @@ pub async fn serve(config: &Config, registry: &Registry) -> Result<(), DaemonErr
     let (stop_tx, stop_rx) = watch::channel(false);
     let token = d.token.as_ref().map(|t| t.expose().to_owned()).filter(|t| !t.is_empty());
     let mut servers = tokio::task::JoinSet::new();
+    // The dashboard's stream: one hub numbers the committed events for every open stream.
+    let hub = std::sync::Arc::new(dashboard::Hub::new(handle.shared().started_ms));
+    servers.spawn(hub.clone().run(handle.clone(), handle.shared().events.subscribe(), stop_rx.clone()));
     {
-        let router = server::router(handle.clone(), token.as_deref());
+        let router = server::router(handle.clone(), token.as_deref()).merge(dashboard::api_routes(
+            handle.clone(),
+            hub.clone(),
+            token.as_deref(),
+        ));
         let rx = stop_rx.clone();
         servers.spawn(async move {
             let _ = axum::serve(tcp, router).with_graceful_shutdown(wait_true(rx)).await;

@@ -62,6 +62,7 @@ impl Dispatcher {
             options,
             started: Instant::now(),
             started_ms: now_ms(),
+            events: tokio::sync::broadcast::channel(crate::shared::EVENTS_BROADCAST).0,
         });
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         let writer = tokio::spawn(crate::writer::run(shared.clone(), rx, next_id));

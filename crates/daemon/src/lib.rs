@@ -17,6 +17,7 @@ pub mod builtins;
 pub mod client;
 pub mod config;
 mod daemon;
+mod dashboard;
 pub mod dispatcher;
 pub mod embedded;
 mod error;

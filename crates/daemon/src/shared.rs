@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use herald_event::{Event, EventKind};
 use herald_plugin::{Health, Notifier, Receipt};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, broadcast, oneshot};
 
 use crate::api::{GiveUp, IngestReply};
 use crate::config::Routing;
@@ -138,6 +138,9 @@ pub(crate) struct Slot {
     pub stats: Stats,
 }
 
+/// Committed events the broadcast to the dashboard holds for a slow reader.
+pub(crate) const EVENTS_BROADCAST: usize = 1024;
+
 /// What the writer, the workers and the request handlers share.
 pub(crate) struct Shared {
     pub outbox: Arc<dyn Outbox>,
@@ -146,6 +149,8 @@ pub(crate) struct Shared {
     pub options: Options,
     pub started: Instant,
     pub started_ms: u64,
+    /// Every event once it is committed, for the dashboard's stream (bounded: a slow reader misses some).
+    pub events: broadcast::Sender<Event>,
 }
 
 impl Shared {

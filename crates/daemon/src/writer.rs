@@ -72,8 +72,10 @@ async fn commit(shared: &Shared, ops: &mut [WriteOp], next_id: u64) -> Result<u6
         }
     }
     let (batch, effects, next) = group.into_batch();
+    // Only the dashboard listens; without it, nothing is copied.
+    let events = if shared.events.receiver_count() > 0 { batch.events.clone() } else { Vec::new() };
     let committed = if batch.is_empty() { Committed::default() } else { shared.outbox.commit(batch).await? };
-    publish(shared, ops, effects, &committed);
+    publish(shared, ops, effects, &committed, events);
     Ok(next)
 }
 
@@ -268,8 +270,9 @@ impl<'a> Group<'a> {
     }
 }
 
-/// After the commit: update the shared run table and counters, wake workers, answer senders.
-fn publish(shared: &Shared, ops: &mut [WriteOp], fx: Effects, committed: &Committed) {
+/// After the commit: update the shared run table and counters, wake workers, answer senders, and hand the
+/// committed events to the dashboard.
+fn publish(shared: &Shared, ops: &mut [WriteOp], fx: Effects, committed: &Committed, events: Vec<Event>) {
     {
         let mut runs = shared.runs();
         for run in &fx.forget {
@@ -321,6 +324,10 @@ fn publish(shared: &Shared, ops: &mut [WriteOp], fx: Effects, committed: &Commit
         {
             let _ = tx.send(Ok(known));
         }
+    }
+    for event in events {
+        // No subscriber left is fine.
+        let _ = shared.events.send(event);
     }
 }
 

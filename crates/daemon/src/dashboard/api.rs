@@ -1,0 +1,472 @@
+//! The dashboard's read API: the runs list, one run in full, its loss series (downsampled on the server) and
+//! its loss plot, plus the dashboard's Stop (`Handle::request_stop`, the path `herald stop` takes).
+//!
+//! Handlers return `Result<_, DashError>`; errors have the API's shape `{"error": {"code", "message"}}`.
+//! Everything here reads the dispatcher's shared run table and the outbox; nothing is written but a stop
+//! request.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use herald_event::{EpochEnded, Event};
+use herald_plugin::{Receipt, RunContext};
+use serde::Serialize;
+use serde_json::json;
+
+use super::{Dash, downsample, form_pairs};
+use crate::api::GiveUp;
+use crate::outbox::LossPoint;
+use crate::runs::RunState;
+use crate::shared::now_ms;
+
+/// Points a loss series has at most when the request does not say.
+pub const DEFAULT_POINTS: usize = 2000;
+/// The most points a request may ask for.
+pub const MAX_POINTS: usize = 100_000;
+/// Runs listed at most when the request does not say.
+const DEFAULT_LIMIT: usize = 1000;
+/// Lifecycle events a run's page shows at most (the latest).
+const EVENTS_SHOWN: usize = 1000;
+
+/// An error answer of the dashboard's API.
+#[derive(Debug)]
+pub struct DashError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl DashError {
+    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> DashError {
+        DashError { status, code, message: message.into() }
+    }
+
+    fn bad_request(message: impl Into<String>) -> DashError {
+        DashError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn unknown_run(run: &str) -> DashError {
+        DashError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_run",
+            format!("no run `{run}` is known to this daemon: `GET /v1/runs` lists the runs"),
+        )
+    }
+}
+
+impl IntoResponse for DashError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": { "code": self.code, "message": self.message } })))
+            .into_response()
+    }
+}
+
+impl From<crate::DaemonError> for DashError {
+    fn from(e: crate::DaemonError) -> DashError {
+        let code = match &e {
+            crate::DaemonError::ShuttingDown => "shutting_down",
+            _ => "outbox_error",
+        };
+        DashError::new(StatusCode::SERVICE_UNAVAILABLE, code, e.to_string())
+    }
+}
+
+impl From<crate::outbox::StoreError> for DashError {
+    fn from(e: crate::outbox::StoreError) -> DashError {
+        DashError::new(StatusCode::SERVICE_UNAVAILABLE, "outbox_error", e.to_string())
+    }
+}
+
+/// One run in the list: where it stands now.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRow {
+    pub run: String,
+    pub name: String,
+    pub host: String,
+    pub pid: u32,
+    pub rank: u32,
+    /// running, completed, stopped, failed, stalled, lost, stopping, or messages.
+    pub state: String,
+    pub n_epochs: u32,
+    pub epochs_done: usize,
+    pub batches_per_epoch: u64,
+    /// The latest batch: epoch, batch, batches in the epoch, smoothed loss.
+    pub last_batch: Option<(u32, u64, u64, f64)>,
+    pub last_epoch: Option<EpochEnded>,
+    pub metric_names: Vec<String>,
+    pub best: BTreeMap<String, f64>,
+    /// First and latest event from the run (ms since the Unix epoch).
+    pub first_ms: u64,
+    pub last_event_ms: u64,
+    /// Seconds until the last epoch ends at the pace so far, for a running run.
+    pub eta_s: Option<f64>,
+    pub stop_requested: bool,
+    pub stop_reason: Option<String>,
+}
+
+/// A run's row from its state.
+pub fn row(run: &str, st: &RunState) -> RunRow {
+    let ctx = &st.context;
+    let mut state = st.state_word().to_owned();
+    if state == "running" && st.stop.is_some() {
+        state = "stopping".into();
+    }
+    let eta_s = (st.ended.is_none() && !ctx.epochs.is_empty() && ctx.n_epochs as usize > ctx.epochs.len())
+        .then(|| {
+            let spent: f64 = ctx.epochs.iter().map(|e| e.elapsed_s).sum();
+            spent / ctx.epochs.len() as f64 * (ctx.n_epochs as usize - ctx.epochs.len()) as f64
+        })
+        .filter(|s| s.is_finite());
+    RunRow {
+        run: run.to_owned(),
+        name: ctx.name.clone(),
+        host: ctx.host.clone(),
+        pid: ctx.pid,
+        rank: ctx.rank,
+        state,
+        n_epochs: ctx.n_epochs,
+        epochs_done: ctx.epochs.len(),
+        batches_per_epoch: ctx.batches_per_epoch,
+        last_batch: st.last_batch,
+        last_epoch: ctx.epochs.last().cloned(),
+        metric_names: ctx.metric_names.clone(),
+        best: st.best.clone(),
+        first_ms: st.first_ms,
+        last_event_ms: st.last_event_ms,
+        eta_s,
+        stop_requested: st.stop.is_some(),
+        stop_reason: st.stop.clone(),
+    }
+}
+
+/// `GET /v1/runs`: the answer.
+#[derive(Debug, Serialize)]
+pub struct RunList {
+    /// Runs matching the filters, heard from most recently first.
+    pub runs: Vec<RunRow>,
+    /// How many matched before `limit`.
+    pub matched: usize,
+    pub now_ms: u64,
+}
+
+/// `GET /v1/runs?name=&state=&limit=`: `name` matches a part of the name or id (any case), `state` is one
+/// state word or several separated by commas.
+pub async fn list_runs(
+    State(dash): State<Dash>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<RunList>, DashError> {
+    let mut name = String::new();
+    let mut states: Vec<String> = Vec::new();
+    let mut limit = DEFAULT_LIMIT;
+    for (k, v) in form_pairs(query.as_deref().unwrap_or("")) {
+        match k.as_str() {
+            "name" => name = v.to_lowercase(),
+            "state" => {
+                states = v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+            }
+            "limit" => {
+                limit =
+                    v.parse().map_err(|_| DashError::bad_request(format!("limit `{v}` is not a number")))?
+            }
+            _ => {
+                return Err(DashError::bad_request(format!(
+                    "unknown parameter `{k}`: use name, state, limit"
+                )));
+            }
+        }
+    }
+    let mut runs: Vec<RunRow> = {
+        let table = dash.handle.shared().runs();
+        table
+            .iter()
+            .filter(|(id, st)| {
+                name.is_empty()
+                    || id.to_lowercase().contains(&name)
+                    || st.context.name.to_lowercase().contains(&name)
+            })
+            .map(|(id, st)| row(id, st))
+            .filter(|r| states.is_empty() || states.contains(&r.state))
+            .collect()
+    };
+    runs.sort_by(|a, b| b.last_event_ms.cmp(&a.last_event_ms).then_with(|| a.run.cmp(&b.run)));
+    let matched = runs.len();
+    runs.truncate(limit);
+    Ok(Json(RunList { runs, matched, now_ms: now_ms() }))
+}
+
+/// One notifier's deliveries of a run.
+#[derive(Debug, Serialize)]
+pub struct DeliveryRow {
+    pub notifier: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The receipt of the latest delivery of the run (a message id, for services that give one).
+    pub latest_receipt: Option<Receipt>,
+    /// The run's deliveries this notifier gave up on (of the latest the outbox keeps).
+    pub give_ups: Vec<GiveUp>,
+}
+
+/// `GET /v1/runs/{run}`: the answer.
+#[derive(Debug, Serialize)]
+pub struct RunDetail {
+    pub run: RunRow,
+    /// Name, host, hyperparameters and the results table.
+    pub context: RunContext,
+    /// The run's lifecycle events (everything but `batch_ended`), oldest first.
+    pub events: Vec<Event>,
+    pub deliveries: Vec<DeliveryRow>,
+    pub now_ms: u64,
+}
+
+fn state_of(dash: &Dash, run: &str) -> Result<RunState, DashError> {
+    dash.handle.shared().runs().get(run).cloned().ok_or_else(|| DashError::unknown_run(run))
+}
+
+/// `GET /v1/runs/{run}`.
+pub async fn get_run(
+    State(dash): State<Dash>,
+    Path(run): Path<String>,
+) -> Result<Json<RunDetail>, DashError> {
+    let st = state_of(&dash, &run)?;
+    let outbox = dash.handle.shared().outbox.clone();
+    let mut events = outbox.events(&run).await?;
+    if events.len() > EVENTS_SHOWN {
+        events.drain(..events.len() - EVENTS_SHOWN);
+    }
+    let give_ups = outbox.give_ups().await?;
+    let mut deliveries = Vec::new();
+    for slot in &dash.handle.shared().slots {
+        deliveries.push(DeliveryRow {
+            notifier: slot.name.clone(),
+            kind: slot.kind.clone(),
+            latest_receipt: outbox.latest_receipt(&slot.name, &run).await?,
+            give_ups: give_ups.iter().filter(|g| g.run == run && g.notifier == slot.name).cloned().collect(),
+        });
+    }
+    Ok(Json(RunDetail { run: row(&run, &st), context: st.context, events, deliveries, now_ms: now_ms() }))
+}
+
+/// One epoch's point on the chart.
+#[derive(Debug, Serialize)]
+pub struct EpochMark {
+    pub epoch: u32,
+    /// The batch axis position of the epoch's end.
+    pub x: f64,
+    pub train_loss: f64,
+    pub valid_loss: Option<f64>,
+}
+
+/// `GET /v1/runs/{run}/loss`: the answer, in columns (as uPlot takes them).
+#[derive(Debug, Serialize)]
+pub struct LossSeries {
+    pub run: String,
+    /// Points stored before downsampling.
+    pub total: usize,
+    /// Global batch index of each point kept (batches of earlier epochs counted).
+    pub x: Vec<f64>,
+    /// The smoothed training loss at each point kept.
+    pub smooth_loss: Vec<f64>,
+    /// The learning rate at each point kept: empty, since the outbox keeps only the smoothed loss per batch.
+    pub lr: Vec<f64>,
+    /// Each epoch's end, with its train and valid loss.
+    pub epochs: Vec<EpochMark>,
+}
+
+/// The global batch index of each point, and where each epoch ends on that axis.
+fn batch_axis(points: &[LossPoint], ctx: &RunContext) -> (Vec<f64>, BTreeMap<u32, f64>) {
+    // Batches per epoch: as the run said, else as many as the history shows.
+    let mut sizes: BTreeMap<u32, u64> = BTreeMap::new();
+    for p in points {
+        let n = sizes.entry(p.epoch).or_default();
+        *n = (*n).max(p.batch.saturating_add(1));
+    }
+    for e in &ctx.epochs {
+        sizes.entry(e.epoch).or_default();
+    }
+    let mut start: BTreeMap<u32, f64> = BTreeMap::new();
+    let mut ends: BTreeMap<u32, f64> = BTreeMap::new();
+    let mut at = 0.0;
+    for (&epoch, &seen) in &sizes {
+        let size = if ctx.batches_per_epoch > 0 { ctx.batches_per_epoch } else { seen };
+        if ctx.batches_per_epoch > 0 {
+            at = epoch as f64 * size as f64;
+        }
+        start.insert(epoch, at);
+        at += size as f64;
+        ends.insert(epoch, at);
+    }
+    let xs = points.iter().map(|p| start.get(&p.epoch).copied().unwrap_or(0.0) + p.batch as f64).collect();
+    (xs, ends)
+}
+
+/// The series of a run, at most `max_points` points (min-max downsampling keeps its extremes).
+pub fn loss_series(run: &str, points: &[LossPoint], ctx: &RunContext, max_points: usize) -> LossSeries {
+    let (xs, ends) = batch_axis(points, ctx);
+    let ys: Vec<f64> = points.iter().map(|p| p.smooth_loss).collect();
+    let keep = downsample::min_max(&ys, max_points);
+    LossSeries {
+        run: run.to_owned(),
+        total: points.len(),
+        x: keep.iter().map(|&i| xs[i]).collect(),
+        smooth_loss: keep.iter().map(|&i| ys[i]).collect(),
+        lr: Vec::new(),
+        epochs: ctx
+            .epochs
+            .iter()
+            .map(|e| EpochMark {
+                epoch: e.epoch,
+                x: ends.get(&e.epoch).copied().unwrap_or(0.0),
+                train_loss: e.train_loss,
+                valid_loss: e.valid_loss,
+            })
+            .collect(),
+    }
+}
+
+/// `GET /v1/runs/{run}/loss?points=N`: at most N points (default 2000, at most 100 000).
+pub async fn get_loss(
+    State(dash): State<Dash>,
+    Path(run): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<LossSeries>, DashError> {
+    let mut max_points = DEFAULT_POINTS;
+    for (k, v) in form_pairs(query.as_deref().unwrap_or("")) {
+        match k.as_str() {
+            "points" => {
+                max_points =
+                    v.parse::<usize>().ok().filter(|n| (2..=MAX_POINTS).contains(n)).ok_or_else(|| {
+                        DashError::bad_request(format!("points `{v}`: give a number from 2 to {MAX_POINTS}"))
+                    })?;
+            }
+            _ => return Err(DashError::bad_request(format!("unknown parameter `{k}`: use points"))),
+        }
+    }
+    let st = state_of(&dash, &run)?;
+    let points = dash.handle.loss_history(&run).await?;
+    Ok(Json(loss_series(&run, &points, &st.context, max_points)))
+}
+
+/// `GET /v1/runs/{run}/plot.png`: the loss curve the phone gets at the run's end; 404 `no_plot` before there
+/// is anything to draw.
+pub async fn get_plot(State(dash): State<Dash>, Path(run): Path<String>) -> Result<Response, DashError> {
+    let st = state_of(&dash, &run)?;
+    let points = dash.handle.loss_history(&run).await?;
+    let image = tokio::task::spawn_blocking(move || crate::plot::loss_plot(&points, &st.context))
+        .await
+        .map_err(|e| DashError::new(StatusCode::INTERNAL_SERVER_ERROR, "plot_failed", e.to_string()))?;
+    match image {
+        Some(image) => Ok((
+            [(header::CONTENT_TYPE, image.mime), (header::CACHE_CONTROL, "no-store".to_owned())],
+            image.bytes,
+        )
+            .into_response()),
+        None => Err(DashError::new(StatusCode::NOT_FOUND, "no_plot", "the run has no loss to draw yet")),
+    }
+}
+
+/// `POST /v1/runs/{run}/stop` from the dashboard (the CSRF token is checked by the guard).
+pub async fn post_stop(
+    State(dash): State<Dash>,
+    Path(run): Path<String>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, DashError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct StopBody {
+        reason: Option<String>,
+    }
+    let mut reason = "stop requested from the dashboard".to_owned();
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let stop = serde_json::from_slice::<StopBody>(&body).map_err(|e| {
+            DashError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("stop body: {e}"))
+        })?;
+        if let Some(r) = stop.reason {
+            reason = r;
+        }
+    }
+    if !dash.handle.request_stop(&run, &reason).await? {
+        return Err(DashError::unknown_run(&run));
+    }
+    Ok(Json(json!({ "run": run, "stop": true, "reason": reason })))
+}
+
+/// `GET /v1/status` on the dashboard's listener (the Deliveries page).
+pub async fn get_status(State(dash): State<Dash>) -> impl IntoResponse {
+    Json(dash.handle.status())
+}
+
+pub async fn healthz() -> impl IntoResponse {
+    Json(json!({ "ok": true }))
+}
+
+pub async fn not_found() -> DashError {
+    DashError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such page: the dashboard has /, /runs/{run}, /notifiers",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_event::Metrics;
+
+    use super::*;
+
+    fn epoch(epoch: u32, valid: f64) -> EpochEnded {
+        EpochEnded {
+            epoch,
+            n_epochs: 3,
+            train_loss: 1.0,
+            valid_loss: Some(valid),
+            metrics: Metrics(vec![]),
+            elapsed_s: 2.0,
+        }
+    }
+
+    #[test]
+    fn the_batch_axis_counts_earlier_epochs() {
+        let points: Vec<LossPoint> = (0..6)
+            .map(|i| LossPoint { seq: i, epoch: (i / 3) as u32, batch: i % 3, smooth_loss: i as f64 })
+            .collect();
+        let mut ctx = RunContext::new("r");
+        ctx.epochs = vec![epoch(0, 0.5), epoch(1, 0.4)];
+        let s = loss_series("r", &points, &ctx, 100);
+        assert_eq!(s.x, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0], "the run did not say its batches per epoch");
+        assert_eq!(s.epochs.iter().map(|e| e.x).collect::<Vec<_>>(), [3.0, 6.0]);
+        ctx.batches_per_epoch = 10;
+        let s = loss_series("r", &points, &ctx, 100);
+        assert_eq!(s.x, [0.0, 1.0, 2.0, 10.0, 11.0, 12.0], "as the run said");
+        assert_eq!(s.epochs.iter().map(|e| e.x).collect::<Vec<_>>(), [10.0, 20.0]);
+        assert!(s.lr.is_empty(), "lr is not stored");
+    }
+
+    #[test]
+    fn long_series_are_cut_to_the_budget_keeping_extremes() {
+        let points: Vec<LossPoint> = (0..100_000)
+            .map(|i| LossPoint { seq: i, epoch: 0, batch: i, smooth_loss: ((i * 37) % 1000) as f64 })
+            .collect();
+        let s = loss_series("r", &points, &RunContext::new("r"), 500);
+        assert_eq!(s.total, 100_000);
+        assert!(s.x.len() <= 500 && s.x.len() == s.smooth_loss.len());
+        assert!(s.smooth_loss.contains(&0.0) && s.smooth_loss.contains(&999.0));
+    }
+
+    #[test]
+    fn eta_and_stopping_come_from_the_state() {
+        let mut st = RunState::new("r");
+        st.context.n_epochs = 3;
+        st.context.epochs = vec![epoch(0, 0.5)];
+        st.started = true;
+        let r = row("r", &st);
+        assert_eq!((r.state.as_str(), r.eta_s), ("running", Some(4.0)));
+        st.stop = Some("asked".into());
+        assert_eq!(row("r", &st).state, "stopping");
+        st.ended = Some(crate::runs::Ending::Stopped);
+        assert_eq!((row("r", &st).state.as_str(), row("r", &st).eta_s), ("stopped", None));
+    }
+}
