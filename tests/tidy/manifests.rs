@@ -132,9 +132,16 @@ impl Manifest {
         Ok(Manifest { path: path.to_owned(), package: package.map(str::to_owned), deps })
     }
 
-    fn is_plugin(&self) -> bool {
+    /// "a plugin" for `plugins/*`, "the plugin host" for herald-plugin-host: what must not depend on the daemon.
+    fn plugin_role(&self) -> Option<&'static str> {
         let parts: Vec<&str> = self.path.split('/').collect();
-        matches!(parts.as_slice(), ["plugins", _, "Cargo.toml"])
+        if matches!(parts.as_slice(), ["plugins", _, "Cargo.toml"]) {
+            Some("a plugin")
+        } else if self.package.as_deref() == Some("herald-plugin-host") {
+            Some("the plugin host")
+        } else {
+            None
+        }
     }
 
     fn name(&self) -> &str {
@@ -146,20 +153,20 @@ impl Manifest {
     }
 }
 
-/// A plugin (`plugins/*`) that depends on herald-daemon, in any table.
+/// A plugin (`plugins/*`) or the plugin host (herald-plugin-host) that depends on herald-daemon, in any table.
 pub fn plugin_depends_on_daemon(m: &Manifest) -> Vec<String> {
-    if !m.is_plugin() {
+    let Some(role) = m.plugin_role() else {
         return Vec::new();
-    }
+    };
     m.deps
         .iter()
         .filter(|d| d.package == "herald-daemon")
         .map(|d| {
             m.problem(
                 d,
-                "is a plugin and depends on the daemon",
-                "depend on herald-plugin (the SDK) and herald-http only, and move what you need from the daemon \
-                 into the SDK",
+                &format!("is {role} and depends on the daemon"),
+                "depend on herald-plugin (the SDK), and herald-http for HTTP, instead; move what you need from \
+                 the daemon into the SDK",
             )
         })
         .collect()
@@ -268,6 +275,17 @@ mod tests {
             "[package]\nname = \"herald\"\n[dependencies]\nherald-daemon.workspace = true\n",
         );
         assert_eq!(plugin_depends_on_daemon(&m), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_plugin_host_that_depends_on_the_daemon_fails() {
+        let m = manifest(
+            "crates/plugin-host/Cargo.toml",
+            "[package]\nname = \"herald-plugin-host\"\n[dependencies]\nherald-daemon.workspace = true\n",
+        );
+        let problems = plugin_depends_on_daemon(&m);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("herald-plugin-host is the plugin host and depends on the daemon"));
     }
 
     #[test]
