@@ -6,23 +6,25 @@
 //! - `GET /v1/status`: runs, notifiers, outbox ([`crate::Status`]). `GET /healthz`: liveness, no auth.
 //! - `POST /v1/runs/{run}/stop`: set the run's stop request (optional body `{"reason": "..."}`).
 //!
-//! With a token configured, TCP requests (except `/healthz`) need `Authorization: Bearer <token>`, compared
-//! in constant time. The Unix socket is protected by its file mode (0600) and needs no token. This module
-//! only translates HTTP; storing and routing are the dispatcher's.
+//! With a token configured, TCP requests to the API routes need `Authorization: Bearer <token>`, compared in
+//! constant time by one middleware layer ([`authorize`]); `/healthz`, unknown paths (404) and wrong methods
+//! (405) need none. The Unix socket is protected by its file mode (0600) and needs no token. Handlers return
+//! `Result<_, ApiError>`; [`ApiError`] is the one place an error becomes a status and a JSON body. This
+//! module only translates HTTP; storing and routing are the dispatcher's.
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Json, Router};
 use herald_event::DecodeError;
 use serde_json::json;
 
-use crate::Handle;
-use crate::error::DaemonError;
+use crate::{DaemonError, Handle};
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 1 << 20;
@@ -41,18 +43,82 @@ pub fn router(handle: Handle, token: Option<&str>) -> Router {
         .route("/v1/events", post(post_events))
         .route("/v1/status", get(get_status))
         .route("/v1/runs/{run}/stop", post(post_stop))
+        // Only the routes above: `/healthz`, the 404 fallback and 405 answers need no token.
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .with_state(state)
 }
 
-/// A JSON error response.
-fn error(status: StatusCode, code: &str, message: impl Into<String>, index: Option<usize>) -> Response {
-    let mut body = json!({ "code": code, "message": message.into() });
-    if let Some(i) = index {
-        body["index"] = json!(i);
+/// An error answer: an HTTP status and `{"error": {"code", "message", "index"?}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    /// The index of the bad element of a batch.
+    index: Option<usize>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), index: None }
     }
-    (status, axum::Json(json!({ "error": body }))).into_response()
+
+    fn unauthorized(message: &str) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    fn body_too_large() -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body over {BODY_LIMIT} bytes: send smaller batches"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "code": self.code, "message": self.message });
+        if let Some(i) = self.index {
+            body["index"] = json!(i);
+        }
+        (self.status, Json(json!({ "error": body }))).into_response()
+    }
+}
+
+/// A decode error is a 400 with its own code and the bad element's index.
+impl From<DecodeError> for ApiError {
+    fn from(e: DecodeError) -> ApiError {
+        let inner = match &e {
+            DecodeError::AtIndex { source, .. } => source.as_ref(),
+            other => other,
+        };
+        let code = match inner {
+            DecodeError::InvalidUtf8 { .. } => "invalid_utf8",
+            DecodeError::Empty => "empty",
+            DecodeError::Syntax { .. } => "malformed_json",
+            DecodeError::NotAnObject { .. } => "not_an_object",
+            DecodeError::MissingField { .. } => "missing_field",
+            DecodeError::UnsupportedVersion { .. } => "unsupported_version",
+            DecodeError::UnknownType { .. } => "unknown_type",
+            DecodeError::Invalid { .. } => "invalid_event",
+            DecodeError::AtIndex { .. } => "invalid_event",
+        };
+        ApiError { index: e.index(), ..ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string()) }
+    }
+}
+
+/// The dispatcher's errors are a 503: the daemon is stopping, or its outbox failed.
+impl From<DaemonError> for ApiError {
+    fn from(e: DaemonError) -> ApiError {
+        let code = match &e {
+            DaemonError::ShuttingDown => "shutting_down",
+            _ => "outbox_error",
+        };
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, e.to_string())
+    }
 }
 
 /// Compare two byte strings in time that depends only on their lengths.
@@ -68,107 +134,59 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let Some(token) = &state.token else { return Ok(()) };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(Box::new(error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "wrong token: use the [daemon] token",
-            None,
-        ))),
-        None => Err(Box::new(error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "this daemon needs `Authorization: Bearer <token>` (the [daemon] token)",
-            None,
-        ))),
-    }
-}
-
-/// The code and HTTP status of a decode error, with the bad element's index.
-fn decode_error(e: &DecodeError) -> Response {
-    let index = e.index();
-    let inner = match e {
-        DecodeError::AtIndex { source, .. } => source.as_ref(),
-        other => other,
-    };
-    let code = match inner {
-        DecodeError::InvalidUtf8 { .. } => "invalid_utf8",
-        DecodeError::Empty => "empty",
-        DecodeError::Syntax { .. } => "malformed_json",
-        DecodeError::NotAnObject { .. } => "not_an_object",
-        DecodeError::MissingField { .. } => "missing_field",
-        DecodeError::UnsupportedVersion { .. } => "unsupported_version",
-        DecodeError::UnknownType { .. } => "unknown_type",
-        DecodeError::Invalid { .. } => "invalid_event",
-        DecodeError::AtIndex { .. } => "invalid_event",
-    };
-    error(StatusCode::BAD_REQUEST, code, e.to_string(), index)
-}
-
-fn dispatcher_error(e: &DaemonError) -> Response {
-    match e {
-        DaemonError::ShuttingDown => {
-            error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string(), None)
+/// The middleware in front of the API routes: with a token configured, the request must carry it.
+async fn authorize(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if let Some(token) = &state.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match given {
+            Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => {}
+            Some(_) => return Err(ApiError::unauthorized("wrong token: use the [daemon] token")),
+            None => {
+                return Err(ApiError::unauthorized(
+                    "this daemon needs `Authorization: Bearer <token>` (the [daemon] token)",
+                ));
+            }
         }
-        other => error(StatusCode::SERVICE_UNAVAILABLE, "outbox_error", other.to_string(), None),
     }
+    Ok(next.run(request).await)
 }
 
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes, Box<Response>> {
-    let too_large = || {
-        Box::new(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("request body over {} bytes: send smaller batches", BODY_LIMIT),
-            None,
-        ))
-    };
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes, ApiError> {
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
-        return Err(too_large());
+        return Err(ApiError::body_too_large());
     }
-    axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|_| too_large())
+    axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|_| ApiError::body_too_large())
 }
 
-async fn post_events(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return *r;
-    }
-    let bytes = match read_body(&headers, body).await {
-        Ok(b) => b,
-        Err(r) => return *r,
-    };
-    let events = match herald_event::decode_batch(&bytes) {
-        Ok(events) => events,
-        Err(e) => {
-            tracing::info!(error = %e, "rejected a bad request");
-            return decode_error(&e);
-        }
-    };
-    match state.handle.ingest(events).await {
-        Ok(reply) => (StatusCode::ACCEPTED, axum::Json(reply)).into_response(),
-        Err(e) => dispatcher_error(&e),
-    }
+async fn post_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, ApiError> {
+    let bytes = read_body(&headers, body).await?;
+    let events = herald_event::decode_batch(&bytes)
+        .inspect_err(|e| tracing::info!(error = %e, "rejected a bad request"))?;
+    let reply = state.handle.ingest(events).await?;
+    Ok((StatusCode::ACCEPTED, Json(reply)))
 }
 
-async fn get_status(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return *r;
-    }
-    axum::Json(state.handle.status()).into_response()
+async fn get_status(State(state): State<AppState>) -> impl IntoResponse {
+    Json(state.handle.status())
 }
 
-async fn healthz() -> Response {
-    axum::Json(json!({ "ok": true })).into_response()
+async fn healthz() -> impl IntoResponse {
+    Json(json!({ "ok": true }))
 }
 
 async fn post_stop(
@@ -176,47 +194,37 @@ async fn post_stop(
     Path(run): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return *r;
+) -> Result<impl IntoResponse, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct StopBody {
+        reason: Option<String>,
     }
-    let bytes = match read_body(&headers, body).await {
-        Ok(b) => b,
-        Err(r) => return *r,
-    };
+    let bytes = read_body(&headers, body).await?;
     let mut reason = "stop requested through the daemon".to_owned();
     if !bytes.iter().all(u8::is_ascii_whitespace) {
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct StopBody {
-            reason: Option<String>,
-        }
-        match serde_json::from_slice::<StopBody>(&bytes) {
-            Ok(StopBody { reason: Some(r) }) => reason = r,
-            Ok(StopBody { reason: None }) => {}
-            Err(e) => {
-                return error(StatusCode::BAD_REQUEST, "malformed_json", format!("stop body: {e}"), None);
-            }
+        let stop = serde_json::from_slice::<StopBody>(&bytes).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("stop body: {e}"))
+        })?;
+        if let Some(r) = stop.reason {
+            reason = r;
         }
     }
-    match state.handle.request_stop(&run, &reason).await {
-        Ok(true) => axum::Json(json!({ "run": run, "stop": true, "reason": reason })).into_response(),
-        Ok(false) => error(
+    if !state.handle.request_stop(&run, &reason).await? {
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_run",
             format!("no run `{run}` is known to this daemon: `herald status` lists the runs"),
-            None,
-        ),
-        Err(e) => dispatcher_error(&e),
+        ));
     }
+    Ok(Json(json!({ "run": run, "stop": true, "reason": reason })))
 }
 
-async fn not_found() -> Response {
-    error(
+async fn not_found() -> ApiError {
+    ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
         "no such endpoint: the API has POST /v1/events, GET /v1/status, POST /v1/runs/{run}/stop, GET /healthz",
-        None,
     )
 }
 
