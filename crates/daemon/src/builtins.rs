@@ -1,23 +1,26 @@
 //! The notifier types linked into this build, as a [`Registry`].
 //!
 //! `herald serve`, `herald check`, `herald send --direct` and `herald plugins` all take their notifier
-//! types from [`registry`]; a notifier crate joins by adding one `register` line here (and its crate to
-//! `Cargo.toml`). Out-of-process notifiers are not listed here.
+//! types from [`registry`]; a notifier crate joins by adding one `add::<ItsConfig>()` line here (its config
+//! struct is its `herald_plugin::NotifierType`) and its crate to `Cargo.toml`. Out-of-process notifiers
+//! are not listed here.
 
 use herald_plugin::Registry;
 
 /// Every built-in notifier type.
 pub fn registry() -> Registry {
     let mut registry = Registry::new();
-    registry.register(herald_console::KIND, herald_console::DESCRIPTION, herald_console::new);
-    registry.register(herald_webhook::KIND, herald_webhook::DESCRIPTION, herald_webhook::new);
-    registry.register(herald_email::KIND, herald_email::DESCRIPTION, herald_email::new);
-    registry.register(herald_desktop::KIND, herald_desktop::DESCRIPTION, herald_desktop::new);
-    registry.register(herald_pushover::KIND, herald_pushover::DESCRIPTION, herald_pushover::new);
-    registry.register(herald_ntfy::KIND, herald_ntfy::DESCRIPTION, herald_ntfy::new);
-    registry.register(herald_discord::KIND, herald_discord::DESCRIPTION, herald_discord::new);
-    registry.register(herald_telegram::KIND, herald_telegram::DESCRIPTION, herald_telegram::build);
-    registry.register(herald_slack::KIND, herald_slack::DESCRIPTION, herald_slack::build);
+    registry.add::<herald_console::ConsoleConfig>();
+    registry.add::<herald_webhook::WebhookConfig>();
+    registry.add::<herald_email::EmailConfig>();
+    registry.add::<herald_desktop::DesktopConfig>();
+    registry.add::<herald_pushover::PushoverConfig>();
+    registry.add::<herald_ntfy::NtfyConfig>();
+    registry.add::<herald_discord::DiscordConfig>();
+    registry.add::<herald_telegram::TelegramConfig>();
+    registry.add::<herald_slack::SlackConfig>();
+    // `exec` splits its table between the host's keys and the plugin's, and names itself after the plugin:
+    // more than a `NotifierType`, so it registers its constructor.
     registry.register(herald_plugin_host::KIND, herald_plugin_host::DESCRIPTION, herald_plugin_host::new);
     registry
 }

@@ -1,13 +1,19 @@
-//! The reqwest plumbing shared by Herald's HTTP notifiers (ntfy, Pushover and Discord; Slack, Telegram and
-//! the webhook use some of it): the client, URL checks, cutting text to service limits, percent-encoding a
-//! path segment, and the mapping of HTTP answers to [`DeliveryError`]s. It lives apart from `herald-plugin`
-//! so that the SDK stays free of I/O; `Retry-After` is parsed by the SDK's
-//! [`herald_plugin::http::parse_retry_after`]. It sends nothing on its own and knows nothing of any one
-//! service's API: service-specific checks and encodings stay in the plugins.
+//! The reqwest plumbing shared by Herald's HTTP notifiers (webhook, ntfy, Pushover, Discord, Slack and the
+//! Gotify example; Telegram, over teloxide, uses the URL check): the client, URL checks,
+//! cutting text to service limits, percent-encoding a path segment, and
+//! [`check_response`], which reads a reqwest answer into the SDK's one HTTP answer policy
+//! ([`AnswerPolicy`]: which statuses are retried and when, and what the message says). It lives apart from
+//! `herald-plugin` so that the SDK stays free of reqwest and I/O; the policy itself, and the parsing of
+//! `Retry-After`, are the SDK's. It sends nothing on its own and knows nothing of any one service's API:
+//! service-specific checks, encodings and policy tweaks stay in the plugins.
 
 use std::time::{Duration, SystemTime};
 
-use herald_plugin::DeliveryError;
+use herald_plugin::http::AnswerPolicy;
+use herald_plugin::{DeliveryError, error_chain};
+
+/// How much of a failed answer's body is read to explain the failure.
+const FAILED_BODY_LIMIT: usize = 16 * 1024;
 
 /// The HTTP client every delivery uses (connections are reused).
 pub fn client() -> Result<reqwest::Client, String> {
@@ -67,21 +73,6 @@ pub fn encode_path_segment(segment: &str) -> String {
     out
 }
 
-/// An error and its causes, `: `-separated (reqwest hides the useful part in the sources).
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
-
 /// A request that got no answer: retryable.
 pub fn send_error(server: &str, err: reqwest::Error) -> DeliveryError {
     let code = if err.is_timeout() { "timeout" } else { "network" };
@@ -95,68 +86,34 @@ pub fn retry_after_header(headers: &reqwest::header::HeaderMap) -> Option<Durati
     herald_plugin::http::parse_retry_after(value, SystemTime::now())
 }
 
-/// The body of a 2xx answer, or the [`DeliveryError`] the answer means: 429 retryable after `Retry-After`,
-/// 5xx and 408 retryable, other 4xx permanent with the service's own error text.
-pub async fn check_response(response: reqwest::Response, service: &str) -> Result<Vec<u8>, DeliveryError> {
-    check_response_with(response, service, |_| None).await
-}
-
-/// [`check_response`] for a service that says in the body of a 429 when to retry: `body_retry_after` reads
-/// that delay from the body, and it wins over the `Retry-After` header when it gives one.
-pub async fn check_response_with(
-    response: reqwest::Response,
-    service: &str,
-    body_retry_after: impl FnOnce(&[u8]) -> Option<Duration>,
+/// The body of a 2xx answer, or the [`DeliveryError`] that `policy` makes of the answer: its status, its
+/// `Retry-After` header and the start of its body (at most 16 KiB of a failed answer is read; a failed
+/// answer whose body cannot be read is judged on its status alone). A 2xx answer whose body is cut off is a
+/// retryable `network` error.
+pub async fn check_response(
+    mut response: reqwest::Response,
+    policy: &AnswerPolicy<'_>,
 ) -> Result<Vec<u8>, DeliveryError> {
     let status = response.status();
     let retry_after = retry_after_header(response.headers());
-    let body = response.bytes().await.map_err(|e| {
-        DeliveryError::retryable(format!("{service} answer was cut off: {}", error_chain(&e)))
-            .with_code("network")
-    })?;
     if status.is_success() {
+        let body = response.bytes().await.map_err(|e| {
+            DeliveryError::retryable(format!("{} answer was cut off: {}", policy.service(), error_chain(&e)))
+                .with_code("network")
+        })?;
         return Ok(body.to_vec());
     }
-    let detail = service_error_text(&body);
-    let code = format!("http_{}", status.as_u16());
-    let message = format!("{service} answered {status}: {detail}");
-    Err(match status.as_u16() {
-        429 => {
-            let err = DeliveryError::retryable(format!("{message} (rate limited)")).with_code(code);
-            match body_retry_after(&body).or(retry_after) {
-                Some(after) => err.with_retry_after(after),
-                None => err,
-            }
-        }
-        401 | 403 => {
-            DeliveryError::permanent(format!("{message}; check the credentials in the configuration"))
-                .with_code(code)
-        }
-        408 | 500..=599 => DeliveryError::retryable(message).with_code(code),
-        _ => DeliveryError::permanent(message).with_code(code),
-    })
-}
-
-/// The service's own words: ntfy's `{"error": ...}`, Pushover's `{"errors": [...]}`, Discord's
-/// `{"message": ...}`, or else the start of the body.
-fn service_error_text(body: &[u8]) -> String {
-    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
-        if let Some(text) = value.get("error").and_then(|e| e.as_str()) {
-            return text.to_owned();
-        }
-        if let Some(errors) = value.get("errors").and_then(|e| e.as_array()) {
-            let texts: Vec<&str> = errors.iter().filter_map(|e| e.as_str()).collect();
-            if !texts.is_empty() {
-                return texts.join("; ");
-            }
-        }
-        if let Some(text) = value.get("message").and_then(|e| e.as_str()) {
-            return text.to_owned();
+    let mut body = Vec::new();
+    while body.len() < FAILED_BODY_LIMIT {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
         }
     }
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    if text.is_empty() { "no details".to_owned() } else { cut_bytes(text, 300) }
+    body.truncate(FAILED_BODY_LIMIT);
+    policy.check(status.as_u16(), retry_after, &String::from_utf8_lossy(&body))?;
+    // The policy calls only 2xx a success, and a 2xx answer returned above.
+    Ok(Vec::new())
 }
 
 #[cfg(test)]
@@ -196,13 +153,5 @@ mod tests {
         check("1.5", Some(Duration::from_millis(1500)));
         check("soon", None);
         assert_eq!(retry_after_header(&reqwest::header::HeaderMap::new()), None);
-    }
-
-    #[test]
-    fn service_errors_in_their_own_words() {
-        assert_eq!(service_error_text(br#"{"error":"forbidden"}"#), "forbidden");
-        assert_eq!(service_error_text(br#"{"errors":["a","b"]}"#), "a; b");
-        assert_eq!(service_error_text(br#"{"message":"Unknown Webhook","code":10015}"#), "Unknown Webhook");
-        assert_eq!(service_error_text(b"  "), "no details");
     }
 }

@@ -84,6 +84,22 @@ impl DeliveryError {
     }
 }
 
+/// An error and its causes, `: `-separated, each cause left out when the text so far already says it: for
+/// [`DeliveryError`] messages, since client libraries (reqwest, lettre) keep the useful part in the sources.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 /// An image attached to a notification (the loss curve at run end).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Image {
@@ -147,8 +163,14 @@ pub struct Notification {
 /// one attempt and returns.
 #[async_trait::async_trait]
 pub trait Notifier: Send + Sync {
-    /// The notifier's type name (`console`, `webhook`, ...).
-    fn kind(&self) -> &str;
+    /// The notifier's type name (`console`, `webhook`, ...). A notifier built from its [`NotifierType`]
+    /// (the registry, [`crate::serve_type`]) answers its type's `KIND` without implementing this; one made
+    /// some other way says `custom` unless it implements it.
+    ///
+    /// [`NotifierType`]: crate::NotifierType
+    fn kind(&self) -> &str {
+        "custom"
+    }
 
     /// What it can do beyond sending.
     fn capabilities(&self) -> Capabilities {

@@ -1,8 +1,8 @@
 //! The plugin side of the protocol: [`serve`] runs any [`Notifier`] as an out-of-process plugin.
 //!
-//! A Rust plugin is a binary whose `main` calls [`serve`] (a notifier configured by other means) or
-//! [`serve_constructor`] (a notifier built from the `[[notifier]]` table the host sends in `hello`, with the
-//! same constructor a built-in registers): so a Rust author writes the same trait in process or out of it, and
+//! A Rust plugin is a binary whose `main` calls [`serve_type`] (a [`NotifierType`] built from the
+//! `[[notifier]]` table the host sends in `hello`, exactly as the registry builds a built-in) or [`serve`] (a
+//! notifier configured by other means): so a Rust author writes the same type in process or out of it, and
 //! every built-in could run out of process. It reads host messages from stdin, answers on stdout and logs to
 //! stderr (the host tags those lines with the notifier's name). Deliveries run concurrently, each answered
 //! with its `id`; a malformed line is logged and skipped, never fatal; `shutdown` or the end of stdin ends
@@ -18,10 +18,11 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWrite
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
+use crate::config::ConfigError;
 use crate::host::{Host, HostError, RunSummary, RunView};
 use crate::notifier::{DeliveryError, Notifier};
+use crate::notifier_type::NotifierType;
 use crate::protocol::{self, HostMessage, MAX_LINE, PluginMessage};
-use crate::registry::{ConfigError, Constructor};
 
 /// How long a relayed command waits for the host's `command_result`.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,7 +95,7 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(
 /// Run `notifier` as a plugin on stdin and stdout until the host says `shutdown` or closes stdin.
 ///
 /// The notifier is configured already (from flags or the environment), so `hello` must carry an empty table;
-/// use [`serve_constructor`] to be configured by the host. Call it from a tokio runtime
+/// use [`serve_type`] to be configured by the host. Call it from a tokio runtime
 /// (`#[tokio::main]`).
 pub async fn serve(notifier: impl Notifier + 'static) -> Result<(), ServeError> {
     let notifier: Arc<dyn Notifier> = Arc::new(notifier);
@@ -109,11 +110,12 @@ pub async fn serve(notifier: impl Notifier + 'static) -> Result<(), ServeError> 
     .await
 }
 
-/// Run the notifier that `constructor` builds from the host's `hello` table (the same constructor a built-in
-/// registers), as plugin `version`, on stdin and stdout. Call it from a tokio runtime.
-pub async fn serve_constructor(version: &str, constructor: Constructor) -> Result<(), ServeError> {
-    serve_io(tokio::io::stdin(), tokio::io::stdout(), version.to_owned(), move |name, table| {
-        constructor(name, table).map(Arc::from)
+/// Run a notifier of type `T`, built from the host's `hello` table as the registry builds a built-in
+/// ([`NotifierType::from_table`]: unknown keys refused by name), as plugin `version`, on stdin and stdout.
+/// Call it from a tokio runtime: `herald_plugin::serve_type::<GotifyConfig>(env!("CARGO_PKG_VERSION"))`.
+pub async fn serve_type<T: NotifierType>(version: &str) -> Result<(), ServeError> {
+    serve_io(tokio::io::stdin(), tokio::io::stdout(), version.to_owned(), |name, table| {
+        T::from_table(name, table).map(Arc::from)
     })
     .await
 }

@@ -1,24 +1,31 @@
 //! The `gotify` notifier: each notification as a message to a Gotify server, through its plain HTTP API.
 //!
-//! An example of an out-of-process plugin in Rust: the library is an ordinary [`Notifier`] with its registry
-//! constructor [`new`], and the binary `herald-notify-gotify` runs it with [`herald_plugin::serve_constructor`],
-//! so the daemon finds it on `PATH` for `type = "gotify"`. It POSTs `{title, message, priority, extras}` to
-//! `<url>/message?token=<application token>`; the message is the Markdown rendering, marked as Markdown for
-//! Gotify's clients. Failures get a higher priority (louder on the phone), epochs a lower one. HTTP answers
-//! map to retryable or permanent errors with [`herald_plugin::http::check_status`]. It makes one attempt per
-//! delivery: retries, rate limits and timeouts around it are the host's. Gotify cannot edit a message or take
-//! commands, so it declares neither.
+//! An example of an out-of-process plugin in Rust: the library is an ordinary [`Notifier`] whose
+//! configuration struct [`GotifyConfig`] is its [`NotifierType`], and the binary `herald-notify-gotify` runs
+//! it with [`herald_plugin::serve_type`], so the daemon finds it on `PATH` for `type = "gotify"`. It POSTs
+//! `{title, message, priority, extras}` to `<url>/message?token=<application token>`; the message is the
+//! Markdown rendering, marked as Markdown for Gotify's clients. Failures get a higher priority (louder on
+//! the phone), epochs a lower one. HTTP answers map to retryable or permanent errors by the SDK's one policy
+//! ([`herald_plugin::http::AnswerPolicy`], read by [`herald_http::check_response`]), with Gotify's own hint
+//! for a wrong token. It makes one attempt per delivery: retries, rate limits and timeouts around it are the
+//! host's. Gotify cannot edit a message or take commands, so it declares neither.
 
 use std::time::Duration;
 
 use herald_event::EventKind;
+use herald_plugin::http::AnswerPolicy;
 use herald_plugin::{
-    Capabilities, ConfigError, DeliveryError, Notification, Notifier, Receipt, Secret, parse_table,
+    Capabilities, ConfigError, DeliveryError, Notification, Notifier, NotifierType, Receipt, Secret,
 };
 use serde::Deserialize;
 
-/// The `type` name.
-pub const KIND: &str = "gotify";
+/// How Gotify's answers are read: the usual policy (Gotify explains errors in `errorDescription`), with what
+/// a refused token usually means.
+const ANSWERS: AnswerPolicy<'static> =
+    AnswerPolicy::new("the Gotify server").with_hints(|status| match status {
+        401 | 403 => Some("check `token`: it must be an application token, not a client token"),
+        _ => None,
+    });
 
 fn default_priority() -> u8 {
     5
@@ -51,15 +58,11 @@ pub struct GotifyConfig {
     #[serde(default = "default_epoch_priority")]
     pub epoch_priority: u8,
     /// Send the Markdown rendering marked as Markdown (default), or the plain text.
-    #[serde(default = "yes")]
+    #[serde(default = "herald_plugin::default_true")]
     pub markdown: bool,
     /// Timeout of one HTTP request, default `20s`.
     #[serde(default = "default_request_timeout", deserialize_with = "herald_plugin::duration::deserialize")]
     pub request_timeout: Duration,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// Sends notifications to one Gotify application.
@@ -75,15 +78,14 @@ impl std::fmt::Debug for Gotify {
     }
 }
 
-/// The registry constructor (also what the binary serves): `name` and the `[[notifier]]` table.
-pub fn new(_name: &str, table: toml::Table) -> Result<Box<dyn Notifier>, ConfigError> {
-    let config: GotifyConfig = parse_table(table)?;
-    Ok(Box::new(Gotify::new(config)?))
-}
+impl NotifierType for GotifyConfig {
+    const KIND: &'static str = "gotify";
+    const DESCRIPTION: &'static str = "sends each notification to a Gotify application (an example plugin)";
+    type Notifier = Gotify;
 
-impl Gotify {
     /// Check the configuration and build the HTTP client.
-    pub fn new(config: GotifyConfig) -> Result<Gotify, ConfigError> {
+    fn build(self, _name: &str) -> Result<Gotify, ConfigError> {
+        let config = self;
         let mut base = reqwest::Url::parse(&config.url).map_err(|e| {
             ConfigError::for_key(
                 "url",
@@ -135,7 +137,9 @@ impl Gotify {
             .map_err(|e| ConfigError::new(format!("cannot set up the HTTP client: {e}")))?;
         Ok(Gotify { endpoint, config, client })
     }
+}
 
+impl Gotify {
     /// The priority of a notification's event.
     pub fn priority(&self, kind: EventKind) -> u8 {
         match kind {
@@ -174,22 +178,12 @@ fn network_error(err: reqwest::Error) -> DeliveryError {
     } else {
         "network"
     };
-    let err = err.without_url();
-    let mut detail = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(s) = source {
-        detail.push_str(&format!(": {s}"));
-        source = s.source();
-    }
+    let detail = herald_plugin::error_chain(&err.without_url());
     DeliveryError::retryable(format!("cannot reach the Gotify server ({detail}); will retry")).with_code(code)
 }
 
 #[async_trait::async_trait]
 impl Notifier for Gotify {
-    fn kind(&self) -> &str {
-        KIND
-    }
-
     fn capabilities(&self) -> Capabilities {
         Capabilities::default()
     }
@@ -198,29 +192,8 @@ impl Notifier for Gotify {
         let mut url = self.endpoint.clone();
         url.query_pairs_mut().append_pair("token", self.config.token.expose());
         let response = self.client.post(url).json(&self.body(n)).send().await.map_err(network_error)?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let bytes = response.bytes().await.map_err(network_error)?;
+        let bytes = herald_http::check_response(response, &ANSWERS).await?;
         let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-        if !(200..300).contains(&status) {
-            // Gotify explains errors as {"error", "errorCode", "errorDescription"}.
-            let said = answer
-                .get("errorDescription")
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes[..bytes.len().min(1024)]).into_owned());
-            let said = match status {
-                401 | 403 => {
-                    format!("{said} (check `token`: it must be an application token, not a client token)")
-                }
-                _ => said,
-            };
-            herald_plugin::http::check_status("the Gotify server", status, retry_after.as_deref(), &said)?;
-        }
         Ok(Receipt(serde_json::json!({ "id": answer.get("id").cloned().unwrap_or(serde_json::Value::Null) })))
     }
 }

@@ -6,9 +6,11 @@
 
 use std::process::ExitCode;
 
+use herald_notify_gotify::GotifyConfig;
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    match herald_plugin::serve_constructor(env!("CARGO_PKG_VERSION"), herald_notify_gotify::new).await {
+    match herald_plugin::serve_type::<GotifyConfig>(env!("CARGO_PKG_VERSION")).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // stderr is a plugin's log: the host shows this line tagged with the notifier's name.

@@ -14,13 +14,8 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use herald_plugin::{ConfigError, DeliveryError, Notification, Notifier, Receipt, parse_table};
+use herald_plugin::{ConfigError, DeliveryError, Notification, Notifier, NotifierType, Receipt};
 use serde::Deserialize;
-
-/// The `type` name.
-pub const KIND: &str = "console";
-/// What `herald plugins` says about it.
-pub const DESCRIPTION: &str = "prints each notification on standard error (text or JSON lines)";
 
 /// How a notification is written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -58,10 +53,14 @@ impl std::fmt::Debug for Console {
     }
 }
 
-/// The registry constructor: `name` and the `[[notifier]]` table less the host's keys.
-pub fn new(name: &str, table: toml::Table) -> Result<Box<dyn Notifier>, ConfigError> {
-    let config: ConsoleConfig = parse_table(table)?;
-    Ok(Box::new(Console::new(name, config.format)))
+impl NotifierType for ConsoleConfig {
+    const KIND: &'static str = "console";
+    const DESCRIPTION: &'static str = "prints each notification on standard error (text or JSON lines)";
+    type Notifier = Console;
+
+    fn build(self, name: &str) -> Result<Console, ConfigError> {
+        Ok(Console::new(name, self.format))
+    }
 }
 
 impl Console {
@@ -106,10 +105,6 @@ impl Console {
 
 #[async_trait::async_trait]
 impl Notifier for Console {
-    fn kind(&self) -> &str {
-        KIND
-    }
-
     async fn deliver(&self, n: &Notification) -> Result<Receipt, DeliveryError> {
         let bytes = self.block(n)?;
         let written = match &self.sink {
@@ -209,7 +204,7 @@ mod tests {
     #[test]
     fn config() {
         fn build(text: &str) -> Result<Box<dyn Notifier>, ConfigError> {
-            new("c", table(text))
+            ConsoleConfig::from_table("c", table(text))
         }
         assert_eq!(build("").map(|n| n.kind().to_owned()), Ok("console".to_owned()));
         assert!(build("format = 'json'").is_ok());

@@ -10,8 +10,8 @@
 //! Without a session bus (a headless training box, an SSH session) the notifier reports itself
 //! unavailable with a clear message ("no D-Bus session bus") in `herald check`, `/v1/status` and the log,
 //! and its deliveries fail as retryable, so the other notifiers keep working. The daemon and the CLI use
-//! this crate through [`new`] and [`session_bus_available`] (the built-in default configuration adds a
-//! desktop notifier only when a bus is there).
+//! this crate through its [`DesktopConfig`] ([`NotifierType`]) and [`session_bus_available`] (the built-in
+//! default configuration adds a desktop notifier only when a bus is there).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use herald_event::{Level, Payload};
 use herald_plugin::{
-    Capabilities, ConfigError, DeliveryError, Health, Notification, Notifier, Receipt, duration, parse_table,
+    Capabilities, ConfigError, DeliveryError, Health, Notification, Notifier, NotifierType, Receipt, duration,
 };
 use notify_rust::{Timeout, Urgency};
 use serde::Deserialize;
@@ -32,19 +32,13 @@ const BUS_TIMEOUT: Duration = Duration::from_secs(5);
 /// The popup body keeps at most this many lines of the first paragraph.
 const BODY_LINES: usize = 8;
 
-/// The notifier type name, as in `type = "desktop"`.
-pub const KIND: &str = "desktop";
-/// What `herald plugins` says about this type.
-pub const DESCRIPTION: &str =
-    "shows freedesktop notifications on the D-Bus session bus, one per run replaced in place";
-
 /// Configuration of a `desktop` notifier (`[[notifier]]` with `type = "desktop"`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DesktopConfig {
     /// One notification per run, replaced in place as the run goes on (default true); false stacks one
     /// notification per event.
-    #[serde(default = "default_true")]
+    #[serde(default = "herald_plugin::default_true")]
     pub live: bool,
     /// The application name the notification server shows (default `Herald`).
     #[serde(default = "default_app_name")]
@@ -58,17 +52,8 @@ pub struct DesktopConfig {
     pub expire: Option<Duration>,
 }
 
-fn default_true() -> bool {
-    true
-}
 fn default_app_name() -> String {
     "Herald".to_owned()
-}
-
-/// Build a `desktop` notifier from its configuration table (the registry's constructor).
-pub fn new(name: &str, table: toml::Table) -> Result<Box<dyn Notifier>, ConfigError> {
-    let config: DesktopConfig = parse_table(table)?;
-    Ok(Box::new(Desktop::new(name, config)?))
 }
 
 /// Whether this process can reach a D-Bus session bus at all (cheap: environment and file checks only).
@@ -103,18 +88,25 @@ pub struct Desktop {
     markup: OnceCell<bool>,
 }
 
-impl Desktop {
+impl NotifierType for DesktopConfig {
+    const KIND: &'static str = "desktop";
+    const DESCRIPTION: &'static str =
+        "shows freedesktop notifications on the D-Bus session bus, one per run replaced in place";
+    type Notifier = Desktop;
+
     /// Check the configuration (no bus is contacted).
-    pub fn new(name: &str, config: DesktopConfig) -> Result<Desktop, ConfigError> {
-        if config.app_name.trim().is_empty() {
+    fn build(self, name: &str) -> Result<Desktop, ConfigError> {
+        if self.app_name.trim().is_empty() {
             return Err(ConfigError::for_key("app_name", "must not be empty"));
         }
-        if config.expire.is_some_and(|d| d.as_millis() > i32::MAX as u128) {
+        if self.expire.is_some_and(|d| d.as_millis() > i32::MAX as u128) {
             return Err(ConfigError::for_key("expire", "too long: use `0s` for until dismissed"));
         }
-        Ok(Desktop { name: name.to_owned(), config, markup: OnceCell::new() })
+        Ok(Desktop { name: name.to_owned(), config: self, markup: OnceCell::new() })
     }
+}
 
+impl Desktop {
     /// A connection to the session bus, or the reason there is none.
     async fn connect(&self) -> Result<zbus::Connection, String> {
         if let Some(reason) = bus_missing_reason() {
@@ -228,10 +220,6 @@ fn delivery_error(message: String) -> DeliveryError {
 
 #[async_trait]
 impl Notifier for Desktop {
-    fn kind(&self) -> &str {
-        KIND
-    }
-
     fn capabilities(&self) -> Capabilities {
         Capabilities { edit: self.config.live, images: true, commands: false }
     }
@@ -291,7 +279,7 @@ mod tests {
     #[test]
     fn config_errors_name_the_key() {
         fn check(text: &str, key: &str, part: &str) {
-            let err = new("d", text.parse().expect("TOML")).err().expect(text);
+            let err = DesktopConfig::from_table("d", text.parse().expect("TOML")).err().expect(text);
             assert_eq!(err.key.as_deref(), Some(key), "{text}: {err}");
             assert!(err.message.contains(part), "{text}: {err}");
         }
@@ -300,7 +288,7 @@ mod tests {
         check("expire = 'forever'", "expire", "invalid duration");
         check("icon = 3", "icon", "string");
         check("urgent = true", "urgent", "unknown key");
-        assert!(new("d", toml::Table::new()).is_ok());
+        assert!(DesktopConfig::from_table("d", toml::Table::new()).is_ok());
     }
 
     #[test]

@@ -1,18 +1,17 @@
-//! Discord's side of the HTTP plumbing: the shared pieces come from `herald-http`; this module adds the one
-//! thing Discord does its own way, the `retry_after` it puts in the body of a 429. It sends nothing on its
-//! own.
+//! Discord's side of the HTTP plumbing: the shared pieces come from `herald-http` and the SDK's one answer
+//! policy; this module adds the one thing Discord does its own way, the `retry_after` it puts in the body of
+//! a 429. It sends nothing on its own.
 
 use std::time::Duration;
 
-pub use herald_http::{check_base_url, client, cut_chars, encode_path_segment, error_chain, send_error};
-use herald_plugin::DeliveryError;
+pub use herald_http::{check_base_url, check_response, client, cut_chars, encode_path_segment, send_error};
+use herald_plugin::http::AnswerPolicy;
 
-/// The body of a 2xx answer, or the [`DeliveryError`] the answer means (see [`herald_http::check_response`]).
-/// Discord says when to retry a 429 in the body, in fractional seconds (`"retry_after": 0.35`); it wins over
-/// the header, which is rounded.
-pub async fn check_response(response: reqwest::Response, service: &str) -> Result<Vec<u8>, DeliveryError> {
-    herald_http::check_response_with(response, service, body_retry_after).await
-}
+/// How Discord's answers are read: the usual policy (Discord explains errors in `{"message": ...}`), except
+/// that Discord says when to retry a 429 in the body, in fractional seconds (`"retry_after": 0.35`), which
+/// wins over the header, which is rounded.
+pub const ANSWERS: AnswerPolicy<'static> =
+    AnswerPolicy::new("Discord").with_delay_in_body(|body| body_retry_after(body.as_bytes()));
 
 /// The `retry_after` field of a JSON body, in seconds.
 fn body_retry_after(body: &[u8]) -> Option<Duration> {

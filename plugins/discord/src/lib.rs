@@ -9,15 +9,15 @@
 //! Content is the Markdown rendering (the table in a code block) cut to Discord's 2000 characters by
 //! dropping the oldest table rows (or traceback lines) first, with the code blocks kept closed; mentions in
 //! run-supplied text are disabled. The loss curve is attached at run end. A 429 is retried after the
-//! `retry_after` Discord sends (fractional seconds). The daemon and the CLI use this crate through
-//! [`new`]; it does not retry or rate-limit itself: the host does.
+//! `retry_after` Discord sends (fractional seconds). The daemon and the CLI use this crate through its
+//! [`DiscordConfig`] ([`NotifierType`]); it does not retry or rate-limit itself: the host does.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use herald_event::Payload;
 use herald_plugin::{
-    Capabilities, ConfigError, DeliveryError, Health, Notification, Notifier, Receipt, Secret, parse_table,
+    Capabilities, ConfigError, DeliveryError, Health, Notification, Notifier, NotifierType, Receipt, Secret,
 };
 use serde::Deserialize;
 
@@ -25,12 +25,6 @@ mod http;
 
 /// Discord's limit on a message's `content`, in characters.
 pub const CONTENT_LIMIT: usize = 2000;
-
-/// The notifier type name, as in `type = "discord"`.
-pub const KIND: &str = "discord";
-/// What `herald plugins` says about this type.
-pub const DESCRIPTION: &str =
-    "posts to a Discord webhook: one live message per run edited in place, table in a code block";
 
 /// Configuration of a `discord` notifier (`[[notifier]]` with `type = "discord"`).
 #[derive(Debug, Clone, Deserialize)]
@@ -40,7 +34,7 @@ pub struct DiscordConfig {
     /// webhook's token: keep it secret (`webhook_url_file`, or `${VAR}` from the environment).
     pub webhook_url: Secret,
     /// One message per run edited in place as epochs end (default true); false posts every notification.
-    #[serde(default = "default_true")]
+    #[serde(default = "herald_plugin::default_true")]
     pub live: bool,
     /// The name the messages appear under; the webhook's own when unset.
     #[serde(default)]
@@ -48,16 +42,6 @@ pub struct DiscordConfig {
     /// The avatar image URL the messages appear with; the webhook's own when unset.
     #[serde(default)]
     pub avatar_url: Option<String>,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-/// Build a `discord` notifier from its configuration table (the registry's constructor).
-pub fn new(name: &str, table: toml::Table) -> Result<Box<dyn Notifier>, ConfigError> {
-    let config: DiscordConfig = parse_table(table)?;
-    Ok(Box::new(Discord::new(name, config)?))
 }
 
 /// The `discord` notifier.
@@ -71,10 +55,15 @@ pub struct Discord {
     client: reqwest::Client,
 }
 
-impl Discord {
+impl NotifierType for DiscordConfig {
+    const KIND: &'static str = "discord";
+    const DESCRIPTION: &'static str =
+        "posts to a Discord webhook: one live message per run edited in place, table in a code block";
+    type Notifier = Discord;
+
     /// Check the configuration and set up the HTTP client (nothing is sent).
-    pub fn new(name: &str, config: DiscordConfig) -> Result<Discord, ConfigError> {
-        let url = config.webhook_url.expose();
+    fn build(self, name: &str) -> Result<Discord, ConfigError> {
+        let url = self.webhook_url.expose();
         let (base, query) = match url.split_once('?') {
             Some((base, query)) => (base, Some(query.to_owned()).filter(|q| !q.is_empty())),
             None => (url, None),
@@ -86,13 +75,15 @@ impl Discord {
                 "not a webhook URL: expected https://discord.com/api/webhooks/...",
             )
         })?;
-        if let Some(avatar) = &config.avatar_url {
+        if let Some(avatar) = &self.avatar_url {
             http::check_base_url(avatar).map_err(|m| ConfigError::for_key("avatar_url", m))?;
         }
         let client = http::client().map_err(ConfigError::new)?;
-        Ok(Discord { name: name.to_owned(), base: Secret::new(base), query, config, client })
+        Ok(Discord { name: name.to_owned(), base: Secret::new(base), query, config: self, client })
     }
+}
 
+impl Discord {
     fn url(&self, path: &str, wait: bool) -> String {
         let mut params: Vec<&str> = Vec::new();
         if wait {
@@ -146,7 +137,7 @@ impl Discord {
             None => request.json(&payload),
         };
         let response = request.send().await.map_err(|e| http::send_error("Discord", without_url(e)))?;
-        let body = http::check_response(response, "Discord").await?;
+        let body = http::check_response(response, &http::ANSWERS).await?;
         message_id(&body)
     }
 
@@ -164,7 +155,7 @@ impl Discord {
             tracing::info!(notifier = %self.name, message = id, "the live message is gone; posting a new one");
             return Ok(false);
         }
-        http::check_response(response, "Discord").await.map(|_| true)
+        http::check_response(response, &http::ANSWERS).await.map(|_| true)
     }
 }
 
@@ -198,10 +189,6 @@ fn pings(n: &Notification) -> bool {
 
 #[async_trait]
 impl Notifier for Discord {
-    fn kind(&self) -> &str {
-        KIND
-    }
-
     fn capabilities(&self) -> Capabilities {
         Capabilities { edit: self.config.live, images: true, commands: false }
     }
@@ -249,9 +236,9 @@ impl Notifier for Discord {
             .await
             .map_err(without_url);
         match answer {
-            Err(e) => {
-                Health::Unavailable { message: format!("cannot reach Discord: {}", http::error_chain(&e)) }
-            }
+            Err(e) => Health::Unavailable {
+                message: format!("cannot reach Discord: {}", herald_plugin::error_chain(&e)),
+            },
             Ok(response) => match response.status().as_u16() {
                 200..=299 => Health::Ok,
                 401 | 403 | 404 => Health::Unavailable {
@@ -345,6 +332,8 @@ fn join_fenced(segments: &[Segment]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use herald_plugin::parse_table;
+
     use super::*;
 
     fn table(text: &str) -> toml::Table {
@@ -353,17 +342,20 @@ mod tests {
 
     #[test]
     fn config_errors_do_not_echo_the_url() {
-        let err =
-            new("d", table("webhook_url = 'discord.com/api/webhooks/1/SECRET'")).err().expect("no scheme");
+        let err = DiscordConfig::from_table("d", table("webhook_url = 'discord.com/api/webhooks/1/SECRET'"))
+            .err()
+            .expect("no scheme");
         assert_eq!(err.key.as_deref(), Some("webhook_url"));
         assert!(!err.to_string().contains("SECRET"), "{err}");
-        let err = new("d", table("webhook_url = 'https://x/1/t'\nlife = true")).err().expect("typo");
+        let err = DiscordConfig::from_table("d", table("webhook_url = 'https://x/1/t'\nlife = true"))
+            .err()
+            .expect("typo");
         assert_eq!(err.key.as_deref(), Some("life"));
-        let ok = Discord::new(
-            "d",
-            parse_table(table("webhook_url = 'https://discord.com/api/webhooks/1/SECRET?thread_id=9'"))
-                .expect("valid"),
-        )
+        let ok = parse_table::<DiscordConfig>(table(
+            "webhook_url = 'https://discord.com/api/webhooks/1/SECRET?thread_id=9'",
+        ))
+        .expect("valid")
+        .build("d")
         .expect("valid");
         assert!(!format!("{ok:?}").contains("SECRET"));
         assert_eq!(

@@ -11,7 +11,8 @@
 //! run's finish, failure or stall, which always go at once) carries it in its table, since the table holds
 //! every epoch so far. The window lives in the [`Receipt`], so it survives a daemon restart.
 //!
-//! The daemon and the CLI use this crate through [`new`]; it does not retry or rate-limit: the host does.
+//! The daemon and the CLI use this crate through its [`EmailConfig`] ([`NotifierType`]); it does not retry or
+//! rate-limit: the host does.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -20,8 +21,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use herald_event::{EventKind, Payload};
 use herald_plugin::{
-    Capabilities, ConfigError, DeliveryError, Health, Notification, Notifier, Receipt, Secret, duration,
-    parse_table,
+    Capabilities, ConfigError, DeliveryError, Health, Notification, Notifier, NotifierType, Receipt, Secret,
+    duration,
 };
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, Message, MultiPart, SinglePart};
@@ -46,12 +47,6 @@ pub enum TlsMode {
     /// No encryption: only for a relay on this machine or a trusted network.
     None,
 }
-
-/// The notifier type name, as in `type = "email"`.
-pub const KIND: &str = "email";
-/// What `herald plugins` says about this type.
-pub const DESCRIPTION: &str =
-    "mails text and HTML (results table, inline loss curve) over SMTP with STARTTLS or TLS; digest mode";
 
 /// Configuration of an `email` notifier (`[[notifier]]` with `type = "email"`).
 #[derive(Debug, Clone, Deserialize)]
@@ -103,12 +98,6 @@ fn default_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
-/// Build an `email` notifier from its configuration table (the registry's constructor).
-pub fn new(name: &str, table: toml::Table) -> Result<Box<dyn Notifier>, ConfigError> {
-    let config: EmailConfig = parse_table(table)?;
-    Ok(Box::new(Email::new(name, config)?))
-}
-
 /// The `email` notifier.
 pub struct Email {
     name: String,
@@ -130,26 +119,31 @@ impl std::fmt::Debug for Email {
     }
 }
 
-impl Email {
+impl NotifierType for EmailConfig {
+    const KIND: &'static str = "email";
+    const DESCRIPTION: &'static str =
+        "mails text and HTML (results table, inline loss curve) over SMTP with STARTTLS or TLS; digest mode";
+    type Notifier = Email;
+
     /// Check the configuration (addresses, TLS, the CA file); nothing is sent and no connection is made.
-    pub fn new(name: &str, config: EmailConfig) -> Result<Email, ConfigError> {
-        let host = config.smtp_host.trim();
+    fn build(self, name: &str) -> Result<Email, ConfigError> {
+        let host = self.smtp_host.trim();
         if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/' || c == ':') {
             return Err(ConfigError::for_key(
                 "smtp_host",
                 "expected a host name or address such as `smtp.example.org` (the port goes in `smtp_port`)",
             ));
         }
-        let from: Mailbox = config.from.parse().map_err(|e| {
+        let from: Mailbox = self.from.parse().map_err(|e| {
             ConfigError::for_key(
                 "from",
-                format!("`{}` is not a mail address ({e}): write `Name <user@host>`", config.from),
+                format!("`{}` is not a mail address ({e}): write `Name <user@host>`", self.from),
             )
         })?;
-        if config.to.is_empty() {
+        if self.to.is_empty() {
             return Err(ConfigError::for_key("to", "give at least one recipient"));
         }
-        let to = config
+        let to = self
             .to
             .iter()
             .enumerate()
@@ -162,7 +156,7 @@ impl Email {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        match (&config.username, &config.password) {
+        match (&self.username, &self.password) {
             (Some(_), None) => {
                 return Err(ConfigError::for_key("password", "`username` is set: set `password` too"));
             }
@@ -171,22 +165,22 @@ impl Email {
             }
             _ => {}
         }
-        if config.digest.is_some_and(|d| d.is_zero()) {
+        if self.digest.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::for_key(
                 "digest",
                 "a zero window mails every epoch: remove `digest` instead",
             ));
         }
-        let tls = match config.tls {
+        let tls = match self.tls {
             TlsMode::None => {
-                if config.ca_file.is_some() {
+                if self.ca_file.is_some() {
                     return Err(ConfigError::for_key("ca_file", "`tls = \"none\"` uses no certificates"));
                 }
                 Tls::None
             }
             mode => {
                 let mut params = TlsParameters::builder(host.to_owned());
-                if let Some(path) = &config.ca_file {
+                if let Some(path) = &self.ca_file {
                     let pem = std::fs::read(path).map_err(|e| {
                         ConfigError::for_key("ca_file", format!("cannot read {}: {e}", path.display()))
                     })?;
@@ -204,14 +198,16 @@ impl Email {
                 if mode == TlsMode::Tls { Tls::Wrapper(params) } else { Tls::Required(params) }
             }
         };
-        let port = config.smtp_port.unwrap_or(match config.tls {
+        let port = self.smtp_port.unwrap_or(match self.tls {
             TlsMode::Starttls => 587,
             TlsMode::Tls => 465,
             TlsMode::None => 25,
         });
-        Ok(Email { name: name.to_owned(), from, to, port, tls, config, transport: OnceLock::new() })
+        Ok(Email { name: name.to_owned(), from, to, port, tls, config: self, transport: OnceLock::new() })
     }
+}
 
+impl Email {
     fn transport(&self) -> &AsyncSmtpTransport<Tokio1Executor> {
         self.transport.get_or_init(|| {
             let mut builder =
@@ -311,7 +307,7 @@ impl State {
 }
 
 fn smtp_error(err: &lettre::transport::smtp::Error, host: &str) -> DeliveryError {
-    let chain = error_chain(err);
+    let chain = herald_plugin::error_chain(err);
     if err.is_permanent() {
         let hint = match err.status().map(|c| c.to_string()) {
             Some(code) if code.starts_with("53") => "; check `username` and `password`",
@@ -337,26 +333,8 @@ fn smtp_error(err: &lettre::transport::smtp::Error, host: &str) -> DeliveryError
     }
 }
 
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
-
 #[async_trait]
 impl Notifier for Email {
-    fn kind(&self) -> &str {
-        KIND
-    }
-
     fn capabilities(&self) -> Capabilities {
         Capabilities { edit: false, images: true, commands: false }
     }
@@ -409,6 +387,8 @@ impl Notifier for Email {
 
 #[cfg(test)]
 mod tests {
+    use herald_plugin::parse_table;
+
     use super::*;
 
     fn table(text: &str) -> toml::Table {
@@ -421,7 +401,7 @@ mod tests {
     #[test]
     fn config_errors_name_the_key() {
         fn check(text: &str, key: &str, part: &str) {
-            let err = new("m", table(text)).err().expect(text);
+            let err = EmailConfig::from_table("m", table(text)).err().expect(text);
             assert_eq!(err.key.as_deref(), Some(key), "{text}: {err}");
             assert!(err.message.contains(part), "{text}: {err}");
         }
@@ -435,14 +415,14 @@ mod tests {
         check(&format!("{BASE}digest = 'soon'"), "digest", "invalid duration");
         check(&format!("{BASE}ca_file = '/nonexistent/ca.pem'"), "ca_file", "cannot read");
         check(&format!("{BASE}subjectprefix = 'x'"), "subjectprefix", "unknown key");
-        assert!(new("m", table(BASE)).is_ok());
+        assert!(EmailConfig::from_table("m", table(BASE)).is_ok());
     }
 
     #[test]
     fn password_does_not_show_in_debug() {
         let config: EmailConfig =
             parse_table(table(&format!("{BASE}username = 'u'\npassword = 'hunter2'"))).expect("valid");
-        let shown = format!("{:?}", Email::new("m", config).expect("valid"));
+        let shown = format!("{:?}", config.build("m").expect("valid"));
         assert!(!shown.contains("hunter2"), "{shown}");
     }
 }

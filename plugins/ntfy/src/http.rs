@@ -3,9 +3,7 @@
 //! own.
 
 use base64::Engine as _;
-pub use herald_http::{
-    check_base_url, check_response, client, cut_bytes, encode_path_segment, error_chain, send_error,
-};
+pub use herald_http::{check_base_url, check_response, client, cut_bytes, encode_path_segment, send_error};
 
 /// A token that can go in an HTTP header and an ntfy action: printable ASCII, no spaces, commas or quotes.
 pub fn check_token(token: &str) -> Result<(), String> {

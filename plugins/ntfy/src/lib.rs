@@ -6,15 +6,16 @@
 //! `Click` and `Actions` headers; at run end, when the host hands over the loss curve, it is one
 //! `PUT {server}/{topic}` with the PNG as the body, a `Filename` header and the text in the `Message` header.
 //! A "Stop run" button (an ntfy `http` action that posts to the daemon's stop endpoint) appears only when
-//! `public_url` and `daemon_token` are configured. The daemon and the CLI use this crate through
-//! [`new`]; it does not retry, rate-limit or edit earlier messages (ntfy cannot): the host retries.
+//! `public_url` and `daemon_token` are configured. The daemon and the CLI use this crate through its
+//! [`NtfyConfig`] ([`NotifierType`]); it does not retry, rate-limit or edit earlier messages (ntfy cannot): the host retries.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use herald_event::{EventKind, Level, Payload};
+use herald_plugin::http::AnswerPolicy;
 use herald_plugin::{
-    Capabilities, ConfigError, DeliveryError, Health, Notification, Notifier, Receipt, Secret, parse_table,
+    Capabilities, ConfigError, DeliveryError, Health, Notification, Notifier, NotifierType, Receipt, Secret,
 };
 use serde::Deserialize;
 
@@ -23,11 +24,8 @@ mod http;
 /// ntfy refuses (or turns into an attachment) a message body over 4096 bytes.
 pub const MESSAGE_LIMIT_BYTES: usize = 4096;
 
-/// The notifier type name, as in `type = "ntfy"`.
-pub const KIND: &str = "ntfy";
-/// What `herald plugins` says about this type.
-pub const DESCRIPTION: &str =
-    "publishes to an ntfy topic: per-event priority and tags, loss curve, optional Stop run button";
+/// How the server's answers are read (ntfy explains errors in `{"error": ...}`).
+const ANSWERS: AnswerPolicy<'static> = AnswerPolicy::new("ntfy");
 
 /// Configuration of an `ntfy` notifier (`[[notifier]]` with `type = "ntfy"`).
 #[derive(Debug, Clone, Deserialize)]
@@ -62,12 +60,6 @@ fn default_server() -> String {
     "https://ntfy.sh".to_owned()
 }
 
-/// Build an `ntfy` notifier from its configuration table (the registry's constructor).
-pub fn new(name: &str, table: toml::Table) -> Result<Box<dyn Notifier>, ConfigError> {
-    let config: NtfyConfig = parse_table(table)?;
-    Ok(Box::new(Ntfy::new(name, config)?))
-}
-
 /// The `ntfy` notifier.
 #[derive(Debug)]
 pub struct Ntfy {
@@ -78,23 +70,28 @@ pub struct Ntfy {
     client: reqwest::Client,
 }
 
-impl Ntfy {
+impl NotifierType for NtfyConfig {
+    const KIND: &'static str = "ntfy";
+    const DESCRIPTION: &'static str =
+        "publishes to an ntfy topic: per-event priority and tags, loss curve, optional Stop run button";
+    type Notifier = Ntfy;
+
     /// Check the configuration and set up the HTTP client (nothing is sent).
-    pub fn new(name: &str, config: NtfyConfig) -> Result<Ntfy, ConfigError> {
-        let server = http::check_base_url(&config.server).map_err(|m| ConfigError::for_key("server", m))?;
-        let topic_ok = !config.topic.is_empty()
-            && config.topic.len() <= 64
-            && config.topic.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    fn build(self, name: &str) -> Result<Ntfy, ConfigError> {
+        let server = http::check_base_url(&self.server).map_err(|m| ConfigError::for_key("server", m))?;
+        let topic_ok = !self.topic.is_empty()
+            && self.topic.len() <= 64
+            && self.topic.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !topic_ok {
             return Err(ConfigError::for_key(
                 "topic",
                 format!(
                     "`{}` is not a valid ntfy topic: use 1 to 64 letters, digits, `-` or `_`",
-                    config.topic
+                    self.topic
                 ),
             ));
         }
-        for (i, tag) in config.tags.iter().enumerate() {
+        for (i, tag) in self.tags.iter().enumerate() {
             if tag.is_empty() || tag.contains(',') || tag.chars().any(char::is_control) {
                 return Err(ConfigError::for_key(
                     format!("tags[{i}]"),
@@ -102,13 +99,13 @@ impl Ntfy {
                 ));
             }
         }
-        if let Some(click) = &config.click {
+        if let Some(click) = &self.click {
             http::check_base_url(click).map_err(|m| ConfigError::for_key("click", m))?;
         }
-        if let Some(token) = &config.token {
+        if let Some(token) = &self.token {
             http::check_token(token.expose()).map_err(|m| ConfigError::for_key("token", m))?;
         }
-        let stop_url_base = match (&config.public_url, &config.daemon_token) {
+        let stop_url_base = match (&self.public_url, &self.daemon_token) {
             (Some(url), Some(token)) => {
                 let base = http::check_base_url(url).map_err(|m| ConfigError::for_key("public_url", m))?;
                 http::check_token(token.expose()).map_err(|m| ConfigError::for_key("daemon_token", m))?;
@@ -131,9 +128,11 @@ impl Ntfy {
             (None, None) => None,
         };
         let client = http::client().map_err(ConfigError::new)?;
-        Ok(Ntfy { name: name.to_owned(), server, config, stop_url_base, client })
+        Ok(Ntfy { name: name.to_owned(), server, config: self, stop_url_base, client })
     }
+}
 
+impl Ntfy {
     fn topic_url(&self) -> String {
         format!("{}/{}", self.server, self.config.topic)
     }
@@ -202,10 +201,6 @@ fn event_tags(kind: EventKind) -> &'static [&'static str] {
 
 #[async_trait]
 impl Notifier for Ntfy {
-    fn kind(&self) -> &str {
-        KIND
-    }
-
     fn capabilities(&self) -> Capabilities {
         Capabilities { edit: false, images: true, commands: self.stop_url_base.is_some() }
     }
@@ -224,7 +219,7 @@ impl Notifier for Ntfy {
         let request = headers.into_iter().fold(request, |r, (k, v)| r.header(k, v));
         tracing::debug!(notifier = %self.name, run = %n.event.run, seq = n.event.seq, "publishing to ntfy");
         let response = request.send().await.map_err(|e| http::send_error(&self.server, e))?;
-        let body = http::check_response(response, "ntfy").await?;
+        let body = http::check_response(response, &ANSWERS).await?;
         let id = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned));
@@ -238,7 +233,11 @@ impl Notifier for Ntfy {
         let url = format!("{}/v1/health", self.server);
         match self.client.get(&url).timeout(Duration::from_secs(5)).send().await {
             Err(e) => Health::Unavailable {
-                message: format!("cannot reach the ntfy server {}: {}", self.server, http::error_chain(&e)),
+                message: format!(
+                    "cannot reach the ntfy server {}: {}",
+                    self.server,
+                    herald_plugin::error_chain(&e)
+                ),
             },
             Ok(response) => {
                 let healthy = response
@@ -259,6 +258,8 @@ impl Notifier for Ntfy {
 
 #[cfg(test)]
 mod tests {
+    use herald_plugin::parse_table;
+
     use super::*;
 
     fn table(text: &str) -> toml::Table {
@@ -268,7 +269,7 @@ mod tests {
     #[test]
     fn config_errors_name_the_key() {
         fn check(text: &str, key: &str, part: &str) {
-            let err = new("n", table(text)).err().expect(text);
+            let err = NtfyConfig::from_table("n", table(text)).err().expect(text);
             assert_eq!(err.key.as_deref(), Some(key), "{text}: {err}");
             assert!(err.message.contains(part), "{text}: {err}");
         }
@@ -280,7 +281,7 @@ mod tests {
         check("topic = 'runs'\ndaemon_token = 't'", "public_url", "needs the daemon's address");
         check("topic = 'runs'\ntags = ['a,b']", "tags[0]", "without commas");
         check("topic = 'runs'\ntoken = 'a b'", "token", "spaces");
-        assert!(new("n", table("topic = 'runs'")).is_ok());
+        assert!(NtfyConfig::from_table("n", table("topic = 'runs'")).is_ok());
     }
 
     #[test]
@@ -289,7 +290,7 @@ mod tests {
             "topic = 't'\ntoken = 'tk_secret'\npublic_url = 'http://h'\ndaemon_token = 'dt'",
         ))
         .expect("valid");
-        let shown = format!("{:?}", Ntfy::new("n", config).expect("valid"));
+        let shown = format!("{:?}", config.build("n").expect("valid"));
         assert!(!shown.contains("tk_secret") && !shown.contains("\"dt\""), "{shown}");
     }
 }

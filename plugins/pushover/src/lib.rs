@@ -7,16 +7,18 @@
 //! Failures (a failed, lost or stalled run, an error message) use `failure_priority`, which may be 2
 //! (emergency: repeated every `retry` until acknowledged or `expire`). At run end the loss curve the host
 //! hands over is attached when it is under Pushover's 2.5 MB limit. The daemon and the CLI use this crate
-//! through [`new`]; it does not retry, rate-limit or edit (Pushover cannot): the host retries.
+//! through its [`PushoverConfig`] ([`NotifierType`]); it does not retry, rate-limit or edit (Pushover
+//! cannot): the host retries.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use herald_event::{Level, Payload};
 use herald_http as http;
+use herald_plugin::http::AnswerPolicy;
 use herald_plugin::{
-    Capabilities, ConfigError, DeliveryError, Health, Notification, Notifier, Receipt, Secret, duration,
-    parse_table,
+    Capabilities, ConfigError, DeliveryError, Health, Notification, Notifier, NotifierType, Receipt, Secret,
+    duration,
 };
 use serde::Deserialize;
 
@@ -28,11 +30,8 @@ pub const URL_TITLE_LIMIT: usize = 100;
 /// The largest attachment Pushover takes (about 2.5 MB).
 pub const ATTACHMENT_LIMIT_BYTES: usize = 2_621_440;
 
-/// The notifier type name, as in `type = "pushover"`.
-pub const KIND: &str = "pushover";
-/// What `herald plugins` says about this type.
-pub const DESCRIPTION: &str =
-    "sends Pushover messages: failure priority (emergency possible), loss curve attached";
+/// How the API's answers are read (Pushover explains refusals in `{"errors": [...]}`).
+const ANSWERS: AnswerPolicy<'static> = AnswerPolicy::new("Pushover");
 
 /// Configuration of a `pushover` notifier (`[[notifier]]` with `type = "pushover"`).
 #[derive(Debug, Clone, Deserialize)]
@@ -85,12 +84,6 @@ fn default_expire() -> Duration {
     Duration::from_secs(3600)
 }
 
-/// Build a `pushover` notifier from its configuration table (the registry's constructor).
-pub fn new(name: &str, table: toml::Table) -> Result<Box<dyn Notifier>, ConfigError> {
-    let config: PushoverConfig = parse_table(table)?;
-    Ok(Box::new(Pushover::new(name, config)?))
-}
-
 /// The `pushover` notifier.
 #[derive(Debug)]
 pub struct Pushover {
@@ -100,12 +93,16 @@ pub struct Pushover {
     client: reqwest::Client,
 }
 
-impl Pushover {
+impl NotifierType for PushoverConfig {
+    const KIND: &'static str = "pushover";
+    const DESCRIPTION: &'static str =
+        "sends Pushover messages: failure priority (emergency possible), loss curve attached";
+    type Notifier = Pushover;
+
     /// Check the configuration and set up the HTTP client (nothing is sent).
-    pub fn new(name: &str, config: PushoverConfig) -> Result<Pushover, ConfigError> {
-        let api_url =
-            http::check_base_url(&config.api_url).map_err(|m| ConfigError::for_key("api_url", m))?;
-        for (key, value) in [("token", &config.token), ("user", &config.user)] {
+    fn build(self, name: &str) -> Result<Pushover, ConfigError> {
+        let api_url = http::check_base_url(&self.api_url).map_err(|m| ConfigError::for_key("api_url", m))?;
+        for (key, value) in [("token", &self.token), ("user", &self.user)] {
             if value.is_empty() || !value.expose().chars().all(|c| c.is_ascii_alphanumeric()) {
                 return Err(ConfigError::for_key(
                     key,
@@ -113,27 +110,29 @@ impl Pushover {
                 ));
             }
         }
-        for (key, value) in [("priority", config.priority), ("failure_priority", config.failure_priority)] {
+        for (key, value) in [("priority", self.priority), ("failure_priority", self.failure_priority)] {
             if !(-2..=2).contains(&value) {
                 return Err(ConfigError::for_key(key, format!("{value} is out of range: use -2 to 2")));
             }
         }
-        if config.retry < Duration::from_secs(30) {
+        if self.retry < Duration::from_secs(30) {
             return Err(ConfigError::for_key("retry", "Pushover repeats emergency alerts at most every 30s"));
         }
-        if config.expire > Duration::from_secs(10_800) || config.expire < config.retry {
+        if self.expire > Duration::from_secs(10_800) || self.expire < self.retry {
             return Err(ConfigError::for_key(
                 "expire",
                 "must be at least `retry` and at most 3h (Pushover's limit)",
             ));
         }
-        if let Some(url) = &config.url {
+        if let Some(url) = &self.url {
             http::check_base_url(url).map_err(|m| ConfigError::for_key("url", m))?;
         }
         let client = http::client().map_err(ConfigError::new)?;
-        Ok(Pushover { name: name.to_owned(), api_url, config, client })
+        Ok(Pushover { name: name.to_owned(), api_url, config: self, client })
     }
+}
 
+impl Pushover {
     /// The priority of one notification.
     pub fn priority_for(&self, n: &Notification) -> i8 {
         let failure = match &n.event.payload {
@@ -191,10 +190,6 @@ fn non_empty(text: &str) -> &str {
 
 #[async_trait]
 impl Notifier for Pushover {
-    fn kind(&self) -> &str {
-        KIND
-    }
-
     fn capabilities(&self) -> Capabilities {
         Capabilities { edit: false, images: true, commands: false }
     }
@@ -230,7 +225,7 @@ impl Notifier for Pushover {
         };
         tracing::debug!(notifier = %self.name, run = %n.event.run, seq = n.event.seq, "sending to Pushover");
         let response = request.send().await.map_err(|e| http::send_error(&self.api_url, e))?;
-        let body = http::check_response(response, "Pushover").await?;
+        let body = http::check_response(response, &ANSWERS).await?;
         let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
             DeliveryError::retryable(format!("Pushover answered 200 with a body that is not JSON: {e}"))
         })?;
@@ -257,9 +252,9 @@ impl Notifier for Pushover {
         let answer = self.client.post(&url).form(&form).timeout(Duration::from_secs(10)).send().await;
         match answer {
             Err(e) => Health::Unavailable {
-                message: format!("cannot reach Pushover at {url}: {}", http::error_chain(&e)),
+                message: format!("cannot reach Pushover at {url}: {}", herald_plugin::error_chain(&e)),
             },
-            Ok(response) => match http::check_response(response, "Pushover").await {
+            Ok(response) => match http::check_response(response, &ANSWERS).await {
                 Ok(_) => Health::Ok,
                 Err(e) if e.retryable => Health::Degraded { message: e.message },
                 Err(e) => Health::Unavailable { message: format!("{}; check `token` and `user`", e.message) },
@@ -270,6 +265,8 @@ impl Notifier for Pushover {
 
 #[cfg(test)]
 mod tests {
+    use herald_plugin::parse_table;
+
     use super::*;
 
     const KEYS: &str = "token = 'azGDORePK8gMaC0QOYAMyEEuzJnyUi'\nuser = 'uQiRzpo4DXghDmr9QzzfQu27cmVRsG'\n";
@@ -282,7 +279,7 @@ mod tests {
     fn config_errors_name_the_key() {
         fn check(extra: &str, key: &str, part: &str) {
             let text = format!("{KEYS}{extra}");
-            let err = new("p", table(&text)).err().expect(extra);
+            let err = PushoverConfig::from_table("p", table(&text)).err().expect(extra);
             assert_eq!(err.key.as_deref(), Some(key), "{extra}: {err}");
             assert!(err.message.contains(part), "{extra}: {err}");
         }
@@ -292,17 +289,18 @@ mod tests {
         check("expire = '4h'", "expire", "3h");
         check("api_url = 'api.pushover.net'", "api_url", "http");
         check("sounds = 'x'", "sounds", "unknown key");
-        let err = new("p", table("token = 'a b'\nuser = 'u'")).err().expect("bad token");
+        let err =
+            PushoverConfig::from_table("p", table("token = 'a b'\nuser = 'u'")).err().expect("bad token");
         assert_eq!(err.key.as_deref(), Some("token"));
-        let err = new("p", table("token = 'abc'")).err().expect("no user");
+        let err = PushoverConfig::from_table("p", table("token = 'abc'")).err().expect("no user");
         assert_eq!((err.key.as_deref(), err.message.as_str()), (Some("user"), "missing required key"));
-        assert!(new("p", table(KEYS)).is_ok());
+        assert!(PushoverConfig::from_table("p", table(KEYS)).is_ok());
     }
 
     #[test]
     fn keys_do_not_show_in_debug() {
         let config: PushoverConfig = parse_table(table(KEYS)).expect("valid");
-        let shown = format!("{:?}", Pushover::new("p", config).expect("valid"));
+        let shown = format!("{:?}", config.build("p").expect("valid"));
         assert!(!shown.contains("azGDORe") && !shown.contains("uQiRzpo"), "{shown}");
     }
 }

@@ -10,30 +10,33 @@
 //! [`Receipt`], so a restarted daemon keeps updating the same message.
 //!
 //! Every user-supplied string is mrkdwn-escaped (`&`, `<`, `>`), so a run name cannot ping `<!channel>`.
-//! A 429 is retried after its `Retry-After`; Slack's `ok: false` errors are mapped to retryable or
-//! permanent errors that say what to fix. The daemon and the CLI use this crate through [`build`]; retries
-//! and queueing are the host's.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
+//! HTTP answers follow the SDK's one policy ([`herald_plugin::http::AnswerPolicy`]: a 429 is retried after
+//! its `Retry-After`, 5xx retried, other statuses permanent); Slack's `ok: false` errors are mapped to
+//! retryable or permanent errors that say what to fix. The daemon and the CLI use this crate through its
+//! [`SlackConfig`] ([`NotifierType`]); retries and queueing are the host's.
 
 use async_trait::async_trait;
 use herald_event::Payload;
+use herald_plugin::http::AnswerPolicy;
 use herald_plugin::{
-    Capabilities, ConfigError, DeliveryError, Health, Notification, Notifier, Receipt, Secret, parse_table,
+    Capabilities, ConfigError, DeliveryError, DeliveryProgress, Health, Notification, Notifier, NotifierType,
+    Receipt, Secret,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// The notifier type name.
-pub const KIND: &str = "slack";
-/// What `herald plugins` says about it.
-pub const DESCRIPTION: &str = "Slack: incoming webhook, or the Web API with one live message per run, thread replies and the loss curve";
 /// Slack's Web API.
 pub const DEFAULT_API_URL: &str = "https://slack.com/api";
 /// Slack's limit on a section block's text.
 const SECTION_LIMIT: usize = 3000;
+
+/// How Slack's HTTP answers are read: an incoming webhook that is gone answers 403, 404 or 410.
+const WEBHOOK_ANSWERS: AnswerPolicy<'static> = AnswerPolicy::new("Slack").with_hints(|status| match status {
+    403 | 404 | 410 => Some("Slack does not know this webhook: create it again and update webhook_url"),
+    _ => None,
+});
+/// The answers of the upload URL Slack hands out for the loss curve.
+const UPLOAD_ANSWERS: AnswerPolicy<'static> = AnswerPolicy::new("Slack's file upload");
 
 /// Configuration of a `slack` notifier (`[[notifier]]` with `type = "slack"`): `webhook_url`, or `token`
 /// and `channel`.
@@ -53,34 +56,12 @@ pub struct SlackConfig {
     #[serde(default = "default_api_url")]
     pub api_url: String,
     /// Web API mode: one message per run updated in place (default true); false posts every notification.
-    #[serde(default = "yes")]
+    #[serde(default = "herald_plugin::default_true")]
     pub live: bool,
 }
 
 fn default_api_url() -> String {
     DEFAULT_API_URL.to_owned()
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// Build a `slack` notifier from its configuration table (the registry's constructor).
-pub fn build(name: &str, table: toml::Table) -> Result<Box<dyn Notifier>, ConfigError> {
-    let config: SlackConfig = parse_table(table)?;
-    Ok(Box::new(Slack::new(name, config)?))
-}
-
-fn check_url(url: &str) -> Result<String, String> {
-    let url = url.trim();
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| "not a URL: write it with https://".to_owned())?;
-    if rest.is_empty() || rest.starts_with('/') || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("not a valid URL: it needs a host and no spaces".to_owned());
-    }
-    Ok(url.trim_end_matches('/').to_owned())
 }
 
 enum Mode {
@@ -94,8 +75,8 @@ pub struct Slack {
     live: bool,
     mode: Mode,
     client: reqwest::Client,
-    /// Steps already done by an earlier attempt of a delivery that makes several calls: (run, seq) -> steps.
-    progress: Mutex<HashMap<DeliveryKey, Vec<Step>>>,
+    /// Steps already done by an earlier attempt of a delivery that makes several calls.
+    progress: DeliveryProgress<Step>,
 }
 
 impl std::fmt::Debug for Slack {
@@ -103,9 +84,6 @@ impl std::fmt::Debug for Slack {
         f.debug_struct("Slack").field("name", &self.name).field("live", &self.live).finish_non_exhaustive()
     }
 }
-
-/// A delivery: the run and the event's sequence number.
-type DeliveryKey = (String, u64);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Step {
@@ -115,12 +93,22 @@ enum Step {
     Plot,
 }
 
-impl Slack {
+impl NotifierType for SlackConfig {
+    const KIND: &'static str = "slack";
+    const DESCRIPTION: &'static str = "Slack: incoming webhook, or the Web API with one live message per run, thread replies and the loss curve";
+    type Notifier = Slack;
+
     /// Check the configuration and set up the HTTP client (nothing is sent).
-    pub fn new(name: &str, config: SlackConfig) -> Result<Slack, ConfigError> {
-        let mode = match (&config.webhook_url, &config.token, &config.channel) {
+    fn build(self, name: &str) -> Result<Slack, ConfigError> {
+        let mode = match (&self.webhook_url, &self.token, &self.channel) {
             (Some(url), None, None) => {
-                check_url(url.expose()).map_err(|m| ConfigError::for_key("webhook_url", m))?;
+                // Say what is wrong without echoing the URL: it holds the webhook's secret.
+                herald_http::check_base_url(url.expose()).map_err(|_| {
+                    ConfigError::for_key(
+                        "webhook_url",
+                        "not a webhook URL: expected https://hooks.slack.com/services/...",
+                    )
+                })?;
                 Mode::Webhook(url.clone())
             }
             (None, Some(token), Some(channel)) => {
@@ -137,7 +125,8 @@ impl Slack {
                         "expected a channel id (`C0123...`) or `#name`",
                     ));
                 }
-                let base = check_url(&config.api_url).map_err(|m| ConfigError::for_key("api_url", m))?;
+                let base = herald_http::check_base_url(&self.api_url)
+                    .map_err(|m| ConfigError::for_key("api_url", m))?;
                 Mode::Api { token: token.clone(), channel, base }
             }
             (Some(_), _, _) => {
@@ -157,36 +146,11 @@ impl Slack {
             }
         };
         let client = herald_http::client().map_err(ConfigError::new)?;
-        Ok(Slack {
-            name: name.to_owned(),
-            live: config.live,
-            mode,
-            client,
-            progress: Mutex::new(HashMap::new()),
-        })
+        Ok(Slack { name: name.to_owned(), live: self.live, mode, client, progress: DeliveryProgress::new() })
     }
+}
 
-    fn done(&self, key: &DeliveryKey) -> Vec<Step> {
-        self.progress
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(key)
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    fn remember(&self, key: &DeliveryKey, step: Step) {
-        let mut p = self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if p.len() > 1000 {
-            p.clear();
-        }
-        p.entry(key.clone()).or_default().push(step);
-    }
-
-    fn forget(&self, key: &DeliveryKey) {
-        self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
-    }
-
+impl Slack {
     async fn webhook(&self, url: &Secret, n: &Notification) -> Result<Receipt, DeliveryError> {
         let body = json!({ "text": fallback(n), "blocks": blocks(n) });
         let response = self
@@ -196,27 +160,8 @@ impl Slack {
             .send()
             .await
             .map_err(|e| send_error(e.without_url()))?;
-        let status = response.status().as_u16();
-        let retry_after = herald_http::retry_after_header(response.headers());
-        let text = response.text().await.unwrap_or_default();
-        match status {
-            200..=299 => Ok(Receipt::none()),
-            429 => Err(rate_limited(retry_after)),
-            500..=599 => {
-                Err(DeliveryError::retryable(format!("Slack answered {status}: {}; will retry", text.trim()))
-                    .with_code(format!("http_{status}")))
-            }
-            403 | 404 | 410 => Err(DeliveryError::permanent(format!(
-                "Slack does not know this webhook ({status} {}): create it again and update webhook_url",
-                text.trim()
-            ))
-            .with_code(format!("http_{status}"))),
-            _ => Err(DeliveryError::permanent(format!(
-                "Slack refused the message ({status}): {}",
-                text.trim()
-            ))
-            .with_code(format!("http_{status}"))),
-        }
+        herald_http::check_response(response, &WEBHOOK_ANSWERS).await?;
+        Ok(Receipt::none())
     }
 
     /// One Web API call; the answer's fields on `ok: true`.
@@ -232,16 +177,16 @@ impl Slack {
         let response = request.send().await.map_err(|e| SlackError::Other(send_error(e)))?;
         let status = response.status().as_u16();
         let after = herald_http::retry_after_header(response.headers());
-        if status == 429 {
-            return Err(SlackError::Other(rate_limited(after)));
+        let text = response.text().await;
+        // A status worth retrying (429, 5xx) is judged by the HTTP policy; other refusals explain
+        // themselves in Slack's `ok: false` body.
+        let service = format!("Slack's {method}");
+        if let Err(e) = AnswerPolicy::new(&service).check(status, after, text.as_deref().unwrap_or_default())
+            && e.retryable
+        {
+            return Err(SlackError::Other(e));
         }
-        let text = response.text().await.map_err(|e| SlackError::Other(send_error(e)))?;
-        if (500..600).contains(&status) {
-            return Err(SlackError::Other(
-                DeliveryError::retryable(format!("Slack answered {status} to {method}; will retry"))
-                    .with_code(format!("http_{status}")),
-            ));
-        }
+        let text = text.map_err(|e| SlackError::Other(send_error(e)))?;
         let value: Value = serde_json::from_str(&text).map_err(|_| {
             SlackError::Other(DeliveryError::retryable(format!(
                 "Slack answered {method} with something that is not JSON ({status})"
@@ -320,12 +265,7 @@ impl Slack {
             .send()
             .await
             .map_err(send_error)?;
-        let status = response.status().as_u16();
-        if !(200..300).contains(&status) {
-            let retryable = status == 429 || status >= 500;
-            let e = format!("Slack refused the loss curve upload ({status})");
-            return Err(if retryable { DeliveryError::retryable(e) } else { DeliveryError::permanent(e) });
-        }
+        herald_http::check_response(response, &UPLOAD_ANSWERS).await?;
         let mut body = json!({
             "files": [{ "id": id, "title": format!("{}: loss curve", n.run.name) }],
             "channel_id": channel,
@@ -340,8 +280,7 @@ impl Slack {
     }
 
     async fn api_deliver(&self, channel: &str, n: &Notification) -> Result<Receipt, DeliveryError> {
-        let key = (n.event.run.clone(), n.event.seq);
-        let done = self.done(&key);
+        let done = self.progress.done(n);
         let prev = n.previous.as_ref().map(|r| &r.0);
         let mut live: Option<(String, String)> = if self.live {
             prev.and_then(|p| Some((p["channel"].as_str()?.to_owned(), p["live"].as_str()?.to_owned())))
@@ -357,14 +296,14 @@ impl Slack {
                     Some(ts) => (channel.to_owned(), ts),
                     None => {
                         let (ch, ts) = self.post(channel, n, None, false).await?;
-                        self.remember(&key, Step::Reply(ts.clone()));
+                        self.progress.remember(n, Step::Reply(ts.clone()));
                         (ch, ts)
                     }
                 };
             if !done.contains(&Step::Plot) {
                 self.upload(&ch, Some(&ts), n).await?;
             }
-            self.forget(&key);
+            self.progress.forget(n);
             return Ok(Receipt(json!({ "channel": ch, "ts": ts })));
         }
         if kind == Kind::Tick {
@@ -386,7 +325,7 @@ impl Slack {
                 live = Some(self.post(channel, n, None, false).await?);
             }
             if let Some((ch, ts)) = &live {
-                self.remember(&key, Step::Live(ch.clone(), ts.clone()));
+                self.progress.remember(n, Step::Live(ch.clone(), ts.clone()));
             }
         }
         // Start, end and messages also go into the thread.
@@ -397,7 +336,7 @@ impl Slack {
                 let broadcast = kind == Kind::Alarm;
                 let (_, ts) =
                     self.post(live.as_ref().map_or(channel, |(ch, _)| ch), n, thread, broadcast).await?;
-                self.remember(&key, Step::Reply(ts.clone()));
+                self.progress.remember(n, Step::Reply(ts.clone()));
                 posted = Some(ts);
             }
         }
@@ -407,9 +346,9 @@ impl Slack {
                 None => (channel.to_owned(), None),
             };
             self.upload(&ch, thread.as_deref(), n).await?;
-            self.remember(&key, Step::Plot);
+            self.progress.remember(n, Step::Plot);
         }
-        self.forget(&key);
+        self.progress.forget(n);
         let mut receipt = serde_json::Map::new();
         if let Some((ch, ts)) = live {
             receipt.insert("channel".into(), json!(ch));
@@ -468,14 +407,6 @@ impl SlackError {
 
 fn send_error(e: reqwest::Error) -> DeliveryError {
     herald_http::send_error("Slack", e)
-}
-
-fn rate_limited(after: Option<Duration>) -> DeliveryError {
-    let e = DeliveryError::retryable("Slack answered 429 (rate limited; will retry)").with_code("http_429");
-    match after {
-        Some(a) => e.with_retry_after(a),
-        None => e,
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -571,10 +502,6 @@ pub fn blocks(n: &Notification) -> Value {
 
 #[async_trait]
 impl Notifier for Slack {
-    fn kind(&self) -> &str {
-        KIND
-    }
-
     fn capabilities(&self) -> Capabilities {
         let api = matches!(self.mode, Mode::Api { .. });
         Capabilities { edit: api && self.live, images: api, commands: false }
@@ -608,6 +535,8 @@ impl Notifier for Slack {
 
 #[cfg(test)]
 mod tests {
+    use herald_plugin::parse_table;
+
     use super::*;
 
     fn table(text: &str) -> toml::Table {
@@ -617,7 +546,7 @@ mod tests {
     #[test]
     fn config_needs_one_mode() {
         let check = |text: &str, key: Option<&str>| {
-            let err = build("s", table(text)).err().expect(text);
+            let err = SlackConfig::from_table("s", table(text)).err().expect(text);
             assert_eq!(err.key.as_deref(), key, "{text}: {err}");
             assert!(!err.to_string().contains("SECRET"), "{err}");
         };
@@ -628,13 +557,13 @@ mod tests {
         check("webhook_url = 'hooks.slack.com/SECRET'", Some("webhook_url"));
         check("webhook_url = 'https://x/SECRET'\ntoken = 'xoxb-1'\nchannel = 'C1'", Some("webhook_url"));
         check("webhook_url = 'https://x/SECRET'\nchanel = 'C1'", Some("chanel"));
-        let ok = build("s", table("token = 'xoxb-1'\nchannel = '#ml'")).expect("valid");
+        let ok = SlackConfig::from_table("s", table("token = 'xoxb-1'\nchannel = '#ml'")).expect("valid");
         assert!(ok.capabilities().edit && ok.capabilities().images);
-        let hook = Slack::new(
-            "s",
-            parse_table(table("webhook_url = 'https://hooks.slack.com/services/T/B/SECRET'")).expect("valid"),
-        )
-        .expect("valid");
+        let hook =
+            parse_table::<SlackConfig>(table("webhook_url = 'https://hooks.slack.com/services/T/B/SECRET'"))
+                .expect("valid")
+                .build("s")
+                .expect("valid");
         assert!(!hook.capabilities().edit);
         assert!(!format!("{hook:?}").contains("SECRET"));
     }

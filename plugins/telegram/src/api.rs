@@ -204,7 +204,7 @@ fn api_failure(e: ApiError) -> DeliveryError {
 }
 
 fn chain(err: &dyn std::error::Error) -> String {
-    let out = herald_http::error_chain(err);
+    let out = herald_plugin::error_chain(err);
     // reqwest puts the URL, which holds the token, into its messages.
     match out.find("/bot") {
         Some(i) => {

@@ -18,17 +18,18 @@
 //!
 //! With `commands = true` (the default) [`Notifier::listen`] long-polls `getUpdates` and answers `/runs`,
 //! `/status`, `/stop` (confirmed with a button) and `/help` in `allowed_chats` only (`commands.rs`).
-//! The daemon and the CLI use this crate through [`build`]; retries and queueing are the host's.
+//! The daemon and the CLI use this crate through its [`TelegramConfig`] ([`NotifierType`]); retries and
+//! queueing are the host's.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use herald_event::Payload;
 use herald_plugin::{
-    Capabilities, ConfigError, DeliveryError, Health, Host, Notification, Notifier, Receipt, Secret,
-    parse_table, render::escape_html,
+    Capabilities, ConfigError, DeliveryError, DeliveryProgress, Health, Host, Notification, Notifier,
+    NotifierType, Receipt, Secret, render::escape_html,
 };
 use serde::Deserialize;
 
@@ -42,10 +43,6 @@ pub use api::Chat;
 use api::{Api, Failure};
 pub use pace::Pacer;
 
-/// The notifier type name.
-pub const KIND: &str = "telegram";
-/// What `herald plugins` says about it.
-pub const DESCRIPTION: &str = "Telegram bot: one live message per run edited as epochs end, the loss curve, /runs /status /stop from the phone";
 /// Telegram's public Bot API server.
 pub const DEFAULT_API_URL: &str = "https://api.telegram.org";
 
@@ -61,17 +58,17 @@ pub struct TelegramConfig {
     #[serde(default = "default_api_url")]
     pub api_url: String,
     /// One message per run, edited in place as epochs end (default true); false sends every notification.
-    #[serde(default = "yes")]
+    #[serde(default = "herald_plugin::default_true")]
     pub live: bool,
     /// Take commands (`/runs`, `/status`, `/stop`, `/help`) from the allowed chats (default true).
-    #[serde(default = "yes")]
+    #[serde(default = "herald_plugin::default_true")]
     pub commands: bool,
     /// Chats whose commands are answered (default: `[chat_id]`); commands from other chats are ignored
     /// and logged.
     #[serde(default)]
     pub allowed_chats: Option<Vec<i64>>,
     /// Epoch updates without sound (default true); start, finish and failure always ring.
-    #[serde(default = "yes")]
+    #[serde(default = "herald_plugin::default_true")]
     pub quiet_epochs: bool,
 }
 
@@ -85,16 +82,6 @@ pub enum ChatIdValue {
 
 fn default_api_url() -> String {
     DEFAULT_API_URL.to_owned()
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// Build a `telegram` notifier from its configuration table (the registry's constructor).
-pub fn build(name: &str, table: toml::Table) -> Result<Box<dyn Notifier>, ConfigError> {
-    let config: TelegramConfig = parse_table(table)?;
-    Ok(Box::new(Telegram::new(name, config)?))
 }
 
 /// Parse a chat id: an integer, or `@name` for a public channel.
@@ -141,8 +128,8 @@ pub struct Telegram {
     chat: Chat,
     allowed: HashSet<i64>,
     api: Api,
-    /// Messages already sent by an earlier attempt of a delivery that sends several: (run, seq) -> step ids.
-    progress: Mutex<HashMap<DeliveryKey, Vec<(Step, i32)>>>,
+    /// Messages already sent by an earlier attempt of a delivery that sends several, with their ids.
+    progress: DeliveryProgress<(Step, i32)>,
 }
 
 impl std::fmt::Debug for Telegram {
@@ -154,9 +141,6 @@ impl std::fmt::Debug for Telegram {
     }
 }
 
-/// A delivery: the run and the event's sequence number.
-type DeliveryKey = (String, u64);
-
 /// The parts of a delivery, remembered across its retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
@@ -165,16 +149,20 @@ enum Step {
     Photo,
 }
 
-impl Telegram {
+impl NotifierType for TelegramConfig {
+    const KIND: &'static str = "telegram";
+    const DESCRIPTION: &'static str = "Telegram bot: one live message per run edited as epochs end, the loss curve, /runs /status /stop from the phone";
+    type Notifier = Telegram;
+
     /// Check the configuration and set up the client (nothing is sent).
-    pub fn new(name: &str, config: TelegramConfig) -> Result<Telegram, ConfigError> {
-        check_token(config.token.expose()).map_err(|m| ConfigError::for_key("token", m))?;
-        let chat = parse_chat(&config.chat_id).map_err(|m| ConfigError::for_key("chat_id", m))?;
+    fn build(self, name: &str) -> Result<Telegram, ConfigError> {
+        check_token(self.token.expose()).map_err(|m| ConfigError::for_key("token", m))?;
+        let chat = parse_chat(&self.chat_id).map_err(|m| ConfigError::for_key("chat_id", m))?;
         let api_url =
-            herald_http::check_base_url(&config.api_url).map_err(|m| ConfigError::for_key("api_url", m))?;
+            herald_http::check_base_url(&self.api_url).map_err(|m| ConfigError::for_key("api_url", m))?;
         let url: reqwest::Url =
             api_url.parse().map_err(|e| ConfigError::for_key("api_url", format!("not a valid URL: {e}")))?;
-        let allowed: HashSet<i64> = match (&config.allowed_chats, &chat) {
+        let allowed: HashSet<i64> = match (&self.allowed_chats, &chat) {
             (Some(list), _) => list.iter().copied().collect(),
             (None, Chat::Id(id)) => [*id].into_iter().collect(),
             (None, Chat::Username(_)) => HashSet::new(),
@@ -185,40 +173,23 @@ impl Telegram {
             .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ConfigError::new(format!("cannot set up the HTTP client: {e}")))?;
-        let bot = teloxide::Bot::with_client(config.token.expose(), client).set_api_url(url);
-        let api = Api { bot, pacer: Pacer::for_bot(config.token.expose()) };
+        let bot = teloxide::Bot::with_client(self.token.expose(), client).set_api_url(url);
+        let api = Api { bot, pacer: Pacer::for_bot(self.token.expose()) };
         Ok(Telegram {
             name: name.to_owned(),
-            config,
+            config: self,
             chat,
             allowed,
             api,
-            progress: Mutex::new(HashMap::new()),
+            progress: DeliveryProgress::new(),
         })
     }
+}
 
+impl Telegram {
     /// The chat notifications go to.
     pub fn chat(&self) -> &Chat {
         &self.chat
-    }
-
-    fn done_steps(&self, key: &DeliveryKey) -> Vec<(Step, i32)> {
-        let progress = self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        progress.get(key).cloned().unwrap_or_default()
-    }
-
-    fn remember(&self, key: &DeliveryKey, step: Step, id: i32) {
-        let mut progress = self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Bounded: deliveries that never come back (given up) must not pile up.
-        if progress.len() > 1000 {
-            progress.clear();
-        }
-        progress.entry(key.clone()).or_default().push((step, id));
-    }
-
-    fn forget(&self, key: &DeliveryKey) {
-        let mut progress = self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        progress.remove(key);
     }
 
     /// Send a new message (split when too long); the id of its first part.
@@ -311,10 +282,6 @@ fn caption(n: &Notification) -> String {
 
 #[async_trait]
 impl Notifier for Telegram {
-    fn kind(&self) -> &str {
-        KIND
-    }
-
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             edit: self.config.live,
@@ -324,8 +291,7 @@ impl Notifier for Telegram {
     }
 
     async fn deliver(&self, n: &Notification) -> Result<Receipt, DeliveryError> {
-        let key = (n.event.run.clone(), n.event.seq);
-        let done = self.done_steps(&key);
+        let done = self.progress.done(n);
         let done_id = |step: Step| done.iter().find(|(s, _)| *s == step).map(|(_, id)| *id);
         let kind = kind(&n.event.payload);
         let mut live = if self.config.live { live_id(n.previous.as_ref()) } else { None };
@@ -339,7 +305,7 @@ impl Notifier for Telegram {
                     Some(id) => id,
                     None => {
                         let id = self.send_new(&n.html, &n.text, false).await?;
-                        self.remember(&key, Step::Live, id);
+                        self.progress.remember(n, (Step::Live, id));
                         id
                     }
                 };
@@ -357,7 +323,7 @@ impl Notifier for Telegram {
                         None => {
                             let html = text::cut(&n.html, text::MESSAGE_LIMIT);
                             let id = self.send_new(&html, &n.text, self.config.quiet_epochs).await?;
-                            self.remember(&key, Step::Live, id);
+                            self.progress.remember(n, (Step::Live, id));
                             id
                         }
                     };
@@ -372,7 +338,7 @@ impl Notifier for Telegram {
                     // The final state stays in the live message; a gone one is not recreated (the new message
                     // below says it all).
                     if self.edit_live(id, &n.html).await? {
-                        self.remember(&key, Step::Live, id);
+                        self.progress.remember(n, (Step::Live, id));
                     } else {
                         live = None;
                     }
@@ -381,7 +347,7 @@ impl Notifier for Telegram {
                     Some(id) => id,
                     None => {
                         let id = self.send_new(&n.html, &n.text, false).await?;
-                        self.remember(&key, Step::Message, id);
+                        self.progress.remember(n, (Step::Message, id));
                         id
                     }
                 };
@@ -396,7 +362,7 @@ impl Notifier for Telegram {
                     Some(id) => id,
                     None => {
                         let id = self.send_new(&n.html, &n.text, false).await?;
-                        self.remember(&key, Step::Message, id);
+                        self.progress.remember(n, (Step::Message, id));
                         id
                     }
                 };
@@ -411,10 +377,10 @@ impl Notifier for Telegram {
                 .send_photo(&self.chat, image.bytes.clone(), &image.filename, &caption(n), true)
                 .await
                 .map_err(Failure::into_error)?;
-            self.remember(&key, Step::Photo, id);
+            self.progress.remember(n, (Step::Photo, id));
             sent.push(id);
         }
-        self.forget(&key);
+        self.progress.forget(n);
         let mut receipt = serde_json::Map::new();
         receipt.insert("chat_id".into(), self.chat.to_json());
         if let Some(live) = live {
@@ -447,6 +413,8 @@ impl Notifier for Telegram {
 
 #[cfg(test)]
 mod tests {
+    use herald_plugin::parse_table;
+
     use super::*;
 
     fn table(text: &str) -> toml::Table {
@@ -456,7 +424,7 @@ mod tests {
     #[test]
     fn config_errors_name_the_key_and_hide_the_token() {
         let check = |text: &str, key: &str| {
-            let err = build("t", table(text)).err().expect(text);
+            let err = TelegramConfig::from_table("t", table(text)).err().expect(text);
             assert_eq!(err.key.as_deref(), Some(key), "{text}: {err}");
             assert!(!err.to_string().contains("SECRET"), "{err}");
         };
@@ -465,16 +433,18 @@ mod tests {
         check("token = '1:SECRET'\nchat_id = 1\napi_url = 'api.telegram.org'", "api_url");
         check("token = '1:SECRET'\nchat_id = 1\nlife = true", "life");
         check("chat_id = 1", "token");
-        let ok =
-            Telegram::new("t", parse_table(table("token = '1:SECRET'\nchat_id = '-100'")).expect("valid"))
-                .expect("valid");
+        let ok = parse_table::<TelegramConfig>(table("token = '1:SECRET'\nchat_id = '-100'"))
+            .expect("valid")
+            .build("t")
+            .expect("valid");
         assert_eq!(ok.chat, Chat::Id(-100));
         assert!(!format!("{ok:?}").contains("SECRET"));
         let caps = ok.capabilities();
         assert!(caps.edit && caps.images && caps.commands);
-        let channel =
-            Telegram::new("t", parse_table(table("token = '1:S'\nchat_id = '@news'")).expect("valid"))
-                .expect("valid");
+        let channel = parse_table::<TelegramConfig>(table("token = '1:S'\nchat_id = '@news'"))
+            .expect("valid")
+            .build("t")
+            .expect("valid");
         assert_eq!(channel.chat, Chat::Username("@news".into()));
         assert!(!channel.capabilities().commands, "a channel takes no commands unless allowed_chats says");
     }

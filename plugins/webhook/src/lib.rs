@@ -5,29 +5,29 @@
 //! `idempotency_key` (`<run>:<seq>:<notifier>`), also sent as the `Idempotency-Key` header so a receiver can
 //! drop the duplicates that at-least-once delivery produces. With `secret` set, `X-Herald-Signature:
 //! sha256=<hex>` carries the HMAC-SHA256 of the exact body bytes. HTTP answers are mapped to retryable or
-//! permanent errors by [`herald_plugin::http::check_status`]. One attempt per `deliver`: retries, rate
+//! permanent errors by the SDK's one policy ([`herald_plugin::http::AnswerPolicy`], read by
+//! [`herald_http::check_response`]). One attempt per `deliver`: retries, rate
 //! limits and the overall per-delivery deadline belong to the host. Redirects are not followed (a POST
 //! would turn into a GET); the URL and header values are secrets and never appear in errors or logs.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use herald_plugin::http::AnswerPolicy;
 use herald_plugin::{
-    Capabilities, ConfigError, DeliveryError, Health, Notification, Notifier, Receipt, Secret, parse_table,
+    Capabilities, ConfigError, DeliveryError, Health, Notification, Notifier, NotifierType, Receipt, Secret,
 };
 use hmac::{Hmac, Mac};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use sha2::Sha256;
 
-/// The `type` name.
-pub const KIND: &str = "webhook";
-/// What `herald plugins` says about it.
-pub const DESCRIPTION: &str = "POSTs each notification as JSON to a URL, optionally HMAC-signed";
-
 /// Headers Herald sets itself; `headers` may not replace them.
 const RESERVED_HEADERS: [&str; 6] =
     ["content-type", "content-length", "host", "idempotency-key", "x-herald-signature", "x-herald-attempt"];
+
+/// How the receiver's answers are read.
+const ANSWERS: AnswerPolicy<'static> = AnswerPolicy::new("the webhook");
 
 fn default_request_timeout() -> Duration {
     Duration::from_secs(20)
@@ -70,15 +70,14 @@ impl std::fmt::Debug for Webhook {
     }
 }
 
-/// The registry constructor: `name` and the `[[notifier]]` table less the host's keys.
-pub fn new(name: &str, table: toml::Table) -> Result<Box<dyn Notifier>, ConfigError> {
-    let config: WebhookConfig = parse_table(table)?;
-    Ok(Box::new(Webhook::new(name, config)?))
-}
+impl NotifierType for WebhookConfig {
+    const KIND: &'static str = "webhook";
+    const DESCRIPTION: &'static str = "POSTs each notification as JSON to a URL, optionally HMAC-signed";
+    type Notifier = Webhook;
 
-impl Webhook {
     /// Check the configuration and build the HTTP client.
-    pub fn new(name: &str, config: WebhookConfig) -> Result<Webhook, ConfigError> {
+    fn build(self, name: &str) -> Result<Webhook, ConfigError> {
+        let config = self;
         let url = reqwest::Url::parse(config.url.expose()).map_err(|e| {
             ConfigError::for_key(
                 "url",
@@ -123,7 +122,9 @@ impl Webhook {
             .map_err(|e| ConfigError::new(format!("cannot set up the HTTP client: {e}")))?;
         Ok(Webhook { name: name.to_owned(), url, headers, secret: config.secret, client })
     }
+}
 
+impl Webhook {
     /// `<run>:<seq>:<notifier name>`: the same for every attempt at the same delivery.
     pub fn idempotency_key(&self, n: &Notification) -> String {
         format!("{}:{}:{}", n.event.run, n.event.seq, self.name)
@@ -181,29 +182,12 @@ fn network_error(err: reqwest::Error) -> DeliveryError {
         _ => "the request to the webhook failed",
     };
     let err = err.without_url();
-    let detail = herald_http::error_chain(&err);
+    let detail = herald_plugin::error_chain(&err);
     DeliveryError::retryable(format!("{what} ({detail}); will retry")).with_code(code)
-}
-
-/// The first KiB of a failed answer's body, to explain the failure; an unreadable body explains nothing.
-async fn body_start(mut response: reqwest::Response) -> String {
-    let mut bytes = Vec::new();
-    while bytes.len() < 1024 {
-        match response.chunk().await {
-            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
-            Ok(None) | Err(_) => break,
-        }
-    }
-    bytes.truncate(1024);
-    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 #[async_trait::async_trait]
 impl Notifier for Webhook {
-    fn kind(&self) -> &str {
-        KIND
-    }
-
     fn capabilities(&self) -> Capabilities {
         Capabilities::default()
     }
@@ -223,13 +207,7 @@ impl Notifier for Webhook {
         }
         let response = request.body(body).send().await.map_err(network_error)?;
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let text = if response.status().is_success() { String::new() } else { body_start(response).await };
-        herald_plugin::http::check_status("the webhook", status, retry_after.as_deref(), &text)?;
+        herald_http::check_response(response, &ANSWERS).await?;
         tracing::debug!(notifier = %self.name, run = %n.event.run, seq = n.event.seq, status, "webhook delivered");
         Ok(Receipt(serde_json::json!({ "status": status })))
     }

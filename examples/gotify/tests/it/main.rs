@@ -14,7 +14,8 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use herald_event::{EpochEnded, Event, Message, Metrics, RunFailed};
-use herald_plugin::{Notification, Notifier, RunContext, render};
+use herald_notify_gotify::GotifyConfig;
+use herald_plugin::{Notification, Notifier, NotifierType, RunContext, render};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 mod conformance;
@@ -82,7 +83,7 @@ async fn message(State(log): State<Log>, uri: Uri, Json(body): Json<serde_json::
 
 fn gotify(toml_text: &str) -> Result<Box<dyn Notifier>, herald_plugin::ConfigError> {
     let table: toml::Table = toml_text.parse().expect("test tables are valid TOML");
-    herald_notify_gotify::new("g", table)
+    GotifyConfig::from_table("g", table)
 }
 
 fn notifications() -> Vec<Notification> {
@@ -199,10 +200,8 @@ fn configuration_errors_name_the_key() {
     check("url = \"http://h\"\ntoken = \"t\"\npriority = 11", "priority: must be from 0 to 10");
     check("url = \"http://h\"\ntoken = \"t\"\nepoch_priority = -1", "epoch_priority:");
     check("url = \"http://h\"\ntoken = \"t\"\ntitle = \"x\"", "title: unknown key");
-    let config: herald_notify_gotify::GotifyConfig =
-        toml::from_str("url = \"http://h\"\ntoken = \"s3cret\"").expect("valid");
-    let shown =
-        format!("{:?} {:?}", config, herald_notify_gotify::Gotify::new(config.clone()).expect("valid"));
+    let config: GotifyConfig = toml::from_str("url = \"http://h\"\ntoken = \"s3cret\"").expect("valid");
+    let shown = format!("{:?} {:?}", config, config.clone().build("g").expect("valid"));
     assert!(!shown.contains("s3cret"), "{shown}");
 }
 
@@ -220,7 +219,7 @@ fn the_example_configuration_builds() {
         table.remove(host_key);
     }
     table.insert("token".into(), toml::Value::String("t".into()));
-    herald_notify_gotify::new("phone", table).expect("the example's keys are the notifier's");
+    GotifyConfig::from_table("phone", table).expect("the example's keys are the notifier's");
 }
 
 /// The binary speaks the protocol: handshake with the table, a delivery, a refused table, shutdown.

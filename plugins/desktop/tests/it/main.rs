@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use herald_event::{RunFailed, RunFinished, RunStatus};
 use herald_fakes::sample::{Run, epoch, started};
-use herald_plugin::{Health, Image, Notifier};
+use herald_plugin::{Health, Image, Notifier, NotifierType};
 
 const MODE: &str = "HERALD_DESKTOP_TEST_MODE";
 const PYTHON: &str = "/usr/bin/python3";
@@ -164,7 +164,8 @@ impl NotifyCall {
 }
 
 fn notifier(toml_text: &str) -> Box<dyn Notifier> {
-    herald_desktop::new("desk", toml_text.parse().expect("test config is TOML")).expect("valid config")
+    herald_desktop::DesktopConfig::from_table("desk", toml_text.parse().expect("test config is TOML"))
+        .expect("valid config")
 }
 
 #[test]
@@ -316,6 +317,7 @@ fn a_bus_without_a_notification_server_is_reported_unavailable() {
 #[test]
 fn the_documented_examples_build() {
     for table in herald_fakes::docs::examples("desktop") {
-        herald_desktop::new("docs", table.clone()).unwrap_or_else(|e| panic!("{e}\n{table}"));
+        herald_desktop::DesktopConfig::from_table("docs", table.clone())
+            .unwrap_or_else(|e| panic!("{e}\n{table}"));
     }
 }

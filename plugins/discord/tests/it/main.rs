@@ -9,7 +9,7 @@ use std::time::Duration;
 use herald_event::{EpochEnded, Event, RunFailed, RunFinished, RunStarted, RunStatus};
 use herald_fakes::recording::{Answer, Fake, Recorded};
 use herald_fakes::sample::{self, Run};
-use herald_plugin::{Health, Image, Notifier, RunContext};
+use herald_plugin::{Health, Image, Notifier, NotifierType, RunContext};
 
 const HOOK: &str = "/api/webhooks/123/tok-secret";
 
@@ -41,7 +41,8 @@ async fn discord() -> Fake {
 
 fn notifier(server: &Fake, extra: &str) -> Box<dyn Notifier> {
     let text = format!("webhook_url = '{}{HOOK}'\n{extra}", server.base);
-    herald_discord::new("chan", text.parse().expect("test config is TOML")).expect("valid config")
+    herald_discord::DiscordConfig::from_table("chan", text.parse().expect("test config is TOML"))
+        .expect("valid config")
 }
 
 fn content(r: &Recorded) -> String {
@@ -223,7 +224,7 @@ async fn health_check_asks_for_the_webhook() {
     }
     // Nothing listening: unavailable, and the message does not leak the token.
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let gone = herald_discord::new(
+    let gone = herald_discord::DiscordConfig::from_table(
         "chan",
         format!("webhook_url = 'http://127.0.0.1:{port}{HOOK}'").parse().expect("TOML"),
     )
@@ -240,6 +241,7 @@ async fn health_check_asks_for_the_webhook() {
 #[test]
 fn the_documented_examples_build() {
     for table in herald_fakes::docs::examples("discord") {
-        herald_discord::new("docs", table.clone()).unwrap_or_else(|e| panic!("{e}\n{table}"));
+        herald_discord::DiscordConfig::from_table("docs", table.clone())
+            .unwrap_or_else(|e| panic!("{e}\n{table}"));
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use herald_event::{EpochEnded, Event, Metrics, Payload, RunFailed, RunFinished, RunStarted, RunStatus};
 use herald_fakes::sample;
-use herald_plugin::{Health, Image, Notification, Notifier, Receipt, RunContext, render};
+use herald_plugin::{Health, Image, Notification, Notifier, NotifierType, Receipt, RunContext, render};
 use serde_json::Value;
 use smtp::{Certs, Security, Sink};
 
@@ -80,7 +80,8 @@ impl Run {
 fn notifier(extra: &str) -> Box<dyn Notifier> {
     let text =
         format!("from = 'Herald <herald@example.org>'\nto = ['me@example.org', 'you@example.org']\n{extra}");
-    herald_email::new("mail", text.parse().expect("test config is TOML")).expect("valid config")
+    herald_email::EmailConfig::from_table("mail", text.parse().expect("test config is TOML"))
+        .expect("valid config")
 }
 
 fn plain(sink: &Sink, extra: &str) -> Box<dyn Notifier> {
@@ -305,7 +306,7 @@ async fn smtp_answers_map_to_delivery_errors() {
     let base =
         format!("smtp_host = '127.0.0.1'\nsmtp_port = {}\ntls = 'none'\nfrom = 'h@example.org'\n", sink.port);
     let build = |to: &str| {
-        herald_email::new("mail", format!("{base}to = ['{to}']").parse().expect("TOML"))
+        herald_email::EmailConfig::from_table("mail", format!("{base}to = ['{to}']").parse().expect("TOML"))
             .expect("valid config")
     };
     let mut run = Run::new();
@@ -317,7 +318,7 @@ async fn smtp_answers_map_to_delivery_errors() {
     assert!(sink.mails().is_empty());
 
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let gone = herald_email::new(
+    let gone = herald_email::EmailConfig::from_table(
         "mail",
         format!("smtp_host = '127.0.0.1'\nsmtp_port = {port}\ntls = 'none'\nfrom = 'h@example.org'\nto = ['me@example.org']")
             .parse()
@@ -332,6 +333,7 @@ async fn smtp_answers_map_to_delivery_errors() {
 #[test]
 fn the_documented_examples_build() {
     for table in herald_fakes::docs::examples("email") {
-        herald_email::new("docs", table.clone()).unwrap_or_else(|e| panic!("{e}\n{table}"));
+        herald_email::EmailConfig::from_table("docs", table.clone())
+            .unwrap_or_else(|e| panic!("{e}\n{table}"));
     }
 }

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use herald_event::{Event, Payload, RunFailed, RunFinished, RunStarted, RunStatus};
 use herald_fakes::recording::{Answer, Fake};
 use herald_fakes::sample::{self, epoch};
-use herald_plugin::{Health, Image, Notification, Notifier, RunContext, render};
+use herald_plugin::{Health, Image, Notification, Notifier, NotifierType, RunContext, render};
 
 fn started() -> RunStarted {
     sample::started("digits")
@@ -22,7 +22,8 @@ fn note(payload: impl Into<Payload>) -> Notification {
 }
 
 fn notifier(toml_text: &str) -> Box<dyn Notifier> {
-    herald_ntfy::new("phone", toml_text.parse().expect("test config is TOML")).expect("valid config")
+    herald_ntfy::NtfyConfig::from_table("phone", toml_text.parse().expect("test config is TOML"))
+        .expect("valid config")
 }
 
 async fn ok_server() -> Fake {
@@ -180,6 +181,6 @@ async fn unreachable_server_is_retryable_and_unhealthy() {
 #[test]
 fn the_documented_examples_build() {
     for table in herald_fakes::docs::examples("ntfy") {
-        herald_ntfy::new("docs", table.clone()).unwrap_or_else(|e| panic!("{e}\n{table}"));
+        herald_ntfy::NtfyConfig::from_table("docs", table.clone()).unwrap_or_else(|e| panic!("{e}\n{table}"));
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use herald_event::{Event, Message, Payload, RunFailed, RunFinished, RunStarted, RunStatus};
 use herald_fakes::recording::{Answer, Fake, Recorded};
 use herald_fakes::sample::{self, epoch};
-use herald_plugin::{Health, Image, Notification, Notifier, RunContext, render};
+use herald_plugin::{Health, Image, Notification, Notifier, NotifierType, RunContext, render};
 
 const KEYS: &str = "token = 'azGDORePK8gMaC0QOYAMyEEuzJnyUi'\nuser = 'uQiRzpo4DXghDmr9QzzfQu27cmVRsG'\n";
 
@@ -23,7 +23,8 @@ fn note(payload: impl Into<Payload>, image: Option<Image>) -> Notification {
 
 fn notifier(server: &Fake, extra: &str) -> Box<dyn Notifier> {
     let text = format!("{KEYS}api_url = '{}/1/messages.json'\n{extra}", server.base);
-    herald_pushover::new("phone", text.parse().expect("test config is TOML")).expect("valid config")
+    herald_pushover::PushoverConfig::from_table("phone", text.parse().expect("test config is TOML"))
+        .expect("valid config")
 }
 
 async fn ok_server() -> Fake {
@@ -222,6 +223,7 @@ async fn health_check_validates_the_keys() {
 #[test]
 fn the_documented_examples_build() {
     for table in herald_fakes::docs::examples("pushover") {
-        herald_pushover::new("docs", table.clone()).unwrap_or_else(|e| panic!("{e}\n{table}"));
+        herald_pushover::PushoverConfig::from_table("docs", table.clone())
+            .unwrap_or_else(|e| panic!("{e}\n{table}"));
     }
 }

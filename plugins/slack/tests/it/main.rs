@@ -7,7 +7,7 @@ use std::time::Duration;
 use herald_event::{EpochEnded, RunFailed, RunFinished, RunStarted, RunStatus};
 use herald_fakes::sample::{self, Run};
 use herald_fakes::slack::{CHANNEL_ID, FakeSlack};
-use herald_plugin::{Image, Notifier};
+use herald_plugin::{Image, Notifier, NotifierType};
 
 const TOKEN: &str = "xoxb-test-token";
 
@@ -25,14 +25,14 @@ fn png() -> Image {
 
 fn api(fake: &FakeSlack, extra: &str) -> Box<dyn Notifier> {
     let text = format!("token = '{}'\nchannel = '#ml'\napi_url = '{}/api'\n{extra}", fake.token, fake.url);
-    herald_slack::build("team", text.parse().expect("TOML")).expect("valid config")
+    herald_slack::SlackConfig::from_table("team", text.parse().expect("TOML")).expect("valid config")
 }
 
 #[tokio::test]
 async fn webhook_posts_block_kit_with_the_table_in_a_code_block() {
     let fake = FakeSlack::start(TOKEN).await;
     let text = format!("webhook_url = '{}'", fake.webhook_url());
-    let n = herald_slack::build("hook", text.parse().expect("TOML")).expect("valid");
+    let n = herald_slack::SlackConfig::from_table("hook", text.parse().expect("TOML")).expect("valid");
     let mut run = Run::new("run-s");
     run.deliver(n.as_ref(), started("<!channel> & co"), None).await;
     run.deliver(n.as_ref(), epoch(0), None).await;
@@ -51,7 +51,7 @@ async fn webhook_posts_block_kit_with_the_table_in_a_code_block() {
     assert_eq!((err.retryable, err.retry_after), (true, Some(Duration::from_secs(3))));
     n.deliver(&note).await.expect("the retry goes through");
     let gone = format!("webhook_url = '{}/nowhere'", fake.url);
-    let gone = herald_slack::build("hook", gone.parse().expect("TOML")).expect("valid");
+    let gone = herald_slack::SlackConfig::from_table("hook", gone.parse().expect("TOML")).expect("valid");
     let err = gone.deliver(&note).await.expect_err("unknown path");
     assert!(!err.retryable, "{err}");
 }
@@ -133,7 +133,7 @@ async fn a_429_waits_retry_after_and_a_retry_repeats_nothing() {
 async fn a_bad_token_is_permanent_and_says_what_to_fix() {
     let fake = FakeSlack::start(TOKEN).await;
     let text = format!("token = 'xoxb-wrong'\nchannel = 'C1'\napi_url = '{}/api'", fake.url);
-    let n = herald_slack::build("s", text.parse().expect("TOML")).expect("valid");
+    let n = herald_slack::SlackConfig::from_table("s", text.parse().expect("TOML")).expect("valid");
     let mut run = Run::new("run-s");
     let note = run.note(started("r"), None);
     let err = n.deliver(&note).await.expect_err("bad token");

@@ -9,7 +9,7 @@ use herald_event::{RunFailed, RunFinished, RunStarted, RunStatus};
 use herald_fakes::sample::{self, Run, epoch};
 use herald_fakes::telegram::FakeTelegram;
 use herald_fakes::wait_until;
-use herald_plugin::{Host, HostError, Image, Notifier, RunContext, RunSummary, RunView};
+use herald_plugin::{Host, HostError, Image, Notifier, NotifierType, RunContext, RunSummary, RunView};
 
 /// A token of its own for each test: the pacer is shared per bot token in a process, and one test's 429
 /// must not hold another test's chat.
@@ -22,7 +22,8 @@ const OTHER_CHAT: i64 = 999;
 
 fn notifier(fake: &FakeTelegram, extra: &str) -> Box<dyn Notifier> {
     let text = format!("token = '{}'\nchat_id = {CHAT}\napi_url = '{}'\n{extra}", fake.token, fake.url);
-    herald_telegram::build("phone", text.parse().expect("test config is TOML")).expect("valid config")
+    herald_telegram::TelegramConfig::from_table("phone", text.parse().expect("test config is TOML"))
+        .expect("valid config")
 }
 
 fn started(name: &str) -> RunStarted {

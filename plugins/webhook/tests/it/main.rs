@@ -14,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use herald_event::{EpochEnded, Event, Metrics, RunStarted};
 use herald_plugin::render::notification;
-use herald_plugin::{Notification, Notifier, RunContext};
+use herald_plugin::{Notification, Notifier, NotifierType, RunContext};
+use herald_webhook::WebhookConfig;
 
 #[derive(Debug, Clone)]
 struct Received {
@@ -76,7 +77,7 @@ async fn answer(
 
 fn webhook(name: &str, toml_text: &str) -> Box<dyn Notifier> {
     let table: toml::Table = toml_text.parse().expect("test tables are valid TOML");
-    herald_webhook::new(name, table).expect("test configurations are valid")
+    WebhookConfig::from_table(name, table).expect("test configurations are valid")
 }
 
 fn sample(seq: u64) -> Notification {
@@ -239,7 +240,7 @@ async fn health_check_sends_nothing() {
 fn configuration_errors_name_the_key_and_hide_secrets() {
     fn check(text: &str, key: &str, message_part: &str) {
         let table: toml::Table = text.parse().expect("test tables are valid TOML");
-        let err = herald_webhook::new("h", table).err().expect(text);
+        let err = WebhookConfig::from_table("h", table).err().expect(text);
         assert_eq!(err.key.as_deref(), Some(key), "{text}: {err}");
         assert!(err.message.contains(message_part), "{text}: {err}");
         assert!(!err.to_string().contains("s3cret"), "{err}");
@@ -262,7 +263,7 @@ fn configuration_errors_name_the_key_and_hide_secrets() {
     let table: toml::Table = "url = 'https://h/s3cret'\nsecret = 's3cret'\nheaders = { A = 's3cret' }"
         .parse()
         .expect("valid TOML");
-    let config: herald_webhook::WebhookConfig = herald_plugin::parse_table(table).expect("valid config");
-    let shown = format!("{config:?} {:?}", herald_webhook::Webhook::new("h", config.clone()).expect("valid"));
+    let config: WebhookConfig = herald_plugin::parse_table(table).expect("valid config");
+    let shown = format!("{config:?} {:?}", config.clone().build("h").expect("valid"));
     assert!(!shown.contains("s3cret"), "{shown}");
 }
