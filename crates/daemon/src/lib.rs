@@ -28,6 +28,7 @@ pub mod limits;
 pub mod outbox;
 pub mod periodic;
 mod plot;
+pub mod rules;
 pub mod runs;
 pub mod sdnotify;
 pub mod server;

@@ -55,8 +55,30 @@ pub struct RunState {
     pub best: BTreeMap<String, f64>,
     /// Daemon-made events so far (their sequence numbers count up from [`MADE_SEQ_BASE`]).
     pub made: u64,
-    /// The latest `batch_ended`: epoch, batch, batches in the epoch, smoothed loss.
+    /// The latest `batch_ended`: epoch, batch, batches in the epoch, smoothed loss (a NaN or infinite loss is
+    /// stored as `null` and read back as NaN, so that the record stays readable).
+    #[serde(default, with = "loose_batch")]
     pub last_batch: Option<(u32, u64, u64, f64)>,
+    /// What each alert rule remembers of the run, by rule name (kept by `rules`; stored with the run so that
+    /// a rule does not fire again after a restart).
+    #[serde(default)]
+    pub rules: BTreeMap<String, RuleMemory>,
+}
+
+/// What one alert rule remembers of one run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RuleMemory {
+    /// The rule fired and its condition has not cleared since (it fires once, and again only after that).
+    pub fired: bool,
+    /// The rule told that the run has no value of its metric (said once).
+    pub missing_said: bool,
+    /// The best value of the rule's metric so far and its epoch (plateau, diverging).
+    pub best: Option<(f64, u32)>,
+    /// Epochs since the metric last improved (plateau).
+    pub since_best: u32,
+    /// The run's epoch durations, seconds, oldest first (slow_epoch; the latest few hundred).
+    pub epoch_s: Vec<f64>,
 }
 
 impl RunState {
@@ -128,8 +150,24 @@ impl RunState {
     }
 }
 
+/// `RunState::last_batch` with a loss JSON cannot hold (NaN, infinite) as `null`.
+mod loose_batch {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    type Batch = (u32, u64, u64, f64);
+
+    pub fn serialize<S: Serializer>(b: &Option<Batch>, s: S) -> Result<S::Ok, S::Error> {
+        b.map(|(e, i, n, loss)| (e, i, n, loss.is_finite().then_some(loss))).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Batch>, D::Error> {
+        let b = Option::<(u32, u64, u64, Option<f64>)>::deserialize(d)?;
+        Ok(b.map(|(e, i, n, loss)| (e, i, n, loss.unwrap_or(f64::NAN))))
+    }
+}
+
 /// The values of an epoch by name: `train_loss`, `valid_loss` (when present) and each metric.
-fn epoch_values(e: &EpochEnded) -> Vec<(String, f64)> {
+pub fn epoch_values(e: &EpochEnded) -> Vec<(String, f64)> {
     let mut out = vec![("train_loss".to_owned(), e.train_loss)];
     if let Some(v) = e.valid_loss {
         out.push(("valid_loss".to_owned(), v));
@@ -249,6 +287,8 @@ mod tests {
                 host: "h".into(),
                 pid: 1,
                 rank,
+                job: None,
+                world_size: None,
                 n_epochs: 4,
                 batches_per_epoch: 10,
                 metric_names: vec!["accuracy".into()],
@@ -341,6 +381,19 @@ mod tests {
         check("accuracy", &[(1.0, 0.5), (0.8, 0.4), (0.9, 0.6), (0.7, 0.6)], &[true, false, true, false]);
         check("accuracy", &[(1.0, f64::NAN), (1.0, 0.1)], &[false, true]);
         check("missing", &[(1.0, 0.5)], &[false]);
+    }
+
+    #[test]
+    fn a_run_state_after_a_nan_batch_survives_a_restart() {
+        let mut st = run_after(&[started(0)]);
+        let nan =
+            BatchEnded { epoch: 0, batch: 3, n_batches: 10, loss: f64::NAN, smooth_loss: f64::NAN, lr: 0.1 };
+        st.apply(&Event::now("r", 1, nan), false, 2);
+        let stored = serde_json::to_vec(&st).expect("a run state encodes");
+        let back: RunState = serde_json::from_slice(&stored).expect("a run state with a NaN loss decodes");
+        let (epoch, batch, n, loss) = back.last_batch.expect("the batch is kept");
+        assert_eq!((epoch, batch, n), (0, 3, 10));
+        assert!(loss.is_nan());
     }
 
     #[test]

@@ -1,0 +1,198 @@
+//! The rules evaluated at each `epoch_ended`: `threshold`, `plateau`, `diverging` (on a metric) and
+//! `slow_epoch` (on the epoch's duration), and the one-time notice that a run has no value of a rule's
+//! metric.
+//!
+//! A metric is `train_loss`, `valid_loss` or a name in the epoch's `metrics`; losses and error-like names
+//! improve downwards (`runs::lower_is_better`). A NaN or infinite value is left to the `nan` rule: it neither
+//! fires nor clears these rules.
+
+use herald_event::{Alert, EpochEnded, Level, format::format_time};
+
+use super::{alert, memory, num, once};
+use crate::rules::{RuleConfig, RuleKind};
+use crate::runs::{RuleMemory, RunState, epoch_values, lower_is_better};
+
+/// Epoch durations a `slow_epoch` rule keeps per run for its median.
+const MAX_DURATIONS: usize = 256;
+/// Earlier epochs a `slow_epoch` rule needs before it judges one (the first is often slow: warm-up, caches).
+const MIN_DURATIONS: usize = 2;
+
+/// Evaluate one rule of an epoch kind against an `epoch_ended` of the run `st`.
+pub(super) fn evaluate(rule: &RuleConfig, st: &mut RunState, e: &EpochEnded) -> Option<Alert> {
+    if !rule.runs.matches(&st.context.name) {
+        return None;
+    }
+    let Some(metric) = rule.kind.metric() else {
+        let RuleKind::SlowEpoch { factor } = rule.kind else { return None };
+        return slow_epoch(rule, memory(rule, st), e, factor);
+    };
+    // The run's best values hold every metric it reported a finite value of (this epoch included).
+    let seen = st.best.contains_key(metric);
+    let memory = memory(rule, st);
+    let value = value_of(e, metric);
+    let Some(v) = value else {
+        return missing(rule, memory, e, metric, seen);
+    };
+    if !v.is_finite() {
+        return None;
+    }
+    match &rule.kind {
+        RuleKind::Threshold { op, value, .. } => once(memory, op.holds(v, *value), || {
+            let text = format!("{metric} {} at epoch {}/{}", num(v), u64::from(e.epoch) + 1, e.n_epochs);
+            alert(rule, format!("{metric} {} {}", op.as_str(), num(*value)), text, Some(e.epoch))
+        }),
+        RuleKind::Plateau { patience, min_delta, .. } => {
+            plateau(rule, memory, e, metric, v, *patience, *min_delta)
+        }
+        RuleKind::Diverging { factor, .. } => diverging(rule, memory, e, metric, v, *factor),
+        _ => None,
+    }
+}
+
+/// The value of `metric` in the epoch, if it has one.
+fn value_of(e: &EpochEnded, metric: &str) -> Option<f64> {
+    match metric {
+        "train_loss" => Some(e.train_loss),
+        "valid_loss" => e.valid_loss,
+        name => e.metrics.get(name),
+    }
+}
+
+/// Say once that the run has no value of the rule's metric (unless an earlier epoch had one).
+fn missing(
+    rule: &RuleConfig,
+    memory: &mut RuleMemory,
+    e: &EpochEnded,
+    metric: &str,
+    seen: bool,
+) -> Option<Alert> {
+    if seen || memory.missing_said {
+        return None;
+    }
+    memory.missing_said = true;
+    let names: Vec<String> = epoch_values(e).into_iter().map(|(n, _)| n).collect();
+    let text = format!(
+        "epoch {}/{} has no `{metric}` (it has {}); the rule waits for one: check the rule's `metric`",
+        u64::from(e.epoch) + 1,
+        e.n_epochs,
+        names.join(", ")
+    );
+    let mut a = alert(rule, format!("no `{metric}` in this run"), text, Some(e.epoch));
+    a.level = Level::Info;
+    Some(a)
+}
+
+/// Whether `v` improves on `best` by more than `min_delta`.
+fn improves(metric: &str, v: f64, best: f64, min_delta: f64) -> bool {
+    if lower_is_better(metric) { v < best - min_delta } else { v > best + min_delta }
+}
+
+fn plateau(
+    rule: &RuleConfig,
+    memory: &mut RuleMemory,
+    e: &EpochEnded,
+    metric: &str,
+    v: f64,
+    patience: u32,
+    min_delta: f64,
+) -> Option<Alert> {
+    match memory.best {
+        Some((best, _)) if !improves(metric, v, best, min_delta) => {
+            memory.since_best = memory.since_best.saturating_add(1);
+        }
+        _ => {
+            // The first value, or an improvement: the plateau (if any) is over.
+            memory.best = Some((v, e.epoch));
+            memory.since_best = 0;
+        }
+    }
+    let (best, best_epoch) = memory.best.unwrap_or((v, e.epoch));
+    let since = memory.since_best;
+    once(memory, since >= patience, || {
+        let text = format!(
+            "{metric} has not improved on {} (epoch {}) for {since} epochs; now {} at epoch {}/{}",
+            num(best),
+            u64::from(best_epoch) + 1,
+            num(v),
+            u64::from(e.epoch) + 1,
+            e.n_epochs
+        );
+        alert(rule, format!("{metric} stopped improving"), text, Some(e.epoch))
+    })
+}
+
+fn diverging(
+    rule: &RuleConfig,
+    memory: &mut RuleMemory,
+    e: &EpochEnded,
+    metric: &str,
+    v: f64,
+    factor: f64,
+) -> Option<Alert> {
+    let (best, best_epoch) = match memory.best {
+        Some((best, epoch)) if !improves(metric, v, best, 0.0) => (best, epoch),
+        _ => {
+            memory.best = Some((v, e.epoch));
+            (v, e.epoch)
+        }
+    };
+    // Worse than the best by `factor`: a loss above 1.5 x its minimum, an accuracy below its best / 1.5. A best
+    // at or below zero has no such ratio: then worse by `factor - 1` times its size.
+    let lower = lower_is_better(metric);
+    let holds = if best > 0.0 {
+        if lower { v > best * factor } else { v < best / factor }
+    } else {
+        let worse = if lower { v - best } else { best - v };
+        worse > 0.0 && worse > best.abs() * (factor - 1.0)
+    };
+    once(memory, holds, || {
+        let ratio = if best != 0.0 { format!(" ({} times)", num(v / best)) } else { String::new() };
+        let text = format!(
+            "{metric} {} at epoch {}/{}{ratio}, against its best {} at epoch {}",
+            num(v),
+            u64::from(e.epoch) + 1,
+            e.n_epochs,
+            num(best),
+            u64::from(best_epoch) + 1
+        );
+        alert(rule, format!("{metric} diverging"), text, Some(e.epoch))
+    })
+}
+
+fn slow_epoch(rule: &RuleConfig, memory: &mut RuleMemory, e: &EpochEnded, factor: f64) -> Option<Alert> {
+    let took = e.elapsed_s;
+    let median = (memory.epoch_s.len() >= MIN_DURATIONS).then(|| median(&memory.epoch_s));
+    if memory.epoch_s.len() >= MAX_DURATIONS {
+        memory.epoch_s.remove(0);
+    }
+    memory.epoch_s.push(took);
+    let median = median?;
+    once(memory, took > factor * median, || {
+        let ratio = if median > 0.0 {
+            format!(", {} times", num((took / median * 10.0).round() / 10.0))
+        } else {
+            String::new()
+        };
+        let text = format!(
+            "epoch {}/{} took {}{ratio} the run's median epoch of {}",
+            u64::from(e.epoch) + 1,
+            e.n_epochs,
+            seconds(took),
+            seconds(median)
+        );
+        alert(rule, "slow epoch".to_owned(), text, Some(e.epoch))
+    })
+}
+
+/// The median of a non-empty list.
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 1 { sorted[mid] } else { (sorted[mid - 1] + sorted[mid]) / 2.0 }
+}
+
+/// A duration for people: `2.5s` under a minute, else `mm:ss` or `h:mm:ss`.
+fn seconds(s: f64) -> String {
+    if s < 60.0 { format!("{}s", num((s * 10.0).round() / 10.0)) } else { format_time(s) }
+}

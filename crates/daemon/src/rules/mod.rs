@@ -1,0 +1,166 @@
+//! Alert rules: tell people when something needs them (a NaN, a target reached, a plateau, a diverging
+//! validation loss, a slow epoch, a sweep done), rather than at every epoch.
+//!
+//! [`Rules`] holds the configured `[[rule]]`s ([`RuleConfig`]) and [`Rules::evaluate`]s each accepted event
+//! against them, returning the `alert` payloads to make ([`Fired`]). A rule fires once per run and re-arms
+//! when its condition clears (a threshold crossed back, a plateau ended by an improvement, a finite loss);
+//! what a rule remembers of a run is the run's [`RuleMemory`] in [`RunState::rules`], so it survives a
+//! restart with the run table. A rule about a metric a run never reports says so once.
+//!
+//! The per-kind logic is one file per concern: `nan.rs` (batches and epochs), `epoch.rs` (threshold,
+//! plateau, diverging, slow_epoch), `sweep.rs` (all_finished, across runs); `glob.rs` is the `runs` pattern
+//! and `spec.rs` what a rule says. This module is pure: no I/O, no clock, no locks. The writer is its only
+//! user: it makes the alerts as daemon events (`made`, sequence numbers from `MADE_SEQ_BASE`) and routes them.
+
+mod epoch;
+pub mod glob;
+mod nan;
+pub mod spec;
+mod sweep;
+#[cfg(test)]
+mod tests;
+
+use herald_event::{Alert, Event, Payload};
+
+pub use glob::Glob;
+pub use spec::{Op, RuleConfig, RuleKind};
+
+use crate::runs::{RuleMemory, RunState};
+
+/// Calls its argument with the state of each other run the daemon knows (for `all_finished`).
+pub type EachRun<'a> = dyn Fn(&mut dyn FnMut(&RunState)) + 'a;
+
+/// An alert a rule made, and the notifiers it goes to (`None`: every notifier that routes `alert`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fired<'a> {
+    pub alert: Alert,
+    pub notifiers: Option<&'a [String]>,
+}
+
+/// The configured rules, ready to evaluate.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    rules: Vec<RuleConfig>,
+    /// Whether any rule looks at `batch_ended` (only `nan` does), so that batches cost nothing otherwise.
+    watches_batches: bool,
+}
+
+impl Rules {
+    pub fn new(rules: Vec<RuleConfig>) -> Rules {
+        let watches_batches = rules.iter().any(|r| r.kind == RuleKind::Nan);
+        Rules { rules, watches_batches }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    pub fn rules(&self) -> &[RuleConfig] {
+        &self.rules
+    }
+
+    /// Evaluate `event`, just accepted and applied to its run's state `st`. `others` calls its argument with
+    /// the state of every other run the daemon knows (for `all_finished`). Alerts (the rules' own, or a
+    /// client's) are never evaluated, so a rule cannot feed on its own output.
+    pub fn evaluate<'r>(&'r self, st: &mut RunState, event: &Event, others: &EachRun<'_>) -> Vec<Fired<'r>> {
+        let mut fired = Vec::new();
+        if self.rules.is_empty() {
+            return fired;
+        }
+        match &event.payload {
+            Payload::BatchEnded(b) => {
+                if !self.watches_batches {
+                    return fired;
+                }
+                for rule in self.rules.iter().filter(|r| r.kind == RuleKind::Nan) {
+                    if let Some(alert) = watching(rule, st).and_then(|m| nan::batch(rule, m, b)) {
+                        fired.push(Fired { alert, notifiers: rule.notifiers.as_deref() });
+                    }
+                }
+                return fired;
+            }
+            Payload::EpochEnded(e) => {
+                for rule in &self.rules {
+                    let alert = match &rule.kind {
+                        RuleKind::Nan => watching(rule, st).and_then(|m| nan::epoch(rule, m, e)),
+                        RuleKind::AllFinished => None,
+                        _ => epoch::evaluate(rule, st, e),
+                    };
+                    if let Some(alert) = alert {
+                        fired.push(Fired { alert, notifiers: rule.notifiers.as_deref() });
+                    }
+                }
+            }
+            Payload::Alert(_) => return fired,
+            _ => {}
+        }
+        // Every event but a batch: a run's end may complete a set, and a sign of life re-arms the run's
+        // `all_finished` rules.
+        for rule in self.rules.iter().filter(|r| r.kind == RuleKind::AllFinished) {
+            if let Some(alert) = sweep::evaluate(rule, st, others) {
+                fired.push(Fired { alert, notifiers: rule.notifiers.as_deref() });
+            }
+        }
+        fired
+    }
+}
+
+/// The rule's memory of the run when the rule watches it (its `runs` glob matches the run's name).
+fn watching<'s>(rule: &RuleConfig, st: &'s mut RunState) -> Option<&'s mut RuleMemory> {
+    if !rule.runs.matches(&st.context.name) {
+        return None;
+    }
+    Some(memory(rule, st))
+}
+
+/// The rule's memory of the run, made empty the first time.
+fn memory<'s>(rule: &RuleConfig, st: &'s mut RunState) -> &'s mut RuleMemory {
+    // `get_mut` first: the common case allocates no key.
+    if !st.rules.contains_key(&rule.name) {
+        st.rules.insert(rule.name.clone(), RuleMemory::default());
+    }
+    st.rules.get_mut(&rule.name).expect("inserted just above")
+}
+
+/// Fire once: an alert when the condition holds and the rule is armed, re-arming when it no longer holds.
+fn once(memory: &mut RuleMemory, holds: bool, alert: impl FnOnce() -> Alert) -> Option<Alert> {
+    match (holds, memory.fired) {
+        (true, false) => {
+            memory.fired = true;
+            Some(alert())
+        }
+        (false, true) => {
+            memory.fired = false;
+            None
+        }
+        _ => None,
+    }
+}
+
+/// The alert of `rule`, with its name and level.
+fn alert(rule: &RuleConfig, title: String, text: String, epoch: Option<u32>) -> Alert {
+    Alert {
+        rule: Some(rule.name.clone()),
+        title: format!("{}: {title}", rule.name),
+        text,
+        level: rule.level,
+        epoch,
+    }
+}
+
+/// A number for an alert's text: six decimals without trailing zeros (exponent form when tiny or huge),
+/// `NaN`, `inf`, `-inf`.
+fn num(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".to_owned();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "inf" } else { "-inf" }.to_owned();
+    }
+    if v != 0.0 && !(1e-4..1e9).contains(&v.abs()) {
+        return format!("{v:.3e}");
+    }
+    let s = format!("{v:.6}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.is_empty() || s == "-" { "0".to_owned() } else { s.to_owned() }
+}
