@@ -25,6 +25,45 @@ pub fn registry() -> Registry {
     registry
 }
 
+/// The configuration used when there is no file: the console, and desktop notifications when this session
+/// has a D-Bus session bus (`herald_desktop::session_bus_available`).
+pub fn default_config() -> String {
+    default_config_for(herald_desktop::session_bus_available())
+}
+
+/// [`default_config`] for a session with or without a session bus. A bus with no notification server behind
+/// it fails deliveries as retryable, so the desktop's are given up after ten minutes rather than a day.
+pub fn default_config_for(session_bus: bool) -> String {
+    let console = "[[notifier]]\ntype = \"console\"\n";
+    let desktop = "[[notifier]]\ntype = \"desktop\"\nmax_age = \"10m\"\n";
+    if session_bus { format!("{console}{desktop}") } else { console.to_owned() }
+}
+
+/// Build the notifier `name` of type `kind` from its table: a type of `registry`, else the plugin
+/// `herald-notify-<kind>` when one is installed (`herald_plugin_host::discover`), else the registry's error,
+/// saying what to install.
+pub fn build(
+    registry: &Registry,
+    kind: &str,
+    name: &str,
+    table: toml::Table,
+) -> Result<Box<dyn herald_plugin::Notifier>, herald_plugin::ConfigError> {
+    if registry.contains(kind) {
+        return registry.build(kind, name, table);
+    }
+    match herald_plugin_host::discover(kind) {
+        Some(program) => herald_plugin_host::build_discovered(name, kind, program, table),
+        None => registry.build(kind, name, table).map_err(|e| herald_plugin::ConfigError {
+            message: format!(
+                "{}; or install a plugin as an executable `{}{kind}` on PATH or in ~/.local/share/herald/plugins",
+                e.message,
+                herald_plugin_host::PREFIX,
+            ),
+            ..e
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
