@@ -1,9 +1,10 @@
 //! Project automation, run as `cargo xtask <command>` (aliased in `.cargo/config.toml`).
 //!
 //! - `setup`: installs what the demo and the tests need, idempotently; a second run with everything present
-//!   takes seconds.
+//!   takes seconds. `setup torch`: only torch, what `herald-train` needs to build.
 //! - `test`: setup, then the format check, clippy with `-D warnings`, and every test.
-//! - `demo`: setup, then the project's main job (`herald train` on the digits data).
+//! - `demo`: installs torch when missing (nothing the tests alone need), then the project's main job (`herald
+//!   train` on the digits data).
 //! - `bench <name>`: the benchmarks that check the performance targets.
 //!
 //! Automation lives here rather than in shell scripts or Makefiles; `.ci/run` only calls `cargo xtask test`.
@@ -22,8 +23,9 @@ mod torch;
 const USAGE: &str = "usage: cargo xtask <setup|test|demo|bench NAME> [args]
 
   setup            install what the demo and the tests need (idempotent)
+  setup torch      install only torch into .venv (what herald-train needs to build)
   test             setup, cargo fmt --check, clippy -D warnings, every test
-  demo [ARGS]      setup, then `herald train` on the digits data (ARGS go to herald train)
+  demo [ARGS]      torch if missing, then `herald train` on the digits data (ARGS go to herald train)
   bench NAME       run a benchmark: emitter, trainer, daemon";
 
 fn main() -> Result<()> {
@@ -33,6 +35,7 @@ fn main() -> Result<()> {
     let root = project_root()?;
     std::env::set_current_dir(&root).with_context(|| format!("cannot enter {}", root.display()))?;
     match command.as_str() {
+        "setup" if rest.iter().any(|a| a == "torch") => setup::for_demo(&root),
         "setup" => setup::run(&root),
         "test" => test(&root),
         "demo" => demo(&root, &rest),
@@ -69,12 +72,18 @@ fn test(root: &Path) -> Result<()> {
 }
 
 fn demo(root: &Path, args: &[String]) -> Result<()> {
-    setup::run(root)?;
+    // Only torch: the Python test frameworks and the notifier tests' Debian packages are for `test`.
+    setup::for_demo(root)?;
     step("build herald (release)", cargo(&["build", "--release", "-p", "herald", "-p", "herald-train"]))?;
-    let bin = root.join("target/release/herald");
-    let mut cmd = Command::new(bin);
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let bin = target.join("release/herald");
+    let mut cmd = Command::new(&bin);
     cmd.arg("train").args(args);
-    step("herald train", cmd)
+    eprintln!("xtask: herald train");
+    // Become the trainer rather than wait for it: Ctrl-C reaches the whole foreground process group, and a
+    // waiting xtask would die at the first one while the trainer still stops cleanly and reports.
+    let err = std::os::unix::process::CommandExt::exec(&mut cmd);
+    bail!("cannot run {}: {err}", bin.display())
 }
 
 /// A `cargo` command with this workspace's toolchain.
