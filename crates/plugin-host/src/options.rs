@@ -56,13 +56,17 @@ struct HostKeys {
 pub struct ExecOptions {
     /// The program (a path, or a name looked up on `PATH`).
     pub program: PathBuf,
+    /// The program's arguments.
     pub args: Vec<String>,
     /// The plugin's own configuration, sent in `hello`.
     pub config: serde_json::Value,
     /// Deliveries in flight at once (at least 1).
     pub concurrency: usize,
+    /// Time for the plugin to answer `hello`.
     pub handshake_timeout: Duration,
+    /// Time for the plugin to answer one `deliver` before it counts as hung and is restarted.
     pub delivery_timeout: Duration,
+    /// Time for the plugin to exit after `shutdown` before it is killed.
     pub shutdown_grace: Duration,
 }
 

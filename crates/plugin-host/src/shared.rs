@@ -19,7 +19,12 @@ pub enum PluginState {
     /// Started, handshake under way.
     Starting,
     /// Handshake done.
-    Ready { name: String, version: String },
+    Ready {
+        /// The name the plugin gave in `ready`.
+        name: String,
+        /// The version the plugin gave in `ready`.
+        version: String,
+    },
     /// Failed; restarting after a delay.
     Down,
     /// Stopped for good (shutdown).
@@ -29,6 +34,7 @@ pub enum PluginState {
 /// What the supervisor knows, for health and status.
 #[derive(Debug, Clone)]
 pub struct ExecStats {
+    /// Where the plugin stands.
     pub state: PluginState,
     /// Children started after a failure.
     pub restarts: u64,
