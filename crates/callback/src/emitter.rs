@@ -401,6 +401,8 @@ impl EventEmitter {
             host: info.host.clone(),
             pid: info.pid,
             rank: info.rank,
+            job: None,
+            world_size: None,
             n_epochs: s.n_epochs,
             batches_per_epoch: s.n_batches,
             metric_names: s.metric_names.clone(),

@@ -238,6 +238,8 @@ mod tests {
                 host: "elsewhere".into(),
                 pid: 1,
                 rank: 0,
+                job: None,
+                world_size: None,
                 n_epochs: 6,
                 batches_per_epoch: 1,
                 metric_names: vec![],

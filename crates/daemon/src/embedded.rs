@@ -284,6 +284,8 @@ mod tests {
                 host: "h".into(),
                 pid: 1,
                 rank: 0,
+                job: None,
+                world_size: None,
                 n_epochs: 1,
                 batches_per_epoch: 1,
                 metric_names: vec![],

@@ -232,6 +232,8 @@ mod tests {
                 host: "elsewhere".into(),
                 pid: 1,
                 rank: 0,
+                job: None,
+                world_size: None,
                 n_epochs: 3,
                 batches_per_epoch: 2,
                 metric_names: vec![],

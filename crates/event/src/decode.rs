@@ -163,6 +163,11 @@ fn decode_raw(raw: &RawValue) -> Result<Event, DecodeError> {
         EventKind::RunStalled => Payload::RunStalled(field_errors(kind, text)?),
         EventKind::RunLost => Payload::RunLost(field_errors(kind, text)?),
         EventKind::Alert => Payload::Alert(field_errors(kind, text)?),
+        EventKind::RankStalled => Payload::RankStalled(field_errors(kind, text)?),
+        EventKind::RankLost => Payload::RankLost(field_errors(kind, text)?),
+        EventKind::RankFailed => Payload::RankFailed(field_errors(kind, text)?),
+        EventKind::RankSlow => Payload::RankSlow(field_errors(kind, text)?),
+        EventKind::RanksMissing => Payload::RanksMissing(field_errors(kind, text)?),
     };
     Ok(Event { v: PROTOCOL_VERSION, run: envelope.run, seq: envelope.seq, time: envelope.time, payload })
 }

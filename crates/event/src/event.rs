@@ -60,6 +60,11 @@ pub enum Payload {
     RunStalled(RunStalled),
     RunLost(RunLost),
     Alert(Alert),
+    RankStalled(RankStalled),
+    RankLost(RankLost),
+    RankFailed(RankFailed),
+    RankSlow(RankSlow),
+    RanksMissing(RanksMissing),
 }
 
 /// The `type` of an event, without its payload.
@@ -77,11 +82,16 @@ pub enum EventKind {
     RunStalled,
     RunLost,
     Alert,
+    RankStalled,
+    RankLost,
+    RankFailed,
+    RankSlow,
+    RanksMissing,
 }
 
 impl EventKind {
     /// Every type, in the order of the protocol document.
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::RunStarted,
         EventKind::EpochStarted,
         EventKind::BatchEnded,
@@ -93,6 +103,11 @@ impl EventKind {
         EventKind::RunStalled,
         EventKind::RunLost,
         EventKind::Alert,
+        EventKind::RankStalled,
+        EventKind::RankLost,
+        EventKind::RankFailed,
+        EventKind::RankSlow,
+        EventKind::RanksMissing,
     ];
 
     /// The wire name, as in the `type` field.
@@ -109,6 +124,11 @@ impl EventKind {
             EventKind::RunStalled => "run_stalled",
             EventKind::RunLost => "run_lost",
             EventKind::Alert => "alert",
+            EventKind::RankStalled => "rank_stalled",
+            EventKind::RankLost => "rank_lost",
+            EventKind::RankFailed => "rank_failed",
+            EventKind::RankSlow => "rank_slow",
+            EventKind::RanksMissing => "ranks_missing",
         }
     }
 
@@ -161,6 +181,11 @@ impl Payload {
             Payload::RunStalled(_) => EventKind::RunStalled,
             Payload::RunLost(_) => EventKind::RunLost,
             Payload::Alert(_) => EventKind::Alert,
+            Payload::RankStalled(_) => EventKind::RankStalled,
+            Payload::RankLost(_) => EventKind::RankLost,
+            Payload::RankFailed(_) => EventKind::RankFailed,
+            Payload::RankSlow(_) => EventKind::RankSlow,
+            Payload::RanksMissing(_) => EventKind::RanksMissing,
         }
     }
 }
@@ -185,7 +210,12 @@ payload_from!(
     Heartbeat,
     RunStalled,
     RunLost,
-    Alert
+    Alert,
+    RankStalled,
+    RankLost,
+    RankFailed,
+    RankSlow,
+    RanksMissing
 );
 
 /// `run_started`: a run began.
@@ -200,6 +230,13 @@ pub struct RunStarted {
     /// Distributed rank; 0 for single-process runs.
     #[serde(default)]
     pub rank: u32,
+    /// The job this run is one rank of: a string shared by every rank of a distributed job (absent for a
+    /// single-process run, which is a job of its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// Ranks in the job (absent: unknown, or a single process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub world_size: Option<u32>,
     /// Epochs planned.
     pub n_epochs: u32,
     /// Training batches per epoch.
@@ -361,6 +398,106 @@ pub struct Alert {
     /// The epoch (0-based) the alert is about, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<u32>,
+}
+
+/// Where a rank of a job was last heard from (in [`RankStalled`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankSeen {
+    pub rank: u32,
+    /// The host the rank runs on.
+    pub host: String,
+    /// Seconds since the rank's latest event.
+    #[serde(with = "number::finite")]
+    pub silent_s: f64,
+    /// The type of the rank's latest event.
+    pub last: EventKind,
+    /// The epoch (0-based) the rank was in, if it had begun one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u32>,
+}
+
+/// `rank_stalled` (made by the daemon): some ranks of a job fell silent for the stall window while others
+/// report, or every rank did (`all`: the job is hung). One event per job, naming every silent rank.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankStalled {
+    pub job: String,
+    /// The silent ranks, lowest first, with where and when each was last heard from.
+    pub ranks: Vec<RankSeen>,
+    /// Every rank of the job is silent: the job is hung.
+    #[serde(default)]
+    pub all: bool,
+    /// The threshold that was crossed, seconds.
+    #[serde(with = "number::finite")]
+    pub stall_after_s: f64,
+}
+
+/// `rank_lost` (made by the daemon): a rank's process is gone without reporting an end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankLost {
+    pub job: String,
+    pub rank: u32,
+    pub host: String,
+    pub pid: u32,
+    pub reason: String,
+}
+
+/// `rank_failed` (made by the daemon): a rank sent `run_failed`; its error and traceback, and where it ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankFailed {
+    pub job: String,
+    pub rank: u32,
+    pub host: String,
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceback: Option<String>,
+}
+
+/// `rank_slow` (made by the daemon): a rank's epoch took more than `factor` times the median of the job's
+/// ranks, two epochs running. Once per rank per job, again only after it recovered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankSlow {
+    pub job: String,
+    pub rank: u32,
+    pub host: String,
+    /// The epoch (0-based) of the second slow epoch.
+    pub epoch: u32,
+    /// The rank's time for that epoch, seconds.
+    #[serde(with = "number::finite")]
+    pub elapsed_s: f64,
+    /// The median over the job's ranks for that epoch, seconds.
+    #[serde(with = "number::finite")]
+    pub median_s: f64,
+    /// The threshold (`slow_rank_factor`) that was crossed.
+    #[serde(with = "number::finite")]
+    pub factor: f64,
+}
+
+/// `ranks_missing` (made by the daemon): fewer than `world_size` ranks started within `after_s` of the first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RanksMissing {
+    pub job: String,
+    pub world_size: u32,
+    /// The ranks that started, lowest first.
+    pub seen: Vec<u32>,
+    /// The ranks that did not, lowest first.
+    pub missing: Vec<u32>,
+    /// Seconds since the job's first rank started.
+    #[serde(with = "number::finite")]
+    pub after_s: f64,
+}
+
+impl Payload {
+    /// The job a daemon-made job event is about (`rank_*`, `ranks_missing`).
+    pub fn job(&self) -> Option<&str> {
+        match self {
+            Payload::RankStalled(p) => Some(&p.job),
+            Payload::RankLost(p) => Some(&p.job),
+            Payload::RankFailed(p) => Some(&p.job),
+            Payload::RankSlow(p) => Some(&p.job),
+            Payload::RanksMissing(p) => Some(&p.job),
+            _ => None,
+        }
+    }
 }
 
 fn warning() -> Level {

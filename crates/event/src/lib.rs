@@ -17,5 +17,6 @@ mod number;
 pub use decode::{DecodeError, decode_batch, decode_event, encode_event};
 pub use event::{
     Alert, BatchEnded, Best, EpochEnded, EpochStarted, Event, EventKind, Heartbeat, Level, Message, Metrics,
-    PROTOCOL_VERSION, Payload, RunFailed, RunFinished, RunLost, RunStalled, RunStarted, RunStatus,
+    PROTOCOL_VERSION, Payload, RankFailed, RankLost, RankSeen, RankSlow, RankStalled, RanksMissing,
+    RunFailed, RunFinished, RunLost, RunStalled, RunStarted, RunStatus,
 };

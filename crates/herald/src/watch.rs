@@ -89,6 +89,8 @@ pub fn run(config_path: Option<&Path>, args: Args) -> Result<()> {
             host,
             pid: std::process::id(),
             rank: 0,
+            job: None,
+            world_size: None,
             n_epochs: 0,
             batches_per_epoch: 0,
             metric_names: Vec::new(),

@@ -402,6 +402,8 @@ mod tests {
             host: "h".into(),
             pid: 1,
             rank: 0,
+            job: None,
+            world_size: None,
             n_epochs: 2,
             batches_per_epoch: 3,
             metric_names: vec![],

@@ -39,6 +39,8 @@ fn notification() -> Notification {
         host: "gpu1".into(),
         pid: 1,
         rank: 0,
+        job: None,
+        world_size: None,
         n_epochs: 10,
         batches_per_epoch: 100,
         metric_names: vec!["accuracy".into()],

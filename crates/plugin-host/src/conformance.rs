@@ -160,6 +160,8 @@ fn notifications() -> Vec<herald_plugin::Notification> {
         host: "kit".into(),
         pid: 1,
         rank: 0,
+        job: None,
+        world_size: None,
         n_epochs: 2,
         batches_per_epoch: 10,
         metric_names: vec!["accuracy".into()],

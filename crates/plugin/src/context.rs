@@ -98,6 +98,8 @@ mod tests {
             host: "gpu1".into(),
             pid: 42,
             rank: 0,
+            job: None,
+            world_size: None,
             n_epochs: 3,
             batches_per_epoch: 100,
             metric_names: vec!["accuracy".into()],

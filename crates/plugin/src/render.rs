@@ -335,6 +335,64 @@ fn parts(ctx: &RunContext, event: &Event) -> Parts {
             let title = if a.title.is_empty() { "alert" } else { a.title.as_str() };
             format!("{}: {name}: {title}", a.level.as_str())
         }
+        Payload::RankStalled(s) => {
+            let silent: Vec<String> = s.ranks.iter().map(|r| format!("rank {}", r.rank)).collect();
+            for r in &s.ranks {
+                let epoch = r.epoch.map(|e| format!(" in epoch {}", u64::from(e) + 1)).unwrap_or_default();
+                lines.push(format!(
+                    "rank {} on {}: silent for {}{epoch}, last {}",
+                    r.rank,
+                    r.host,
+                    format_duration(Duration::from_secs(secs(r.silent_s).as_secs())),
+                    r.last
+                ));
+            }
+            lines.push(format!("job {} (stall_after {})", s.job, format_duration(secs(s.stall_after_s))));
+            with_table = true;
+            if s.all {
+                format!("{name}: hung, every rank silent")
+            } else {
+                format!("{name}: {} stalled", silent.join(", "))
+            }
+        }
+        Payload::RankLost(l) => {
+            lines.push(format!("rank {} on {} (pid {}): {}", l.rank, l.host, l.pid, l.reason));
+            lines.push(format!("job {}", l.job));
+            with_table = true;
+            format!("{name}: rank {} lost", l.rank)
+        }
+        Payload::RankFailed(f) => {
+            lines.push(format!("rank {} on {} failed", f.rank, f.host));
+            lines.extend(f.error.trim_end().lines().map(str::to_owned));
+            if let Some(tb) = f.traceback.as_deref().filter(|t| !t.trim().is_empty()) {
+                block = Some(("traceback", tail_lines(tb, MAX_TRACEBACK_LINES)));
+            }
+            format!("{name}: rank {} failed", f.rank)
+        }
+        Payload::RankSlow(r) => {
+            let pct = if r.median_s > 0.0 { (r.elapsed_s / r.median_s - 1.0) * 100.0 } else { 0.0 };
+            lines.push(format!(
+                "rank {} on {}: epoch {} took {} against a median of {} (+{pct:.0}%, over {}×)",
+                r.rank,
+                r.host,
+                u64::from(r.epoch) + 1,
+                format_time(r.elapsed_s),
+                format_time(r.median_s),
+                r.factor
+            ));
+            format!("{name}: rank {} slow", r.rank)
+        }
+        Payload::RanksMissing(m) => {
+            let list = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+            lines.push(format!(
+                "{}/{} ranks started within {}; missing: {}",
+                m.seen.len(),
+                m.world_size,
+                format_duration(Duration::from_secs(secs(m.after_s).as_secs())),
+                list(&m.missing)
+            ));
+            format!("{name}: ranks missing")
+        }
     };
     Parts { title, lines, table: if with_table { table(ctx) } else { None }, block }
 }
@@ -354,6 +412,8 @@ mod tests {
             host: "gpu-box".into(),
             pid: 4242,
             rank: 0,
+            job: None,
+            world_size: None,
             n_epochs: 3,
             batches_per_epoch: 938,
             metric_names: vec!["accuracy".into()],

@@ -144,6 +144,8 @@ mod tests {
             host: "box".into(),
             pid: 1,
             rank: 0,
+            job: None,
+            world_size: None,
             n_epochs: 2,
             batches_per_epoch: 10,
             metric_names: vec!["accuracy".into()],

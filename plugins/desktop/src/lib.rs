@@ -181,7 +181,9 @@ fn sanitize_file_name(name: &str) -> String {
 /// The urgency of an event: critical for failures, low for epochs, normal otherwise.
 pub fn urgency(n: &Notification) -> Urgency {
     match &n.event.payload {
-        Payload::RunFailed(_) | Payload::RunLost(_) => Urgency::Critical,
+        Payload::RunFailed(_) | Payload::RunLost(_) | Payload::RankLost(_) | Payload::RankFailed(_) => {
+            Urgency::Critical
+        }
         Payload::Message(m) if m.level == Level::Error => Urgency::Critical,
         Payload::Alert(a) => match a.level {
             Level::Error => Urgency::Critical,

@@ -104,6 +104,8 @@ mod tests {
             host: "gpu".into(),
             pid: 1,
             rank: 0,
+            job: None,
+            world_size: None,
             n_epochs: 2,
             batches_per_epoch: 10,
             metric_names: vec![metric.into()],

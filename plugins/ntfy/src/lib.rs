@@ -181,6 +181,8 @@ pub fn priority(n: &Notification) -> u8 {
             Level::Error => 5,
         },
         Payload::RunStarted(_) | Payload::Heartbeat(_) => 3,
+        Payload::RankLost(_) | Payload::RankFailed(_) => 5,
+        Payload::RankStalled(_) | Payload::RankSlow(_) | Payload::RanksMissing(_) => 4,
     }
 }
 
@@ -195,6 +197,9 @@ fn event_tags(kind: EventKind) -> &'static [&'static str] {
         EventKind::RunLost => &["skull"],
         EventKind::Message => &["speech_balloon"],
         EventKind::Alert => &["warning"],
+        EventKind::RankStalled | EventKind::RanksMissing => &["hourglass"],
+        EventKind::RankLost | EventKind::RankFailed => &["skull"],
+        EventKind::RankSlow => &["snail"],
         EventKind::EpochStarted | EventKind::BatchEnded | EventKind::Heartbeat => &[],
     }
 }

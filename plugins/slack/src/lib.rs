@@ -434,6 +434,12 @@ fn kind(p: &Payload) -> Kind {
             Kind::Alarm
         }
         Payload::Message(_) | Payload::Alert(_) => Kind::Message,
+        // A job's rank events: shown in the channel, the job goes on.
+        Payload::RankStalled(_)
+        | Payload::RankLost(_)
+        | Payload::RankFailed(_)
+        | Payload::RankSlow(_)
+        | Payload::RanksMissing(_) => Kind::Alarm,
     }
 }
 

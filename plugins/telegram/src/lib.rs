@@ -261,6 +261,12 @@ fn kind(payload: &Payload) -> Kind {
         }
         // Alerts are new messages with sound, never a silent edit of the live message.
         Payload::Message(_) | Payload::Alert(_) => Kind::Message,
+        // A job's rank events: a new message with sound; the job's live message goes on.
+        Payload::RankStalled(_)
+        | Payload::RankLost(_)
+        | Payload::RankFailed(_)
+        | Payload::RankSlow(_)
+        | Payload::RanksMissing(_) => Kind::Message,
     }
 }
 

@@ -16,6 +16,8 @@ pub fn started(name: &str) -> RunStarted {
         host: "gpu-box".into(),
         pid: 4242,
         rank: 0,
+        job: None,
+        world_size: None,
         n_epochs: 3,
         batches_per_epoch: 938,
         metric_names: vec!["accuracy".into()],

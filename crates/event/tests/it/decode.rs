@@ -136,3 +136,67 @@ fn alerts_default_their_level_and_name_bad_fields() {
     .expect_err("a negative epoch is refused");
     assert!(e.to_string().starts_with("invalid `alert` event: `epoch`: "), "{e}");
 }
+
+#[test]
+fn run_started_without_job_decodes_as_before_and_with_job_round_trips() {
+    // An old sender: no `job`, no `world_size`; and nothing new is written for it.
+    let old = decode_event(STARTED.as_bytes()).expect("an old run_started decodes");
+    let Payload::RunStarted(s) = &old.payload else { panic!("decoded as {:?}", old.payload) };
+    assert_eq!((s.rank, s.job.as_deref(), s.world_size), (0, None, None));
+    let encoded = herald_event::encode_event(&old).expect("encodes");
+    assert!(!encoded.contains("job") && !encoded.contains("world_size"), "{encoded}");
+
+    let with_job = STARTED.replace(r#""pid":1,"#, r#""pid":1,"rank":2,"job":"j-7","world_size":3,"#);
+    let e = decode_event(with_job.as_bytes()).expect("a rank of a job decodes");
+    let Payload::RunStarted(s) = &e.payload else { panic!("decoded as {:?}", e.payload) };
+    assert_eq!((s.rank, s.job.as_deref(), s.world_size), (2, Some("j-7"), Some(3)));
+    let again = decode_event(herald_event::encode_event(&e).expect("encodes").as_bytes()).expect("decodes");
+    assert_eq!(again, e);
+
+    let e = decode_event(STARTED.replace(r#""pid":1,"#, r#""pid":1,"job":7,"#).as_bytes())
+        .expect_err("a job id that is not a string is refused");
+    assert!(
+        e.to_string().starts_with("invalid `run_started` event: `job`: invalid type: integer `7`"),
+        "{e}"
+    );
+    let e = decode_event(STARTED.replace(r#""pid":1,"#, r#""pid":1,"world_size":-1,"#).as_bytes())
+        .expect_err("a negative world size is refused");
+    assert!(e.to_string().starts_with("invalid `run_started` event: `world_size`: "), "{e}");
+}
+
+#[test]
+fn job_events_name_their_bad_fields() {
+    const T: &str = r#""v":1,"run":"r","seq":0,"time":"2026-11-27T09:46:06Z""#;
+    check(
+        &format!(r#"{{{T},"type":"rank_lost","rank":1,"host":"h","pid":2,"reason":"x"}}"#),
+        "missing field `job`",
+    );
+    check(&format!(r#"{{{T},"type":"rank_stalled","job":"j","stall_after_s":9}}"#), "missing field `ranks`");
+    let e = decode_event(
+        format!(
+            r#"{{{T},"type":"rank_stalled","job":"j","ranks":[{{"rank":1,"host":"h","silent_s":3,"last":"lunch"}}],"stall_after_s":9}}"#
+        )
+        .as_bytes(),
+    )
+    .expect_err("an unknown last event type is refused");
+    assert!(e.to_string().starts_with("invalid `rank_stalled` event: `ranks[0].last`: "), "{e}");
+    let e = decode_event(
+        format!(
+            r#"{{{T},"type":"rank_slow","job":"j","rank":1,"host":"h","epoch":1,"elapsed_s":"NaN","median_s":1,"factor":1.5}}"#
+        )
+        .as_bytes(),
+    )
+    .expect_err("a non-finite epoch time is refused");
+    assert!(e.to_string().starts_with("invalid `rank_slow` event: `elapsed_s`: "), "{e}");
+    let ok = decode_event(
+        format!(r#"{{{T},"type":"rank_failed","job":"j","rank":3,"host":"h","error":"oom"}}"#).as_bytes(),
+    )
+    .expect("a traceback is optional");
+    assert_eq!(ok.payload.job(), Some("j"));
+    let ok = decode_event(
+        format!(r#"{{{T},"type":"ranks_missing","job":"j","world_size":4,"seen":[0],"missing":[1,2,3],"after_s":60}}"#)
+            .as_bytes(),
+    )
+    .expect("ranks_missing decodes");
+    assert_eq!(ok.kind(), EventKind::RanksMissing);
+}

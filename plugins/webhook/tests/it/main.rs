@@ -86,6 +86,8 @@ fn sample(seq: u64) -> Notification {
         host: "gpu-box".into(),
         pid: 7,
         rank: 0,
+        job: None,
+        world_size: None,
         n_epochs: 2,
         batches_per_epoch: 10,
         metric_names: vec!["accuracy".into()],
