@@ -247,3 +247,149 @@ fn train_without_a_daemon_notifies_from_its_own_process() {
     let kinds: Vec<String> = hook.delivered().iter().map(|h| h.kind.clone()).collect();
     assert_eq!(kinds, ["run_started", "epoch_ended", "epoch_ended", "run_finished"], "{kinds:?}");
 }
+
+/// Ctrl-C as a terminal sends it: SIGINT to the whole process group of `child`, which `process_group(0)` made
+/// its own (the `herald` it started has replaced itself with `herald-train`; a plugin it ran would be there too).
+fn ctrl_c(child: &std::process::Child) {
+    let group = format!("-{}", child.id());
+    let out = std::process::Command::new("kill")
+        .args(["-s", "INT", "--", &group])
+        .output()
+        .expect("run kill (procps)");
+    assert!(out.status.success(), "kill -s INT -- {group}: {}", text(&out.stderr));
+}
+
+/// A child's stderr, read line by line on a thread so that a test can wait for a line.
+struct StderrLines(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl StderrLines {
+    fn read(child: &mut std::process::Child) -> StderrLines {
+        let stderr = child.stderr.take().expect("piped stderr");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+                sink.lock().expect("lines lock").push(line);
+            }
+        });
+        StderrLines(lines)
+    }
+
+    fn all(&self) -> String {
+        self.0.lock().expect("lines lock").join("\n")
+    }
+
+    fn wait_for(&self, fragment: &str) {
+        crate::daemon::wait_for(
+            &format!("{fragment:?} on stderr"),
+            std::time::Duration::from_secs(60),
+            || self.0.lock().expect("lines lock").iter().any(|l| l.contains(fragment)).then_some(()),
+        );
+    }
+}
+
+#[test]
+fn ctrl_c_in_herald_train_stops_after_the_batch_and_the_daemon_hears_a_stopped_run() {
+    use crate::daemon::{Daemon, Receiver, Reply, config_text, free_port, wait_for};
+    use std::os::unix::process::CommandExt;
+    use std::time::Duration;
+
+    let dir = scratch("sigint");
+    let hook = Receiver::start(|_, _| Reply::Ok);
+    let port = free_port();
+    let daemon = Daemon::start(&dir, port, &config_text(&dir, port, hook.port, "", ""));
+    // 1438-batch epochs (batch size 1): the run is far from its end when the signal comes.
+    let mut child = crate::KillOnDrop(
+        herald()
+            .arg("--config")
+            .arg(&daemon.config)
+            .args([
+                "train",
+                "--epochs",
+                "50",
+                "--bs",
+                "1",
+                "--threads",
+                "1",
+                "--name",
+                "e2e-sigint",
+                "--data",
+            ])
+            .arg(digits())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("start herald train"),
+    );
+    let stderr = StderrLines::read(&mut child.0);
+    let first = wait_for("the first epoch at the webhook", Duration::from_secs(60), || {
+        of_type(&hook.delivered(), "epoch_ended").first().map(|h| (*h).clone())
+    });
+    ctrl_c(&child.0);
+
+    let status = wait_for("herald train to exit after Ctrl-C", Duration::from_secs(60), || {
+        child.0.try_wait().expect("poll herald train")
+    });
+    assert_eq!(status.code(), Some(130), "herald train: {status}\n{}", stderr.all());
+    stderr.wait_for("interrupted (Ctrl-C): the run was reported as stopped");
+
+    let finished = wait_for("run_finished at the webhook", Duration::from_secs(30), || {
+        of_type(&hook.delivered(), "run_finished").first().map(|h| (*h).clone())
+    });
+    assert_eq!(finished.run, first.run);
+    let event = &finished.body["event"];
+    assert_eq!(event["status"], "stopped", "{}", finished.body);
+    let reason = event["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("interrupted (Ctrl-C)"), "{}", finished.body);
+    assert!(of_type(&hook.hits(), "run_failed").is_empty(), "a Ctrl-C is no failure");
+}
+
+#[test]
+fn a_second_ctrl_c_quits_herald_train_at_once() {
+    use crate::daemon::{free_port, wait_for};
+    use std::os::unix::process::CommandExt;
+    use std::time::Duration;
+
+    let dir = scratch("sigint-twice");
+    // No daemon, and a webhook that takes connections and never answers: after the first Ctrl-C the trainer
+    // waits up to drain_timeout (ten minutes) for its deliveries, so only the second one ends it soon.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hook_port = silent.local_addr().expect("address").port();
+    let config = dir.join("herald.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nlisten = \"127.0.0.1:{}\"\nsocket = \"\"\nstate_dir = \"{}/state\"\n\
+             drain_timeout = \"10m\"\n\n[[notifier]]\nname = \"hook\"\ntype = \"webhook\"\n\
+             url = \"http://127.0.0.1:{hook_port}/hook\"\ntimeout = \"10m\"\n",
+            free_port(),
+            dir.display()
+        ),
+    )
+    .expect("write the config");
+    let mut child = crate::KillOnDrop(
+        herald()
+            .arg("--config")
+            .arg(&config)
+            .args(["train", "--epochs", "50", "--bs", "1", "--threads", "1", "--data"])
+            .arg(digits())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("start herald train"),
+    );
+    let stderr = StderrLines::read(&mut child.0);
+    stderr.wait_for("notifying from this process");
+    ctrl_c(&child.0);
+    stderr.wait_for("Ctrl-C again to quit at once");
+    assert!(child.0.try_wait().expect("poll").is_none(), "herald train did not wait for its deliveries");
+    ctrl_c(&child.0);
+    let status = wait_for("herald train to quit after the second Ctrl-C", Duration::from_secs(10), || {
+        child.0.try_wait().expect("poll herald train")
+    });
+    assert_eq!(status.code(), Some(130), "herald train: {status}\n{}", stderr.all());
+    stderr.wait_for("Ctrl-C again: quitting now");
+    drop(silent);
+}

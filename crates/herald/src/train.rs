@@ -2,7 +2,9 @@
 //!
 //! The trainer links libtorch (about a gigabyte of shared libraries); keeping it out of this binary keeps
 //! `herald serve` small in memory and `herald send` quick to start. This module only finds `herald-train`
-//! (beside this executable, else on PATH) and replaces this process with it, passing `--config` on.
+//! (beside this executable, else on PATH) and replaces this process with it, passing `--config` on. Replacing,
+//! not waiting: Ctrl-C reaches the whole foreground process group, and the trainer handles it (stops after the
+//! current batch and reports the run as stopped); a waiting parent would die first and return the prompt.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -24,8 +26,8 @@ const TRAINER: &str = "herald-train";
 pub fn run(config: Option<&Path>, args: Args) -> Result<()> {
     let Some(trainer) = find_trainer() else {
         bail!(
-            "cannot find the {TRAINER} binary beside this one or on PATH: build it with \
-             `cargo build --release -p herald-train` (`cargo xtask demo` does)"
+            "cannot find the {TRAINER} binary beside this one or on PATH: install it from the checkout with \
+             `cargo install --locked --path crates/train` (it needs libtorch; see the README's Install section)"
         );
     };
     let mut cmd = std::process::Command::new(&trainer);

@@ -10,9 +10,18 @@
 //! `--events-stderr` the consumer instead prints each event as a JSON line on stderr, for scripts.
 //! Plots, when asked for, are written after training.
 //!
+//! Ctrl-C (SIGINT, which the terminal sends to the whole foreground process group; `herald train` has
+//! replaced itself with this process, so no parent dies first) asks the run to stop through the same
+//! [`StopHandle`] the daemon's stop requests use: training ends after the current batch, the run is reported as
+//! `run_finished {status: stopped, reason: "interrupted (Ctrl-C) ..."}`, the events are handed over, and the
+//! process exits with 130. A second Ctrl-C exits at once (the daemon's `run_lost` then covers the run).
+//!
 //! It is a binary of its own so that only it links libtorch; `herald train` runs it.
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use anyhow::{Context, Result, bail};
@@ -75,12 +84,56 @@ pub enum DeviceArg {
     Cuda,
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let args = <TrainArgs as clap::Parser>::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
-    run(args)
+    match run(args) {
+        Ok(code) => code,
+        // One line the user can act on, never anyhow's Debug form (which adds a backtrace when
+        // RUST_BACKTRACE is set); a bug panics and still prints its backtrace.
+        Err(err) => {
+            eprintln!("herald: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The stop reason a Ctrl-C gives; `run_finished` carries it (with the epochs done).
+pub const CTRL_C_REASON: &str = "interrupted (Ctrl-C)";
+
+/// The exit code after a Ctrl-C, as a shell reports a process ended by SIGINT (128 + 2).
+const INTERRUPTED: u8 = 130;
+
+/// Handles SIGINT from now on: the first asks `stop` to end the run after the current batch and sets the
+/// returned flag; a second exits the process at once with [`INTERRUPTED`].
+///
+/// The handler is installed before this returns; a thread of its own waits for the signals. The second one
+/// ends the process with `_exit` (signal-hook's safe `low_level::exit`), not `std::process::exit`: at-exit
+/// hooks would run libtorch's static destructors under the training threads, which crashes.
+fn on_ctrl_c(stop: StopHandle) -> Result<Arc<AtomicBool>> {
+    let mut signals =
+        signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT]).context("cannot handle Ctrl-C")?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&interrupted);
+    std::thread::Builder::new()
+        .name("herald-ctrl-c".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                if flag.swap(true, Ordering::AcqRel) {
+                    eprintln!("herald: Ctrl-C again: quitting now");
+                    signal_hook::low_level::exit(i32::from(INTERRUPTED));
+                }
+                stop.request(CTRL_C_REASON);
+                eprintln!(
+                    "\nherald: Ctrl-C: stopping after this batch and reporting the run as stopped \
+                     (Ctrl-C again to quit at once)"
+                );
+            }
+        })
+        .context("cannot start the thread that handles Ctrl-C")?;
+    Ok(interrupted)
 }
 
 /// Where the run's events go.
@@ -89,7 +142,10 @@ enum Consumer {
     Link(herald_daemon::TrainerLink),
 }
 
-fn run(args: TrainArgs) -> Result<()> {
+fn run(args: TrainArgs) -> Result<ExitCode> {
+    // First, so that a Ctrl-C while the data loads already ends the run cleanly.
+    let stop = StopHandle::new();
+    let interrupted = on_ctrl_c(stop.clone())?;
     if let Some(n) = args.threads {
         tch::set_num_threads(i32::from(n.max(1)));
     }
@@ -115,7 +171,6 @@ fn run(args: TrainArgs) -> Result<()> {
         .hyper("bs", args.bs)
         .hyper("seed", args.seed)
         .hyper("device", format!("{device:?}"));
-    let stop = StopHandle::new();
     let consumer = if args.events_stderr {
         Consumer::Printer(spawn_event_printer(rx))
     } else {
@@ -163,7 +218,11 @@ fn run(args: TrainArgs) -> Result<()> {
         std::fs::write(&lr_path, png).with_context(|| format!("cannot write {}", lr_path.display()))?;
         eprintln!("herald: wrote {} and {}", path.display(), lr_path.display());
     }
-    Ok(())
+    if interrupted.load(Ordering::Acquire) {
+        eprintln!("herald: {CTRL_C_REASON}: the run was reported as stopped");
+        return Ok(ExitCode::from(INTERRUPTED));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Where the run's events go, in words.
