@@ -3,6 +3,7 @@
 //! Each subcommand lives in its own module; this file only parses arguments and dispatches.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -62,8 +63,23 @@ fn init_tracing(default: &str) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => report(&err),
+    }
+}
+
+/// An error the user can act on: one line on stderr, `herald: ` then the message and its causes joined by
+/// `: `, and exit code 1. Never a backtrace, whatever `RUST_BACKTRACE` says: returning the error from `main`
+/// would print anyhow's `Debug` form, which appends one. A bug still panics, and a panic prints its backtrace
+/// as usual.
+fn report(err: &anyhow::Error) -> ExitCode {
+    eprintln!("herald: {err:#}");
+    ExitCode::FAILURE
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config.as_deref();
     match cli.command {
         Command::Serve(args) => {
