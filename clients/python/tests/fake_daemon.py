@@ -65,7 +65,12 @@ REQUIRED: Dict[str, Dict[str, Callable[[Any], bool]]] = {
     "alert": {"title": lambda x: isinstance(x, str), "text": lambda x: isinstance(x, str)},
 }
 OPTIONAL: Dict[str, Dict[str, Callable[[Any], bool]]] = {
-    "run_started": {"rank": _is_int, "hyper": lambda x: isinstance(x, dict)},
+    "run_started": {
+        "rank": _is_int,
+        "hyper": lambda x: isinstance(x, dict),
+        "job": lambda x: isinstance(x, str) and bool(x),
+        "world_size": lambda x: _is_int(x) and x >= 1,
+    },
     "epoch_ended": {
         "valid_loss": _loose,
         "metrics": lambda x: isinstance(x, dict) and all(_loose(v) for v in x.values()),

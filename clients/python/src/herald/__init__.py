@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ._client import Client, ConfigError, Endpoint, Stats, default_client, set_default_client
-from ._run import Run, Smoother, detect_rank
+from ._run import Run, Smoother, detect_job, detect_rank, detect_world_size
 from ._wire import new_run_id
 from .notify import notify
 
@@ -30,7 +30,9 @@ __all__ = [
     "Smoother",
     "Stats",
     "default_client",
+    "detect_job",
     "detect_rank",
+    "detect_world_size",
     "new_run_id",
     "notify",
     "run",

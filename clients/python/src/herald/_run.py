@@ -46,6 +46,72 @@ def detect_rank() -> int:
     return 0
 
 
+def detect_world_size() -> Optional[int]:
+    """The number of ranks: ``WORLD_SIZE`` (torchrun, Lightning, accelerate), else ``torch.distributed``'s world
+    size when it is initialized, else None (unknown)."""
+    value = os.environ.get("WORLD_SIZE", "").strip()
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            log.warning("herald: WORLD_SIZE=%r is not an integer; ignored", value)
+    dist = _torch_distributed()
+    if dist is not None:
+        try:
+            return int(dist.get_world_size())
+        except Exception:  # noqa: BLE001 - a broken process group is not ours to report
+            return None
+    return None
+
+
+def _torch_distributed() -> Any:
+    """``torch.distributed`` when the program imported it and initialized a process group, else None. Herald never
+    imports torch itself."""
+    dist = sys.modules.get("torch.distributed")
+    try:
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            return dist
+    except Exception:  # noqa: BLE001
+        return None
+    return None
+
+
+def detect_job() -> Optional[str]:
+    """The id shared by every rank of this distributed job, derived in this order (no extra communication
+    between ranks for the first three):
+
+    1. ``HERALD_JOB``, when set;
+    2. SLURM's ``SLURM_JOB_ID`` with ``SLURM_STEP_ID`` (``"4242.0"``; the job id alone without a step);
+    3. ``TORCHELASTIC_RUN_ID`` (torchrun's ``--rdzv-id``), unless it is ``none``, torchrun's default;
+    4. when ``torch.distributed`` is initialized with more than one rank: rank 0's fresh id, sent to every rank
+       with one ``broadcast_object_list`` (a collective: every rank must start its run at the same point);
+    5. else None: not a distributed job.
+    """
+    env = os.environ
+    job = env.get("HERALD_JOB", "").strip()
+    if job:
+        return job
+    slurm = env.get("SLURM_JOB_ID", "").strip()
+    if slurm:
+        step = env.get("SLURM_STEP_ID", "").strip()
+        return f"{slurm}.{step}" if step else slurm
+    elastic = env.get("TORCHELASTIC_RUN_ID", "").strip()
+    if elastic and elastic != "none":
+        return elastic
+    dist = _torch_distributed()
+    if dist is None:
+        return None
+    try:
+        if int(dist.get_world_size()) <= 1:
+            return None
+        box = [_wire.new_run_id() if int(dist.get_rank()) == 0 else None]
+        dist.broadcast_object_list(box, src=0)
+        return str(box[0]) if box[0] else None
+    except Exception as err:  # noqa: BLE001 - reporting never breaks training
+        log.warning("herald: could not share a job id over torch.distributed (%s); reporting rank 0 only", err)
+        return None
+
+
 def default_name() -> str:
     """The script's file name without its extension (``train`` for ``python train.py``), else ``python``."""
     argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
@@ -116,8 +182,12 @@ class Run:
     ...                 break
     ...         run.epoch_ended(valid_loss=vl, metrics={"accuracy": acc})
 
-    Only rank 0 reports start, epochs and finish; another rank stays quiet unless it fails, when it reports
-    ``run_started`` (with its rank) and ``run_failed``.
+    In a distributed job every rank reports (``ranks="all"``, the default): each rank is a run of its own with
+    the job id (:func:`detect_job`), its rank and the world size, and the daemon groups them into one job. Rank 0
+    sends everything; another rank sends ``run_started``, ``epoch_ended``, heartbeats and its end, and its
+    ``batch_ended`` only with ``rank_batches=True``. With ``ranks="zero"``, or when no job id can be derived, only
+    rank 0 reports and another rank stays quiet unless it fails, when it reports ``run_started`` (with its rank)
+    and ``run_failed``.
     """
 
     def __init__(
@@ -133,11 +203,21 @@ class Run:
         rank: Optional[int] = None,
         client: Optional[Client] = None,
         run_id: Optional[str] = None,
+        job: Optional[str] = None,
+        world_size: Optional[int] = None,
+        ranks: str = "all",
+        rank_batches: bool = False,
     ):
+        if ranks not in ("all", "zero"):
+            raise ValueError(f"ranks must be 'all' or 'zero', found {ranks!r}")
         self.client = client if client is not None else default_client()
         self.id = run_id or _wire.new_run_id()
         self.name = name or default_name()
         self.rank = detect_rank() if rank is None else int(rank)
+        self.ranks = ranks
+        self.job = job
+        self.world_size = None if world_size is None else int(world_size)
+        self.rank_batches = bool(rank_batches)
         self.n_epochs = int(n_epochs)
         self.batches_per_epoch = int(batches_per_epoch)
         self.metric_names = [str(m) for m in metric_names]
@@ -161,8 +241,20 @@ class Run:
 
     @property
     def reports(self) -> bool:
-        """Whether this process reports start, epochs and finish (rank 0)."""
-        return self.rank == 0
+        """Whether this process reports start, epochs and finish: rank 0, and every rank of a job when ``ranks`` is
+        ``"all"``."""
+        return self.rank <= 0 or (self.job is not None and self.ranks == "all")
+
+    @property
+    def leads(self) -> bool:
+        """Whether this process speaks for the job (rank 0): epoch starts, messages and alerts."""
+        return self.rank <= 0
+
+    @property
+    def sends_batches(self) -> bool:
+        """Whether ``batch_ended`` goes on the wire from this process: rank 0, or any reporting rank with
+        ``rank_batches``."""
+        return self.leads or (self.rank_batches and self.reports)
 
     @property
     def should_stop(self) -> bool:
@@ -197,6 +289,11 @@ class Run:
             self.metric_names = [str(m) for m in metric_names]
         if hyper:
             self.hyper.update(hyper)
+        if self.ranks == "all" and self.started_at is None:
+            if self.world_size is None:
+                self.world_size = detect_world_size()
+            if self.job is None and (self.world_size or 1) > 1:
+                self.job = detect_job()
         self.started_at = time.time()
         _open_runs.add(self)
         _install_excepthook()
@@ -208,26 +305,32 @@ class Run:
         if self._start_sent:
             return
         self._start_sent = True
-        self._emit(
-            "run_started",
+        payload: Dict[str, Any] = {
+            "name": self.name,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "rank": max(0, self.rank),
+        }
+        if self.job is not None:
+            payload["job"] = str(self.job)
+        if self.world_size is not None:
+            payload["world_size"] = max(1, self.world_size)
+        payload.update(
             {
-                "name": self.name,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "rank": max(0, self.rank),
                 "n_epochs": max(0, self.n_epochs),
                 "batches_per_epoch": max(0, self.batches_per_epoch),
                 "metric_names": list(self.metric_names),
                 "hyper": _wire.json_value(self.hyper),
-            },
+            }
         )
+        self._emit("run_started", payload)
 
     def epoch_started(self, epoch: Optional[int] = None) -> None:
         """Report ``epoch_started``; without ``epoch``, the next one."""
         self._epoch = self._epoch + 1 if epoch is None else int(epoch)
         self._epoch_t0 = time.time()
         self._batch = 0
-        if self.reports:
+        if self.leads:
             self._emit("epoch_started", {"epoch": max(0, self._epoch)})
 
     def batch_due(self) -> bool:
@@ -256,7 +359,7 @@ class Run:
             self.smoother.value = smooth
         b = self._batch if batch is None else int(batch)
         self._batch = b + 1
-        if not self.reports or not (force or self.batch_due()):
+        if not self.sends_batches or not (force or self.batch_due()):
             return False
         self._last_batch_sent = time.monotonic()
         if self._epoch < 0:
@@ -341,7 +444,7 @@ class Run:
         """Free text for the phone (``level`` is info, warning or error)."""
         if level not in ("info", "warning", "error"):
             raise ValueError(f"level must be info, warning or error, found {level!r}")
-        if self.reports:
+        if self.leads:
             self._emit("message", {"title": title or self.name, "text": str(text), "level": level})
 
     def alert(self, title: str, text: str, level: str = "warning") -> None:
@@ -350,7 +453,7 @@ class Run:
         epoch once one has started."""
         if level not in ("info", "warning", "error"):
             raise ValueError(f"level must be info, warning or error, found {level!r}")
-        if self.reports:
+        if self.leads:
             payload: Dict[str, Any] = {"title": str(title), "text": str(text), "level": level}
             if self._epoch >= 0:
                 payload["epoch"] = self._epoch
@@ -453,7 +556,7 @@ class Reporter:
     """What a framework callback keeps between its hooks, and does the same way in every framework.
 
     The settings every ``HeraldCallback`` takes (``name``, ``monitor``, ``batch_interval``, ``hyper``,
-    ``client``, as the fastai callback documents them), the :class:`Run` of the current fit (``run``, None when
+    ``client``, ``ranks``: ``"all"`` (default) reports every rank of a distributed job, ``"zero"`` rank 0 only, as the fastai callback documents them), the :class:`Run` of the current fit (``run``, None when
     the fit is not reported), whether a stop request was acted on (``stop_requested``), and the rule that a
     failing hook is logged once and training goes on (:meth:`warn`). The callback reads its framework and calls
     the run; it holds a Reporter rather than inheriting one, since it must inherit its framework's base class.
@@ -467,7 +570,11 @@ class Reporter:
         batch_interval: float = 0.5,
         hyper: Optional[Mapping[str, Any]] = None,
         client: Optional[Client] = None,
+        ranks: str = "all",
     ):
+        if ranks not in ("all", "zero"):
+            raise ValueError(f"ranks must be 'all' or 'zero', found {ranks!r}")
+        self.ranks = ranks
         self.name = name
         self.monitor = monitor
         self.batch_interval = batch_interval
@@ -489,6 +596,7 @@ class Reporter:
             monitor=self.monitor,
             batch_interval=self.batch_interval,
             client=self.client,
+            ranks=self.ranks,
             **run_args,
         )
 

@@ -65,6 +65,8 @@ class HeraldCallback(Callback):
     - ``batch_interval``: seconds between ``batch_ended`` events (default 0.5).
     - ``hyper``: extra hyperparameters to show beside lr, bs and the model class.
     - ``client``: a :class:`herald.Client` (default: the process's, configured from ``HERALD_URL``).
+    - ``ranks``: ``"all"`` (default) reports every rank of a distributed job (``DistributedTrainer`` under
+      ``torchrun``) with its job id, so the daemon names a hung, slow or dead rank; ``"zero"`` reports rank 0 only.
     """
 
     order = Recorder.order + 1
@@ -96,10 +98,12 @@ class HeraldCallback(Callback):
         batch_interval: float = 0.5,
         hyper: Optional[Mapping[str, Any]] = None,
         client: Optional[Client] = None,
+        ranks: str = "all",
     ):
         if int(every) < 1:
             raise ValueError(f"every must be 1 or more epochs, found {every}")
-        self.herald = Reporter(name, monitor=monitor, batch_interval=batch_interval, hyper=hyper, client=client)
+        self.herald = Reporter(name, monitor=monitor, batch_interval=batch_interval, hyper=hyper, client=client,
+                               ranks=ranks)
         self.herald_every = int(every)
         self.herald_cancelled = False
         self._herald_orig_with_events: Any = None

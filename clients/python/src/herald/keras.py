@@ -48,9 +48,11 @@ class HeraldCallback(keras.callbacks.Callback):
         batch_interval: float = 0.5,
         hyper: Optional[Mapping[str, Any]] = None,
         client: Optional[Client] = None,
+        ranks: str = "all",
     ):
         super().__init__()
-        self.herald = Reporter(name, monitor=monitor, batch_interval=batch_interval, hyper=hyper, client=client)
+        self.herald = Reporter(name, monitor=monitor, batch_interval=batch_interval, hyper=hyper, client=client,
+                               ranks=ranks)
         self._epochs_done = 0
         self._train_function: Any = None
 

@@ -9,7 +9,9 @@
 loss, the rest metrics, under the names you logged), ``run_finished`` in ``on_train_end``, ``run_failed`` from
 ``on_exception`` (a ``KeyboardInterrupt`` is a stop). A stop request sets ``trainer.should_stop``.
 
-Distributed: only global rank 0 reports start, epochs and finish; a failure is reported from any rank. Uses
+Distributed (DDP strategies): every rank reports with the job id (``herald.detect_job``), so the daemon shows the
+job as one run and names a hung, slow or dead rank; ``HeraldCallback(ranks="zero")`` reports global rank 0 only
+(a failure is reported from any rank). Uses
 ``lightning.pytorch`` when installed, else ``pytorch_lightning``; importing this module imports it.
 """
 
@@ -44,9 +46,11 @@ class HeraldCallback(Callback):
         batch_interval: float = 0.5,
         hyper: Optional[Mapping[str, Any]] = None,
         client: Optional[Client] = None,
+        ranks: str = "all",
     ):
         super().__init__()
-        self.herald = Reporter(name, monitor=monitor, batch_interval=batch_interval, hyper=hyper, client=client)
+        self.herald = Reporter(name, monitor=monitor, batch_interval=batch_interval, hyper=hyper, client=client,
+                               ranks=ranks)
 
     @staticmethod
     def _lr(trainer: Any) -> Optional[float]:
@@ -98,7 +102,7 @@ class HeraldCallback(Callback):
         if run is None:
             return
         self._check_stop(trainer)
-        if not run.reports or not run.batch_due():
+        if not run.sends_batches or not run.batch_due():
             return
         try:
             loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs

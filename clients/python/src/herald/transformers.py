@@ -8,8 +8,9 @@ to the Herald daemon.
 ``batch_ended`` from the Trainer's ``loss`` logs (at most once per ``batch_interval`` seconds), ``epoch_ended``
 once the epoch's evaluation is in (the Trainer evaluates after ``on_epoch_end``; an epoch without evaluation is
 sent at the next epoch's start or at the end), ``run_finished`` in ``on_train_end``. A stop request sets
-``control.should_training_stop``. Only the main process (``state.is_world_process_zero``) reports start, epochs
-and finish; a crash is reported when the exception reaches the top of the program.
+``control.should_training_stop``. Under ``torchrun`` every process reports with the job id
+(``herald.detect_job``), the main one (``state.is_world_process_zero``) as rank 0; ``HeraldCallback(ranks="zero")``
+reports the main process only. A crash is reported when the exception reaches the top of the program.
 
 Importing this module imports transformers.
 """
@@ -40,8 +41,10 @@ class HeraldCallback(TrainerCallback):
         batch_interval: float = 0.5,
         hyper: Optional[Mapping[str, Any]] = None,
         client: Optional[Client] = None,
+        ranks: str = "all",
     ):
-        self.herald = Reporter(name, monitor=monitor, batch_interval=batch_interval, hyper=hyper, client=client)
+        self.herald = Reporter(name, monitor=monitor, batch_interval=batch_interval, hyper=hyper, client=client,
+                               ranks=ranks)
         self._train_loss: Optional[float] = None
         self._pending: Optional[Dict[str, Any]] = None
 

@@ -1,0 +1,190 @@
+"""Distributed jobs: the job id's derivation order, what a non-zero rank sends, ``ranks="zero"``, and the
+framework callbacks reporting every rank."""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+import unittest
+from typing import Any, Dict, List, Optional
+from unittest import mock
+
+from support import ClientTest
+
+import herald
+from fake_daemon import FakeDaemon
+
+_JOB_VARS = ("HERALD_JOB", "SLURM_JOB_ID", "SLURM_STEP_ID", "TORCHELASTIC_RUN_ID", "WORLD_SIZE", "RANK", "LOCAL_RANK")
+
+
+def clean_env(**env: str) -> Dict[str, str]:
+    """The process's environment without the job variables, with ``env`` on top."""
+    out = {k: v for k, v in os.environ.items() if k not in _JOB_VARS}
+    out.update(env)
+    return out
+
+
+class FakeDist(types.ModuleType):
+    """A stand-in for an initialized ``torch.distributed``: rank ``rank`` of ``world``; rank 0's broadcast value
+    is ``sent`` (what rank 0 would have sent to the others)."""
+
+    def __init__(self, rank: int, world: int, sent: Optional[str] = None):
+        super().__init__("torch.distributed")
+        self.rank, self.world, self.sent = rank, world, sent
+        self.broadcasts = 0
+
+    def is_available(self) -> bool:
+        return True
+
+    def is_initialized(self) -> bool:
+        return True
+
+    def get_rank(self) -> int:
+        return self.rank
+
+    def get_world_size(self) -> int:
+        return self.world
+
+    def broadcast_object_list(self, box: List[Any], src: int = 0) -> None:
+        self.broadcasts += 1
+        if self.rank != src:
+            box[0] = self.sent
+        else:
+            self.sent = box[0]
+
+
+class JobId(unittest.TestCase):
+    def check(self, env: Dict[str, str], expected: Optional[str], dist: Optional[FakeDist] = None) -> None:
+        with mock.patch.dict(os.environ, clean_env(**env), clear=True), mock.patch.dict(
+            sys.modules, {"torch.distributed": dist}
+        ):
+            self.assertEqual(herald.detect_job(), expected, env)
+
+    def test_the_documented_order(self) -> None:
+        both = {"SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0", "TORCHELASTIC_RUN_ID": "rdzv-7"}
+        self.check({"HERALD_JOB": "mine", **both}, "mine")
+        self.check(both, "4242.0")
+        self.check({"SLURM_JOB_ID": "4242"}, "4242")
+        self.check({"TORCHELASTIC_RUN_ID": "rdzv-7"}, "rdzv-7")
+        self.check({}, None)
+        self.check({"HERALD_JOB": "  "}, None)
+
+    def test_torchrun_default_none_falls_through_to_one_broadcast_from_rank_zero(self) -> None:
+        self.check({"TORCHELASTIC_RUN_ID": "none"}, None)
+        dist = FakeDist(rank=2, world=3, sent="job-from-rank-0")
+        self.check({"TORCHELASTIC_RUN_ID": "none"}, "job-from-rank-0", dist)
+        self.assertEqual(dist.broadcasts, 1)
+        zero = FakeDist(rank=0, world=3)
+        with mock.patch.dict(os.environ, clean_env(), clear=True), mock.patch.dict(sys.modules, {"torch.distributed": zero}):
+            job = herald.detect_job()
+        self.assertTrue(job and job == zero.sent, job)
+        # A single process needs no job, and no collective is called.
+        alone = FakeDist(rank=0, world=1)
+        self.check({}, None, alone)
+        self.assertEqual(alone.broadcasts, 0)
+
+    def test_world_size_from_the_environment_else_torch_distributed(self) -> None:
+        with mock.patch.dict(os.environ, clean_env(WORLD_SIZE="4"), clear=True):
+            self.assertEqual(herald.detect_world_size(), 4)
+        with mock.patch.dict(os.environ, clean_env(), clear=True), mock.patch.dict(
+            sys.modules, {"torch.distributed": FakeDist(1, 3)}
+        ):
+            self.assertEqual(herald.detect_world_size(), 3)
+        with mock.patch.dict(os.environ, clean_env(WORLD_SIZE="lots"), clear=True), mock.patch.dict(
+            sys.modules, {"torch.distributed": None}
+        ):
+            self.assertIsNone(herald.detect_world_size())
+
+
+def plain_loop(run: herald.Run, epochs: int = 2, batches: int = 3) -> None:
+    with run:
+        for epoch in range(epochs):
+            run.epoch_started()
+            for b in range(batches):
+                run.batch_ended(1.0 / (1 + b), lr=0.01, force=True)
+            run.epoch_ended(valid_loss=0.5, metrics={"accuracy": 0.9})
+            run.message("hello from every rank")
+
+
+class Ranks(ClientTest):
+    def events_of(self, env: Dict[str, str], **run_args: Any) -> List[Dict[str, Any]]:
+        no_torch = {"torch.distributed": None}
+        with FakeDaemon() as d, mock.patch.dict(os.environ, clean_env(**env), clear=True), mock.patch.dict(
+            sys.modules, no_torch
+        ):
+            c = self.client(d.url)
+            run = herald.Run("ddp", client=c, **run_args)
+            plain_loop(run)
+            self.assertTrue(c.flush(10))
+            return [e for e in d.snapshot() if e["type"] != "heartbeat"]
+
+    def test_a_non_zero_rank_of_a_job_sends_start_epochs_and_end_but_no_batches(self) -> None:
+        events = self.events_of({"HERALD_JOB": "j1", "RANK": "2", "WORLD_SIZE": "3"})
+        kinds = [e["type"] for e in events]
+        self.assertEqual(kinds, ["run_started", "epoch_ended", "epoch_ended", "run_finished"])
+        start = events[0]
+        self.assertEqual((start["rank"], start["job"], start["world_size"]), (2, "j1", 3))
+
+    def test_rank_batches_puts_a_non_zero_rank_s_batches_on_the_wire(self) -> None:
+        events = self.events_of({"HERALD_JOB": "j1", "RANK": "1", "WORLD_SIZE": "2"}, rank_batches=True)
+        self.assertEqual(sum(e["type"] == "batch_ended" for e in events), 6)
+
+    def test_rank_zero_of_a_job_sends_everything_with_the_job(self) -> None:
+        events = self.events_of({"HERALD_JOB": "j1", "RANK": "0", "WORLD_SIZE": "3"})
+        kinds = {e["type"] for e in events}
+        self.assertLessEqual({"run_started", "epoch_started", "batch_ended", "message", "run_finished"}, kinds)
+        self.assertEqual(events[0]["job"], "j1")
+
+    def test_ranks_zero_keeps_a_non_zero_rank_quiet_and_sends_no_job(self) -> None:
+        self.assertEqual(self.events_of({"HERALD_JOB": "j1", "RANK": "1", "WORLD_SIZE": "2"}, ranks="zero"), [])
+        zero = self.events_of({"HERALD_JOB": "j1", "RANK": "0", "WORLD_SIZE": "2"}, ranks="zero")
+        self.assertNotIn("job", zero[0])
+
+    def test_without_a_job_id_a_non_zero_rank_stays_quiet_as_before(self) -> None:
+        self.assertEqual(self.events_of({"RANK": "1", "WORLD_SIZE": "2"}), [])
+
+    def test_a_single_process_sends_no_job(self) -> None:
+        start = self.events_of({})[0]
+        self.assertNotIn("job", start)
+        self.assertNotIn("world_size", start)
+
+    def test_ranks_must_be_all_or_zero(self) -> None:
+        with self.assertRaises(ValueError):
+            herald.Run("x", ranks="some")
+
+
+class Callbacks(ClientTest):
+    def test_lightning_reports_every_rank_by_default_and_rank_zero_only_when_asked(self) -> None:
+        try:
+            from herald.lightning import HeraldCallback
+            from test_frameworks import lightning_module
+        except ImportError as err:  # pragma: no cover - the venv has Lightning
+            self.fail(f"Lightning is missing ({err}); run `cargo xtask setup`")
+
+        class Rank1Trainer:
+            global_rank = 1
+            max_epochs = 1
+            num_training_batches = 3
+            optimizers: List[Any] = []
+            current_epoch = 0
+            callback_metrics: Dict[str, Any] = {}
+            should_stop = False
+
+        for ranks, expected in (("all", ["run_started", "epoch_ended", "run_finished"]), ("zero", [])):
+            with self.subTest(ranks=ranks), FakeDaemon() as d, mock.patch.dict(
+                os.environ, clean_env(HERALD_JOB="ddp-1", WORLD_SIZE="2"), clear=True
+            ):
+                c = self.client(d.url)
+                cb = HeraldCallback("ddp", client=c, ranks=ranks)
+                t, m = Rank1Trainer(), lightning_module()
+                cb.on_train_start(t, m)
+                cb.on_train_epoch_start(t, m)
+                cb.on_train_epoch_end(t, m)
+                cb.on_train_end(t, m)
+                self.assertTrue(c.flush(10))
+                self.assertEqual([e["type"] for e in d.snapshot() if e["type"] != "heartbeat"], expected)
+
+
+if __name__ == "__main__":
+    unittest.main()
