@@ -7,6 +7,8 @@ use anyhow::{Result, bail};
 
 use crate::{cargo, step};
 
+#[path = "bench_apprise.rs"]
+mod apprise;
 #[path = "bench_daemon.rs"]
 mod daemon;
 #[path = "bench_trainer.rs"]
@@ -23,8 +25,11 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             cargo(&["bench", "-p", "herald-plugin-host", "--bench", "plugins", "--", "--warm-up-time", "1"]),
         ),
         Some("daemon") => daemon::run(root, &args[1..]),
+        Some("apprise") => apprise::run(root, &args[1..]),
         Some("trainer") => trainer::run(root, &args[1..]),
-        Some(other) => bail!("unknown benchmark `{other}`: expected emitter, trainer, daemon or plugins"),
-        None => bail!("name a benchmark: emitter, trainer, daemon or plugins"),
+        Some(other) => {
+            bail!("unknown benchmark `{other}`: expected emitter, trainer, daemon, plugins or apprise")
+        }
+        None => bail!("name a benchmark: emitter, trainer, daemon, plugins or apprise"),
     }
 }

@@ -89,7 +89,7 @@ pub fn ensure(root: &Path) -> Result<()> {
 }
 
 /// `plugins/apprise` in editable mode with its dependency, Apprise 2, when either is missing.
-fn ensure_apprise(root: &Path, py: &Path) -> Result<()> {
+pub(crate) fn ensure_apprise(root: &Path, py: &Path) -> Result<()> {
     let src = root.join("plugins/apprise/src");
     let problems = check_with(py, CHECK_APPRISE, &src)?;
     if problems.is_empty() {
