@@ -2,8 +2,8 @@
 //! them off the training thread without ever blocking it.
 //!
 //! # What it emits
-//! - `run_started` at `on_train_begin`: name, host, pid, rank, n_epochs, batches_per_epoch, metric_names, hyper
-//!   (from [`RunInfo`] and the state);
+//! - `run_started` at `on_train_begin`: name, host, pid, rank, job, world_size, n_epochs, batches_per_epoch,
+//!   metric_names, hyper (from [`RunInfo`] and the state);
 //! - `epoch_started` at `on_epoch_begin`;
 //! - `batch_ended` at each training `on_batch_end`: loss, smoothed loss, and the lr the batch used;
 //! - `epoch_ended` at `on_epoch_end`: the results-table row ([`State::epoch_row`]: train_loss is the smoothed
@@ -16,6 +16,11 @@
 //! Each `fit` is a run with its own id (`<UTC timestamp>-<pid>-<counter>`, unique per process and, with the
 //! millisecond timestamp, across processes) and `seq` from 0 without gaps: a dropped event takes no number.
 //! The emitter runs at order 100, after the built-in callbacks, so it reports the flags and values they set.
+//!
+//! # Distributed jobs
+//! A rank other than 0 of a job ([`RunInfo::job`]) sends `run_started`, `epoch_ended` and its end, and keeps
+//! `epoch_started`, `batch_ended`, messages and alerts to itself (rank 0 speaks for the job; the daemon groups
+//! the ranks by job). Without a job every event goes out, as before.
 //!
 //! # Never blocking the training thread
 //! [`channel`] is a tokio unbounded mpsc plus a shared atomic count of unread `batch_ended` events. Sending
@@ -212,16 +217,64 @@ pub struct RunInfo {
     pub pid: u32,
     /// Distributed rank; 0 for single-process runs.
     pub rank: u32,
+    /// The job this run is one rank of (shared by every rank; None: a single process).
+    pub job: Option<String>,
+    /// Ranks in the job, when known.
+    pub world_size: Option<u32>,
     /// Hyperparameters to report (lr, bs, model, ...).
     pub hyper: BTreeMap<String, serde_json::Value>,
 }
 
 impl RunInfo {
-    /// A run named `name` on this host and process, rank from the `RANK` environment variable
-    /// (torch.distributed's) or 0, no hyperparameters.
+    /// A run named `name` on this host and process, no hyperparameters; rank, job and world size from the
+    /// environment as [`RunInfo::from_env`] reads it.
     pub fn new(name: impl Into<String>) -> RunInfo {
-        let rank = std::env::var("RANK").ok().and_then(|r| r.trim().parse().ok()).unwrap_or(0);
-        RunInfo { name: name.into(), host: hostname(), pid: std::process::id(), rank, hyper: BTreeMap::new() }
+        RunInfo::from_env(name, |var| std::env::var(var).ok())
+    }
+
+    /// A run named `name` with rank, job and world size from the variables `var` looks up: the rank is `RANK`
+    /// (torchrun's), else `SLURM_PROCID`, else 0; the world size `WORLD_SIZE`, else `SLURM_NTASKS`; the job id,
+    /// in the order the Python client documents, `HERALD_JOB`, else `SLURM_JOB_ID` with `SLURM_STEP_ID`
+    /// (`4242.0`), else `TORCHELASTIC_RUN_ID` unless it is `none` (torchrun's default), else none (a Rust trainer
+    /// has no process group to share one through: set `HERALD_JOB`).
+    pub fn from_env(name: impl Into<String>, var: impl Fn(&str) -> Option<String>) -> RunInfo {
+        let get = |k: &str| var(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let number = |keys: &[&str]| keys.iter().find_map(|k| get(k)).and_then(|v| v.parse::<u32>().ok());
+        let job = get("HERALD_JOB")
+            .or_else(|| {
+                get("SLURM_JOB_ID").map(|j| match get("SLURM_STEP_ID") {
+                    Some(step) => format!("{j}.{step}"),
+                    None => j,
+                })
+            })
+            .or_else(|| get("TORCHELASTIC_RUN_ID").filter(|id| id != "none"));
+        RunInfo {
+            name: name.into(),
+            host: hostname(),
+            pid: std::process::id(),
+            rank: number(&["RANK", "SLURM_PROCID"]).unwrap_or(0),
+            job,
+            world_size: number(&["WORLD_SIZE", "SLURM_NTASKS"]),
+            hyper: BTreeMap::new(),
+        }
+    }
+
+    /// Sets the job this run is one rank of.
+    pub fn job(mut self, job: impl Into<String>) -> RunInfo {
+        self.job = Some(job.into());
+        self
+    }
+
+    /// Sets the number of ranks in the job.
+    pub fn world_size(mut self, world_size: u32) -> RunInfo {
+        self.world_size = Some(world_size);
+        self
+    }
+
+    /// Whether this process speaks for its job: rank 0, or any rank of a run that is no job (every event goes
+    /// out; the daemon keeps a non-zero rank's progress off the phone).
+    pub fn leads(&self) -> bool {
+        self.rank == 0 || self.job.is_none()
     }
 
     /// Adds a hyperparameter.
@@ -354,13 +407,21 @@ impl EventEmitter {
     }
 
     /// Sends a `message` event in the current run (a note to the phone from the training code).
+    /// On a rank other than 0 of a job, nothing is sent (rank 0 speaks for the job).
     pub fn message(&mut self, title: impl Into<String>, text: impl Into<String>, level: Level) {
+        if !self.info.leads() {
+            return;
+        }
         self.emit(Message { title: title.into(), text: text.into(), level }.into());
     }
 
     /// Sends an `alert` in the current run (like `wandb.alert`): something needs attention now. Notifiers show
     /// it prominently; it names the current epoch once one has started.
+    /// Like [`EventEmitter::message`], nothing is sent on a rank other than 0 of a job.
     pub fn alert(&mut self, title: impl Into<String>, text: impl Into<String>, level: Level) {
+        if !self.info.leads() {
+            return;
+        }
         let alert = Alert { rule: None, title: title.into(), text: text.into(), level, epoch: self.epoch };
         self.emit(alert.into());
     }
@@ -401,8 +462,8 @@ impl EventEmitter {
             host: info.host.clone(),
             pid: info.pid,
             rank: info.rank,
-            job: None,
-            world_size: None,
+            job: info.job.clone(),
+            world_size: info.world_size,
             n_epochs: s.n_epochs,
             batches_per_epoch: s.n_batches,
             metric_names: s.metric_names.clone(),
@@ -466,7 +527,9 @@ impl Callback for EventEmitter {
 
     fn on_epoch_begin(&mut self, s: &mut State) -> CallbackResult {
         self.epoch = Some(s.epoch);
-        self.emit(EpochStarted { epoch: s.epoch }.into());
+        if self.info.leads() {
+            self.emit(EpochStarted { epoch: s.epoch }.into());
+        }
         Ok(())
     }
 
@@ -482,6 +545,9 @@ impl Callback for EventEmitter {
             return Ok(());
         }
         self.apply_stop(s);
+        if !self.info.leads() {
+            return Ok(());
+        }
         if !self.sender.reserve_batch() {
             self.dropped += 1;
             return Ok(());

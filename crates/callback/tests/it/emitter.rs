@@ -375,3 +375,55 @@ fn alert_goes_out_with_the_epoch_it_was_raised_in() {
         [(0, "before", Level::Info, None, None), (2, "loss spike", Level::Error, Some(3), None)]
     );
 }
+
+#[test]
+fn run_info_reads_rank_job_and_world_size_in_the_documented_order() {
+    fn check(vars: &[(&str, &str)], expected: (u32, Option<&str>, Option<u32>)) {
+        let info = RunInfo::from_env("n", |k| vars.iter().find(|(v, _)| *v == k).map(|(_, x)| x.to_string()));
+        assert_eq!((info.rank, info.job.as_deref(), info.world_size), expected, "{vars:?}");
+    }
+    let all = [
+        ("HERALD_JOB", "mine"),
+        ("SLURM_JOB_ID", "4242"),
+        ("SLURM_STEP_ID", "0"),
+        ("TORCHELASTIC_RUN_ID", "rdzv"),
+        ("RANK", "2"),
+        ("WORLD_SIZE", "3"),
+    ];
+    check(&all, (2, Some("mine"), Some(3)));
+    check(&all[1..], (2, Some("4242.0"), Some(3)));
+    check(
+        &[("SLURM_JOB_ID", "4242"), ("SLURM_PROCID", "1"), ("SLURM_NTASKS", "8")],
+        (1, Some("4242"), Some(8)),
+    );
+    check(&all[3..], (2, Some("rdzv"), Some(3)));
+    check(&[("TORCHELASTIC_RUN_ID", "none"), ("RANK", "1"), ("WORLD_SIZE", "2")], (1, None, Some(2)));
+    check(&[("RANK", "x"), ("HERALD_JOB", " ")], (0, None, None));
+}
+
+#[test]
+fn a_non_zero_rank_of_a_job_sends_start_epochs_and_end_only() {
+    for (info, expected_batches) in [
+        (RunInfo::from_env("ddp", |_| None).rank(1).job("j").world_size(2), 0),
+        // Without a job every event goes out, as before (the daemon keeps them off the phone).
+        (RunInfo::from_env("ddp", |_| None).rank(1), 10),
+    ] {
+        let (tx, mut rx) = channel(1000);
+        let mut h = CallbackHandler::new(vec![]);
+        let job = info.job.clone();
+        let mut emitter = EventEmitter::new(tx, info, StopHandle::new());
+        emitter.message("t", "x", herald_event::Level::Info);
+        h.add(emitter);
+        fit(&mut h, &mut Sim::new(5, 2), 2).expect("the simulation does not fail");
+        let events = drain(&mut rx);
+        let batches = events.iter().filter(|e| e.kind() == EventKind::BatchEnded).count();
+        assert_eq!(batches, expected_batches, "{job:?}");
+        if job.is_some() {
+            use EventKind::*;
+            assert_eq!(kinds(&events), vec![RunStarted, EpochEnded, EpochEnded, RunFinished]);
+            let Payload::RunStarted(s) = &events[0].payload else { panic!("{:?}", events[0]) };
+            assert_eq!((s.rank, s.job.as_deref(), s.world_size), (1, Some("j"), Some(2)));
+            assert_seq_without_gaps(&events);
+        }
+    }
+}
