@@ -15,7 +15,9 @@
 //! not check that a non-loopback `listen` has a `token` (the daemon does at start).
 
 mod daemon;
+mod glob;
 mod notifier;
+mod rule;
 mod source;
 #[cfg(test)]
 mod tests;
@@ -26,7 +28,9 @@ use std::path::{Path, PathBuf};
 use herald_plugin::{ConfigError, Registry};
 
 pub use daemon::DaemonConfig;
+pub use glob::Glob;
 pub use notifier::{KeyPositions, NamedNotifier, NotifierConfig, Routing};
+pub use rule::{Op, RuleConfig, RuleKind};
 pub use source::interpolate;
 
 /// The origin of a configuration that came from no file.
@@ -39,6 +43,8 @@ pub struct Config {
     pub daemon: DaemonConfig,
     /// Every `[[notifier]]`, in file order.
     pub notifiers: Vec<NotifierConfig>,
+    /// Every `[[rule]]` (alert rules), in file order.
+    pub rules: Vec<RuleConfig>,
     /// The file it came from, or [`BUILT_IN`].
     pub origin: String,
 }
@@ -126,16 +132,18 @@ pub fn parse_with(
     sections(&src).map_err(|e| e.in_origin(origin))
 }
 
-/// The top-level sections: `[daemon]` and `[[notifier]]`, nothing else.
+/// The top-level sections: `[daemon]`, `[[notifier]]` and `[[rule]]`, nothing else.
 fn sections(src: &source::Source) -> Result<Config, ConfigError> {
     let mut daemon = None;
     let mut notifiers = Vec::new();
+    let mut rules = Vec::new();
     for (key, value) in src.root()? {
         match key.get_ref().as_ref() {
             "daemon" => daemon = Some(daemon::section(src, Some(value))?),
             "notifier" => notifiers = notifier::list(src, value)?,
+            "rule" => rules = rule::list(src, value)?,
             other => {
-                let message = "unknown section; expected `[daemon]` or `[[notifier]]`";
+                let message = "unknown section; expected `[daemon]`, `[[notifier]]` or `[[rule]]`";
                 return Err(src.err(&key.span(), other, message));
             }
         }
@@ -144,5 +152,6 @@ fn sections(src: &source::Source) -> Result<Config, ConfigError> {
         Some(d) => d,
         None => daemon::section(src, None)?,
     };
-    Ok(Config { daemon, notifiers, origin: src.origin.to_owned() })
+    let rules = rule::finish(rules, &notifiers)?;
+    Ok(Config { daemon, notifiers, rules, origin: src.origin.to_owned() })
 }

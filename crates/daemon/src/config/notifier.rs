@@ -86,7 +86,7 @@ pub struct Routing {
 
 impl Routing {
     /// The events a notifier gets unless it says otherwise.
-    pub const DEFAULT_EVENTS: [EventKind; 7] = [
+    pub const DEFAULT_EVENTS: [EventKind; 8] = [
         EventKind::RunStarted,
         EventKind::EpochEnded,
         EventKind::RunFinished,
@@ -94,6 +94,7 @@ impl Routing {
         EventKind::RunStalled,
         EventKind::RunLost,
         EventKind::Message,
+        EventKind::Alert,
     ];
 }
 

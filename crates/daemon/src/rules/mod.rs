@@ -8,22 +8,19 @@
 //! restart with the run table. A rule about a metric a run never reports says so once.
 //!
 //! The per-kind logic is one file per concern: `nan.rs` (batches and epochs), `epoch.rs` (threshold,
-//! plateau, diverging, slow_epoch), `sweep.rs` (all_finished, across runs); `glob.rs` is the `runs` pattern
-//! and `spec.rs` what a rule says. This module is pure: no I/O, no clock, no locks. The writer is its only
+//! plateau, diverging, slow_epoch), `sweep.rs` (all_finished, across runs); what a rule says and its `runs`
+//! glob are configuration (`config/rule.rs`, `config/glob.rs`). This module is pure: no I/O, no clock, no locks. The writer is its only
 //! user: it makes the alerts as daemon events (`made`, sequence numbers from `MADE_SEQ_BASE`) and routes them.
 
 mod epoch;
-pub mod glob;
 mod nan;
-pub mod spec;
 mod sweep;
 #[cfg(test)]
 mod tests;
 
 use herald_event::{Alert, Event, Payload};
 
-pub use glob::Glob;
-pub use spec::{Op, RuleConfig, RuleKind};
+pub use crate::config::{Glob, Op, RuleConfig, RuleKind};
 
 use crate::runs::{RuleMemory, RunState};
 
