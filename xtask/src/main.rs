@@ -16,6 +16,7 @@ use anyhow::{Context, Result, bail};
 
 mod bench;
 mod debian;
+mod nats;
 mod python;
 mod setup;
 mod torch;

