@@ -14,6 +14,7 @@
 //! position of the key it names is added here. This module knows no notifier type, starts nothing, and does
 //! not check that a non-loopback `listen` has a `token` (the daemon does at start).
 
+mod cluster;
 mod daemon;
 mod glob;
 mod notifier;
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use herald_plugin::{ConfigError, Registry};
 
+pub use cluster::{ClusterAuth, ClusterConfig, Role};
 pub use daemon::DaemonConfig;
 pub use glob::Glob;
 pub use notifier::{KeyPositions, NamedNotifier, NotifierConfig, Routing};
@@ -45,6 +47,8 @@ pub struct Config {
     pub notifiers: Vec<NotifierConfig>,
     /// Every `[[rule]]` (alert rules), in file order.
     pub rules: Vec<RuleConfig>,
+    /// The `[cluster]` section: none for a single machine.
+    pub cluster: Option<ClusterConfig>,
     /// The file it came from, or [`BUILT_IN`].
     pub origin: String,
 }
@@ -132,18 +136,20 @@ pub fn parse_with(
     sections(&src).map_err(|e| e.in_origin(origin))
 }
 
-/// The top-level sections: `[daemon]`, `[[notifier]]` and `[[rule]]`, nothing else.
+/// The top-level sections: `[daemon]`, `[[notifier]]`, `[[rule]]` and `[cluster]`, nothing else.
 fn sections(src: &source::Source) -> Result<Config, ConfigError> {
     let mut daemon = None;
     let mut notifiers = Vec::new();
     let mut rules = Vec::new();
+    let mut cluster = None;
     for (key, value) in src.root()? {
         match key.get_ref().as_ref() {
             "daemon" => daemon = Some(daemon::section(src, Some(value))?),
             "notifier" => notifiers = notifier::list(src, value)?,
             "rule" => rules = rule::list(src, value)?,
+            "cluster" => cluster = Some(cluster::section(src, value)?),
             other => {
-                let message = "unknown section; expected `[daemon]`, `[[notifier]]` or `[[rule]]`";
+                let message = "unknown section; expected `[daemon]`, `[[notifier]]`, `[[rule]]` or `[cluster]`";
                 return Err(src.err(&key.span(), other, message));
             }
         }
@@ -153,5 +159,10 @@ fn sections(src: &source::Source) -> Result<Config, ConfigError> {
         None => daemon::section(src, None)?,
     };
     let rules = rule::finish(rules, &notifiers)?;
-    Ok(Config { daemon, notifiers, rules, origin: src.origin.to_owned() })
+    if let Some(c) = cluster.as_ref().filter(|c| c.role.deliver() && notifiers.is_empty()) {
+        let message = "a deliverer needs at least one [[notifier]] to deliver to; add one, or set `role = \"edge\"`";
+        let (line, column) = c.role_at;
+        return Err(ConfigError::for_key("cluster.role", message).at(line, column));
+    }
+    Ok(Config { daemon, notifiers, rules, cluster, origin: src.origin.to_owned() })
 }
