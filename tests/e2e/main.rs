@@ -12,6 +12,7 @@ mod cli;
 mod daemon;
 mod plugins;
 mod python;
+mod rules;
 mod slack;
 mod telegram;
 mod train;

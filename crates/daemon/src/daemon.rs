@@ -64,8 +64,8 @@ pub async fn serve(config: &Config, registry: &Registry) -> Result<(), DaemonErr
         None => None,
     };
     let names: Vec<String> = notifiers.iter().map(|n| format!("{} ({})", n.name, n.kind)).collect();
-    let dispatcher =
-        Dispatcher::start(std::sync::Arc::new(store), notifiers, Options::new(d.stall_after)).await?;
+    let options = Options::new(d.stall_after).with_rules(config.rules.clone());
+    let dispatcher = Dispatcher::start(std::sync::Arc::new(store), notifiers, options).await?;
     let handle = dispatcher.handle();
     let replayed = forwarder::replay_orphans(&d.state_dir, &handle).await;
     if replayed > 0 {

@@ -222,7 +222,7 @@ mod tests {
     }
 
     fn options() -> Options {
-        Options { stall_after: Duration::from_secs(3600), hostname: "test-host".into() }
+        Options { stall_after: Duration::from_secs(3600), hostname: "test-host".into(), rules: Vec::new() }
     }
 
     fn message(run: &str, seq: u64) -> Event {

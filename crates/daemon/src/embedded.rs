@@ -187,7 +187,8 @@ async fn link(
     let started = async {
         let registry = crate::builtins::registry();
         let notifiers = crate::daemon::build_notifiers(&config, &registry)?;
-        Dispatcher::start(Arc::new(MemoryOutbox::new()), notifiers, Options::new(d.stall_after)).await
+        let options = Options::new(d.stall_after).with_rules(config.rules.clone());
+        Dispatcher::start(Arc::new(MemoryOutbox::new()), notifiers, options).await
     }
     .await;
     let dispatcher = match started {

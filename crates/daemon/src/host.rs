@@ -245,7 +245,8 @@ mod tests {
     #[tokio::test]
     async fn runs_are_numbered_found_by_number_name_or_id_and_stopped() {
         let outbox = std::sync::Arc::new(crate::outbox::MemoryOutbox::new());
-        let options = crate::Options { stall_after: Duration::from_secs(3600), hostname: "here".into() };
+        let options =
+            crate::Options { stall_after: Duration::from_secs(3600), hostname: "here".into(), rules: Vec::new() };
         let dispatcher = crate::Dispatcher::start(outbox, Vec::new(), options).await.expect("dispatcher");
         let handle = dispatcher.handle();
         handle.ingest(vec![started("run-aaaa-1", "mnist")]).await.expect("stored");

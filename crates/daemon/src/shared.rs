@@ -16,7 +16,7 @@ use herald_plugin::{Health, Notifier, Receipt};
 use tokio::sync::{Notify, broadcast, oneshot};
 
 use crate::api::{GiveUp, IngestReply};
-use crate::config::Routing;
+use crate::config::{Routing, RuleConfig};
 use crate::outbox::{JobRecord, Outbox};
 use crate::runs::RunState;
 
@@ -52,12 +52,19 @@ pub struct Options {
     pub stall_after: Duration,
     /// The host name runs on this machine report; runs from here are checked for a vanished process.
     pub hostname: String,
+    /// The alert rules (`[[rule]]`) the writer evaluates on each accepted event.
+    pub rules: Vec<RuleConfig>,
 }
 
 impl Options {
-    /// Options with this stall window, on this machine.
+    /// Options with this stall window, on this machine, without alert rules.
     pub fn new(stall_after: Duration) -> Options {
-        Options { stall_after, hostname: local_hostname() }
+        Options { stall_after, hostname: local_hostname(), rules: Vec::new() }
+    }
+
+    /// These options with these alert rules.
+    pub fn with_rules(self, rules: Vec<RuleConfig>) -> Options {
+        Options { rules, ..self }
     }
 }
 

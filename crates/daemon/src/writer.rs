@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::api::{GiveUp, IngestReply, RunControl};
 use crate::outbox::{Committed, DoneJob, JobRecord, PutJob, ReceiptRecord, StoreError, WriteBatch};
+use crate::rules::{Fired, Rules};
 use crate::runs::{self, MADE_SEQ_BASE, RunState};
 use crate::shared::{Outcome, Shared, WriteOp, now_ms};
 
@@ -27,6 +28,7 @@ const RECENT_GIVE_UPS: usize = 10;
 
 /// Apply operations until [`WriteOp::Exit`] or until every sender is gone.
 pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<WriteOp>, mut next_id: u64) {
+    let rules = Rules::new(shared.options.rules.clone());
     while let Some(first) = rx.recv().await {
         let mut ops = vec![first];
         while ops.len() < MAX_GROUP {
@@ -36,13 +38,13 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<WriteOp>, mu
             }
         }
         let exit = ops.iter().any(|op| matches!(op, WriteOp::Exit));
-        match commit(&shared, &mut ops, next_id).await {
+        match commit(&shared, &rules, &mut ops, next_id).await {
             Ok(next) => next_id = next,
             // One bad operation must not sink the others grouped with it: apply them one by one.
             Err(_) if ops.len() > 1 => {
                 for op in ops.iter_mut() {
                     let mut single = [std::mem::replace(op, WriteOp::Exit)];
-                    match commit(&shared, &mut single, next_id).await {
+                    match commit(&shared, &rules, &mut single, next_id).await {
                         Ok(next) => next_id = next,
                         Err(e) => fail(&mut single, &e),
                     }
@@ -57,9 +59,14 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<WriteOp>, mu
 }
 
 /// Decide, commit and publish one group; returns the next free job id.
-async fn commit(shared: &Shared, ops: &mut [WriteOp], next_id: u64) -> Result<u64, StoreError> {
+async fn commit(
+    shared: &Shared,
+    rules: &Rules,
+    ops: &mut [WriteOp],
+    next_id: u64,
+) -> Result<u64, StoreError> {
     let stored = stored_already(shared, ops).await?;
-    let mut group = Group::new(shared, stored, next_id);
+    let mut group = Group::new(shared, rules, stored, next_id);
     for (index, op) in ops.iter_mut().enumerate() {
         match op {
             WriteOp::Ingest { events, made, .. } => group.ingest(index, events, *made),
@@ -114,6 +121,7 @@ struct Effects {
 /// One group being decided: the batch to commit and what to do once it is committed.
 struct Group<'a> {
     shared: &'a Shared,
+    rules: &'a Rules,
     now: u64,
     next_id: u64,
     /// Events stored before this group, and events this group appends.
@@ -123,8 +131,9 @@ struct Group<'a> {
 }
 
 impl<'a> Group<'a> {
-    fn new(shared: &'a Shared, stored: HashSet<(String, u64)>, next_id: u64) -> Group<'a> {
-        Group { shared, now: now_ms(), next_id, stored, batch: WriteBatch::default(), fx: Effects::default() }
+    fn new(shared: &'a Shared, rules: &'a Rules, stored: HashSet<(String, u64)>, next_id: u64) -> Group<'a> {
+        let (batch, fx) = (WriteBatch::default(), Effects::default());
+        Group { shared, rules, now: now_ms(), next_id, stored, batch, fx }
     }
 
     /// The run's state as this group leaves it (taken from the shared table the first time).
@@ -191,6 +200,9 @@ impl<'a> Group<'a> {
             }
             st.apply(event, made, self.now);
             self.batch.events.push(event.clone());
+            if !self.rules.is_empty() {
+                self.alert(event);
+            }
         }
         for event in events.iter() {
             if let Some(st) = self.fx.runs.get(&event.run) {
@@ -201,6 +213,43 @@ impl<'a> Group<'a> {
             }
         }
         self.fx.ingest_replies.push((index, reply));
+    }
+
+    /// Evaluate the alert rules on an event just taken in, and make the alerts they fire as daemon events:
+    /// stored, with a job for each notifier that routes `alert` (and that the rule names, if it names any).
+    fn alert(&mut self, event: &Event) {
+        let Some(mut st) = self.fx.runs.remove(&event.run) else { return };
+        let fired = {
+            let (group, shared) = (&self.fx.runs, self.shared);
+            let others = |f: &mut dyn FnMut(&RunState)| {
+                group.values().for_each(&mut *f);
+                shared.runs().iter().filter(|(run, _)| !group.contains_key(*run)).for_each(|(_, st)| f(st));
+            };
+            self.rules.evaluate(&mut st, event, &others)
+        };
+        for Fired { alert, notifiers } in fired {
+            tracing::info!(run = %event.run, rule = alert.rule.as_deref().unwrap_or_default(), "alert rule fired");
+            let made = Event::now(event.run.clone(), MADE_SEQ_BASE + st.made, alert);
+            st.made += 1;
+            for (i, slot) in self.shared.slots.iter().enumerate() {
+                let named = notifiers.is_none_or(|names| names.contains(&slot.name));
+                if named && runs::accepts(&slot.routing, &st, &made) {
+                    let job = JobRecord {
+                        event: made.clone(),
+                        attempt: 0,
+                        not_before_ms: 0,
+                        created_ms: self.now,
+                        last_error: None,
+                    };
+                    self.batch.jobs.push(PutJob { notifier: slot.name.clone(), id: self.next_id, job });
+                    self.next_id += 1;
+                    *self.fx.added.entry(i).or_default() += 1;
+                }
+            }
+            st.apply(&made, true, self.now);
+            self.batch.events.push(made);
+        }
+        self.fx.runs.insert(event.run.clone(), st);
     }
 
     /// Record how a delivery attempt ended: a receipt and the job gone, a retry rescheduled, or a give-up.
