@@ -6,17 +6,24 @@
 //! every built-in could run out of process. It reads host messages from stdin, answers on stdout and logs to
 //! stderr (the host tags those lines with the notifier's name). Deliveries run concurrently, each answered
 //! with its `id`; a malformed line is logged and skipped, never fatal; `shutdown` or the end of stdin ends
-//! [`serve`] once what is in flight has been answered. The host side (supervision, restarts, timeouts) is
-//! not here: it is the daemon's `exec` notifier.
+//! [`serve`] once what is in flight has been answered. Everything runs in the caller's task (deliveries,
+//! the command listener and the writer are polled side by side, not spawned), so the SDK needs no runtime
+//! of its own; the plugin's `main` brings one (`#[tokio::main]`). The host side (supervision, restarts,
+//! timeouts) is not here: it is `herald-plugin-host`.
 
 use std::collections::HashMap;
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
+use futures_util::StreamExt as _;
+use futures_util::future::{Either, select};
+use futures_util::stream::FuturesUnordered;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinSet;
 
 use crate::config::ConfigError;
 use crate::host::{Host, HostError, RunSummary, RunView};
@@ -29,6 +36,9 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Commands waiting for their `command_result`, by id: (ok, message).
 type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<(bool, String)>>>>;
+
+/// Work in flight beside the reading of host lines: a delivery and the sending of its answer.
+type InFlight = FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>>;
 
 /// Why [`serve`] ended early.
 #[derive(Debug, thiserror::Error)]
@@ -185,23 +195,52 @@ where
     writer.flush().await?;
 
     let (out, lines) = mpsc::channel::<Vec<u8>>(256);
-    let writing = tokio::spawn(write_lines(writer, lines));
     let commands: Waiting = Arc::default();
-    let listening = capabilities.commands.then(|| {
-        let host =
-            Arc::new(RemoteHost { out: out.clone(), waiting: commands.clone(), next: AtomicU64::new(1) });
-        let notifier = notifier.clone();
-        tokio::spawn(async move {
-            if let Err(e) = notifier.listen(host).await {
-                log(&format!("listening for commands stopped: {e}"));
-            }
-        })
+    let host = capabilities.commands.then(|| {
+        Arc::new(RemoteHost { out: out.clone(), waiting: commands.clone(), next: AtomicU64::new(1) })
     });
+    let mut writing = pin!(write_lines(writer, lines));
+    let talking = pin!(talk(reader, buf, notifier, out, commands, host));
+    // The writer runs beside the session; it ends early only when stdout fails.
+    let talked = match select(talking, writing.as_mut()).await {
+        Either::Left((talked, _)) => talked,
+        Either::Right((written, talking)) => {
+            written?;
+            talking.await
+        }
+    };
+    talked?;
+    // The session dropped every sender, so the writer ends once it has written what is queued.
+    if let Ok(result) = tokio::time::timeout(Duration::from_secs(5), writing).await {
+        result?;
+    }
+    Ok(())
+}
 
-    let mut deliveries = JoinSet::new();
+/// The session after the handshake: read host lines until `shutdown` or the end of input, deliver
+/// concurrently, relay command results to the listener, then wait for the deliveries in flight.
+async fn talk<R: AsyncBufRead + Unpin>(
+    mut reader: R,
+    mut buf: Vec<u8>,
+    notifier: Arc<dyn Notifier>,
+    out: mpsc::Sender<Vec<u8>>,
+    commands: Waiting,
+    host: Option<Arc<RemoteHost>>,
+) -> std::io::Result<()> {
+    let listener = notifier.clone();
+    // Never completes: a listener that stops is logged, and the session goes on without it.
+    let mut listening = pin!(async move {
+        if let Some(host) = host
+            && let Err(e) = listener.listen(host).await
+        {
+            log(&format!("listening for commands stopped: {e}"));
+        }
+        std::future::pending::<()>().await
+    });
+    let mut deliveries = InFlight::new();
     loop {
-        while deliveries.try_join_next().is_some() {}
-        match read_line(&mut reader, &mut buf, MAX_LINE).await? {
+        let read = read_line(&mut reader, &mut buf, MAX_LINE);
+        match beside(read, &mut deliveries, listening.as_mut()).await? {
             Line::Eof => break,
             Line::TooLong => {
                 log("ignoring a line from the host longer than 1 MiB");
@@ -225,13 +264,13 @@ where
             Ok(HostMessage::Deliver { id, notification }) => {
                 let notifier = notifier.clone();
                 let out = out.clone();
-                deliveries.spawn(async move {
+                deliveries.push(Box::pin(async move {
                     let answer = match notifier.deliver(&notification).await {
                         Ok(receipt) => PluginMessage::Delivered { id, receipt },
                         Err(err) => PluginMessage::failed(id, &err),
                     };
                     let _ = out.send(encode(&answer)).await;
-                });
+                }));
             }
             Ok(HostMessage::CommandResult { id, ok, message }) => {
                 let waiter = commands.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
@@ -252,23 +291,39 @@ where
                          the protocol; upgrade the older one"
                     ))
                     .with_code("decode");
-                    let _ = out.send(encode(&PluginMessage::failed(id, &err))).await;
+                    let out = out.clone();
+                    deliveries.push(Box::pin(async move {
+                        let _ = out.send(encode(&PluginMessage::failed(id, &err))).await;
+                    }));
                 }
                 _ => log(&format!("ignoring a message from the host that does not fit the protocol: {e}")),
             },
         }
     }
-    while deliveries.join_next().await.is_some() {}
-    if let Some(task) = listening {
-        task.abort();
-    }
-    drop(out);
+    let drained = poll_fn(|cx| {
+        while let Poll::Ready(Some(())) = deliveries.poll_next_unpin(cx) {}
+        if deliveries.is_empty() { Poll::Ready(()) } else { Poll::Pending }
+    });
+    beside(drained, &mut InFlight::new(), listening).await;
+    // Returning drops the listener (and the remote host's sender with it) and every pending command.
     commands.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
-    // The remote host holds a sender too; aborting the listener dropped it.
-    if let Ok(Ok(result)) = tokio::time::timeout(Duration::from_secs(5), writing).await {
-        result?;
-    }
     Ok(())
+}
+
+/// Await `work` while also driving the deliveries in flight and the command listener, all in this task.
+async fn beside<T>(
+    work: impl Future<Output = T>,
+    deliveries: &mut InFlight,
+    mut listening: Pin<&mut impl Future<Output = ()>>,
+) -> T {
+    let mut work = pin!(work);
+    poll_fn(|cx| {
+        while let Poll::Ready(Some(())) = deliveries.poll_next_unpin(cx) {}
+        // The listener never completes, so polling it again is always allowed.
+        let _ = listening.as_mut().poll(cx);
+        work.as_mut().poll(cx)
+    })
+    .await
 }
 
 fn encode(message: &PluginMessage) -> Vec<u8> {
