@@ -271,3 +271,13 @@ async fn the_binary_serves_the_protocol() {
     );
     assert!(!ok, "exits non-zero after refusing");
 }
+
+/// docs/writing-a-notifier.md shows the binary's source as it is.
+#[test]
+fn the_guide_shows_the_binary() {
+    let guide = include_str!("../../../../docs/writing-a-notifier.md");
+    let main = include_str!("../../src/main.rs");
+    let code =
+        &main[main.find("use std::process::ExitCode;").expect("main.rs starts its code with the import")..];
+    assert!(guide.contains(&format!("```rust\n{code}```")), "docs/writing-a-notifier.md shows:\n{code}");
+}
