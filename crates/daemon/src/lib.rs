@@ -24,6 +24,7 @@ mod error;
 pub mod forwarder;
 mod handle;
 pub mod host;
+pub mod jobs;
 pub mod limits;
 pub mod outbox;
 pub mod periodic;
