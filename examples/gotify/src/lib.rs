@@ -14,9 +14,7 @@ use std::time::Duration;
 
 use herald_event::EventKind;
 use herald_plugin::http::AnswerPolicy;
-use herald_plugin::{
-    Capabilities, ConfigError, DeliveryError, Notification, Notifier, NotifierType, Receipt, Secret,
-};
+use herald_plugin::{ConfigError, DeliveryError, Notification, Notifier, NotifierType, Receipt, Secret};
 use serde::Deserialize;
 
 /// How Gotify's answers are read: the usual policy (Gotify explains errors in `errorDescription`), with what
@@ -184,10 +182,6 @@ fn network_error(err: reqwest::Error) -> DeliveryError {
 
 #[async_trait::async_trait]
 impl Notifier for Gotify {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::default()
-    }
-
     async fn deliver(&self, n: &Notification) -> Result<Receipt, DeliveryError> {
         let mut url = self.endpoint.clone();
         url.query_pairs_mut().append_pair("token", self.config.token.expose());

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use herald_plugin::http::AnswerPolicy;
 use herald_plugin::{
-    Capabilities, ConfigError, DeliveryError, Health, Notification, Notifier, NotifierType, Receipt, Secret,
+    ConfigError, DeliveryError, Health, Notification, Notifier, NotifierType, Receipt, Secret,
 };
 use hmac::{Hmac, Mac};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -188,10 +188,6 @@ fn network_error(err: reqwest::Error) -> DeliveryError {
 
 #[async_trait::async_trait]
 impl Notifier for Webhook {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::default()
-    }
-
     async fn deliver(&self, n: &Notification) -> Result<Receipt, DeliveryError> {
         let body = self.body(n)?;
         let key = self.idempotency_key(n);
