@@ -38,6 +38,17 @@ pub fn check_base_url(url: &str) -> Result<String, String> {
     Ok(url.trim_end_matches('/').to_owned())
 }
 
+/// An `http://` or `https://` URL, parsed; the error says what is wrong and shows `example` (a URL that may
+/// hold a token is never echoed).
+pub fn parse_http_url(url: &str, example: &str) -> Result<reqwest::Url, String> {
+    let url =
+        reqwest::Url::parse(url).map_err(|e| format!("not a valid URL ({e}); write it like `{example}`"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("the URL scheme must be `http` or `https`, not `{}`", url.scheme()));
+    }
+    Ok(url)
+}
+
 /// `text` cut to at most `max` bytes on a character boundary, ending with `…` when cut.
 pub fn cut_bytes(text: &str, max: usize) -> String {
     if text.len() <= max {
@@ -140,6 +151,20 @@ mod tests {
         assert!(check_base_url("api.example").is_err());
         assert!(check_base_url("http://").is_err());
         assert_eq!(encode_path_segment("run 1/a"), "run%201%2Fa");
+    }
+
+    #[test]
+    fn http_urls() {
+        let parsed = parse_http_url("https://h.example/hook?token=SECRET", "https://x").expect("valid");
+        assert_eq!(parsed.path(), "/hook");
+        let err = parse_http_url("h.example/hook?token=SECRET", "https://x/hook").expect_err("no scheme");
+        assert!(
+            err.starts_with("not a valid URL (") && err.ends_with("write it like `https://x/hook`"),
+            "{err}"
+        );
+        assert!(!err.contains("SECRET"), "{err}");
+        let err = parse_http_url("ftp://h.example/", "https://x").expect_err("ftp");
+        assert_eq!(err, "the URL scheme must be `http` or `https`, not `ftp`");
     }
 
     #[test]

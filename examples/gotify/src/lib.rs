@@ -84,18 +84,8 @@ impl NotifierType for GotifyConfig {
     /// Check the configuration and build the HTTP client.
     fn build(self, _name: &str) -> Result<Gotify, ConfigError> {
         let config = self;
-        let mut base = reqwest::Url::parse(&config.url).map_err(|e| {
-            ConfigError::for_key(
-                "url",
-                format!("not a valid URL ({e}); write it like `https://gotify.example.com`"),
-            )
-        })?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(ConfigError::for_key(
-                "url",
-                format!("the URL scheme must be `http` or `https`, not `{}`", base.scheme()),
-            ));
-        }
+        let mut base = herald_http::parse_http_url(&config.url, "https://gotify.example.com")
+            .map_err(|m| ConfigError::for_key("url", m))?;
         if base.query().is_some() {
             return Err(ConfigError::for_key(
                 "url",

@@ -78,18 +78,8 @@ impl NotifierType for WebhookConfig {
     /// Check the configuration and build the HTTP client.
     fn build(self, name: &str) -> Result<Webhook, ConfigError> {
         let config = self;
-        let url = reqwest::Url::parse(config.url.expose()).map_err(|e| {
-            ConfigError::for_key(
-                "url",
-                format!("not a valid URL ({e}); write it like `https://example.com/hook`"),
-            )
-        })?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(ConfigError::for_key(
-                "url",
-                format!("the URL scheme must be `http` or `https`, not `{}`", url.scheme()),
-            ));
-        }
+        let url = herald_http::parse_http_url(config.url.expose(), "https://example.com/hook")
+            .map_err(|m| ConfigError::for_key("url", m))?;
         let mut headers = HeaderMap::new();
         for (key, value) in &config.headers {
             let header = HeaderName::from_bytes(key.as_bytes()).map_err(|_| {
