@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herald_plugin::{Host, HostError, Notifier, RunSummary, RunView};
+use herald_plugin::{Host, HostError, Notifier, RunSummary, RunDetail};
 
 use crate::handle::Handle;
 use crate::runs::RunState;
@@ -144,14 +144,14 @@ impl Host for DaemonHost {
         active.into_iter().chain(ended).map(|(n, id, st)| DaemonHost::summary(*n, id, st)).collect()
     }
 
-    async fn run(&self, key: &str) -> Result<RunView, HostError> {
+    async fn run(&self, key: &str) -> Result<RunDetail, HostError> {
         let (number, id, st) = self.find(key)?;
         let points = self.handle.loss_history(&id).await.unwrap_or_default();
         let context = st.context.clone();
         let plot = tokio::task::spawn_blocking(move || crate::plot::loss_plot(&points, &context))
             .await
             .unwrap_or(None);
-        Ok(RunView { summary: DaemonHost::summary(number, &id, &st), context: st.context, plot })
+        Ok(RunDetail { summary: DaemonHost::summary(number, &id, &st), context: st.context, plot })
     }
 
     async fn request_stop(&self, key: &str, reason: &str) -> Result<RunSummary, HostError> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use herald_event::{Event, Message};
 use herald_plugin::{
     Capabilities, DeliveryError, Health, Host, HostError, Notification, Receipt, RunContext, RunSummary,
-    RunView, render,
+    RunDetail, render,
 };
 
 use super::*;
@@ -214,7 +214,7 @@ impl Host for FakeHost {
     async fn runs(&self) -> Vec<RunSummary> {
         Vec::new()
     }
-    async fn run(&self, key: &str) -> Result<RunView, HostError> {
+    async fn run(&self, key: &str) -> Result<RunDetail, HostError> {
         Err(HostError::NoSuchRun(key.to_owned()))
     }
     async fn request_stop(&self, key: &str, reason: &str) -> Result<RunSummary, HostError> {

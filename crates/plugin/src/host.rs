@@ -30,7 +30,7 @@ pub struct RunSummary {
 
 /// One run in full: its context (the results table so far) and its current loss curve.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunView {
+pub struct RunDetail {
     pub summary: RunSummary,
     pub context: RunContext,
     /// The loss curve drawn from the run's history, when there is any history to draw.
@@ -55,7 +55,7 @@ pub trait Host: Send + Sync {
     async fn runs(&self) -> Vec<RunSummary>;
 
     /// A run by id, name or short number.
-    async fn run(&self, key: &str) -> Result<RunView, HostError>;
+    async fn run(&self, key: &str) -> Result<RunDetail, HostError>;
 
     /// Ask a run (by id, name or short number) to stop; answers the run that will be stopped.
     async fn request_stop(&self, key: &str, reason: &str) -> Result<RunSummary, HostError>;

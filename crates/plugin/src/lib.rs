@@ -32,7 +32,7 @@ pub mod serve;
 
 pub use config::{ConfigError, default_true, parse_table};
 pub use duration::{format_duration, parse_duration};
-pub use host::{Host, HostError, RunSummary, RunView};
+pub use host::{Host, HostError, RunSummary, RunDetail};
 pub use notifier::{
     Capabilities, DeliveryError, Health, Image, Notification, Notifier, Receipt, RunContext, error_chain,
 };

@@ -114,7 +114,7 @@ mod tests {
     use serde::Deserialize;
 
     use super::*;
-    use crate::host::{HostError, RunSummary, RunView};
+    use crate::host::{HostError, RunSummary, RunDetail};
     use crate::render::notification;
     use crate::{Receipt, RunContext};
 
@@ -163,7 +163,7 @@ mod tests {
         async fn runs(&self) -> Vec<RunSummary> {
             Vec::new()
         }
-        async fn run(&self, key: &str) -> Result<RunView, HostError> {
+        async fn run(&self, key: &str) -> Result<RunDetail, HostError> {
             Err(HostError::NoSuchRun(key.to_owned()))
         }
         async fn request_stop(&self, key: &str, _reason: &str) -> Result<RunSummary, HostError> {

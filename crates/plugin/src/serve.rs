@@ -26,7 +26,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWrite
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::ConfigError;
-use crate::host::{Host, HostError, RunSummary, RunView};
+use crate::host::{Host, HostError, RunSummary, RunDetail};
 use crate::notifier::{DeliveryError, Notifier};
 use crate::notifier_type::NotifierType;
 use crate::protocol::{self, HostMessage, MAX_LINE, PluginMessage};
@@ -376,7 +376,7 @@ impl Host for RemoteHost {
         Vec::new()
     }
 
-    async fn run(&self, key: &str) -> Result<RunView, HostError> {
+    async fn run(&self, key: &str) -> Result<RunDetail, HostError> {
         Err(HostError::Other(format!(
             "cannot show run `{key}`: plugin protocol 1.0 does not carry runs to out-of-process plugins"
         )))

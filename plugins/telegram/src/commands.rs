@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use herald_event::format::{results_table, summary};
 use herald_plugin::render::escape_html;
-use herald_plugin::{DeliveryError, Host, HostError, RunSummary, RunView};
+use herald_plugin::{DeliveryError, Host, HostError, RunSummary, RunDetail};
 use teloxide::types::{
     InlineKeyboardButton, InlineKeyboardMarkup, MaybeInaccessibleMessage, Update, UpdateKind,
 };
@@ -238,7 +238,7 @@ impl Listener<'_> {
     }
 
     /// The run a command means: the argument, or the only active run.
-    async fn pick(&self, chat: i64, arg: &str, usage: &str) -> Option<RunView> {
+    async fn pick(&self, chat: i64, arg: &str, usage: &str) -> Option<RunDetail> {
         if !arg.is_empty() {
             return match self.host.run(arg).await {
                 Ok(view) => Some(view),
@@ -404,7 +404,7 @@ pub fn runs_text(runs: &[RunSummary]) -> String {
 }
 
 /// The /status answer: the run's state and its results table.
-pub fn status_text(view: &RunView) -> String {
+pub fn status_text(view: &RunDetail) -> String {
     let s = &view.summary;
     let ctx = &view.context;
     let mut out = format!("<b>{}</b> · {}", escape_html(&s.name), escape_html(&s.state));
@@ -478,7 +478,7 @@ mod tests {
     fn status_shows_the_table() {
         let mut ctx = RunContext::new("run-1");
         ctx.epochs.push(summary_of(1, "x", "active").last_epoch.expect("an epoch"));
-        let view = RunView { summary: summary_of(1, "a&b", "active"), context: ctx, plot: None };
+        let view = RunDetail { summary: summary_of(1, "a&b", "active"), context: ctx, plot: None };
         let text = status_text(&view);
         assert!(
             text.starts_with("<b>a&amp;b</b> · active\n<code>run-1</code>\n<pre>epoch     train_loss"),

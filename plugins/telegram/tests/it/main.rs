@@ -9,7 +9,7 @@ use herald_event::{RunFailed, RunFinished, RunStarted, RunStatus};
 use herald_fakes::sample::{self, Run, epoch};
 use herald_fakes::telegram::FakeTelegram;
 use herald_fakes::wait_until;
-use herald_plugin::{Host, HostError, Image, Notifier, NotifierType, RunContext, RunSummary, RunView};
+use herald_plugin::{Host, HostError, Image, Notifier, NotifierType, RunContext, RunSummary, RunDetail};
 
 /// A token of its own for each test: the pacer is shared per bot token in a process, and one test's 429
 /// must not hold another test's chat.
@@ -204,11 +204,11 @@ impl Host for TestHost {
         vec![self.summary()]
     }
 
-    async fn run(&self, key: &str) -> Result<RunView, HostError> {
+    async fn run(&self, key: &str) -> Result<RunDetail, HostError> {
         if key == "1" || key == "run-abc" || key == "digits-mlp" {
             let mut ctx = RunContext::new("run-abc");
             ctx.epochs.push(epoch(0));
-            Ok(RunView { summary: self.summary(), context: ctx, plot: Some(png()) })
+            Ok(RunDetail { summary: self.summary(), context: ctx, plot: Some(png()) })
         } else {
             Err(HostError::NoSuchRun(key.into()))
         }
