@@ -132,8 +132,9 @@ impl LossHistory {
 /// One batch's point for [`LossHistory::from_points`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BatchPoint {
-    /// The epoch and the batch's index in it, from 0.
+    /// The epoch the batch belongs to, from 0.
     pub epoch: u32,
+    /// The batch's index within its epoch, from 0.
     pub batch: u64,
     /// Batches in that epoch, when known (0 when not).
     pub n_batches: u64,
@@ -154,6 +155,7 @@ pub struct EpochPoint {
 /// Adam-family optimizers) per batch.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LrHistory {
+    /// The learning rate after each training batch, in order.
     pub lrs: Vec<f64>,
     /// Empty when unknown (event history carries no momentum); then only the lr is drawn.
     pub moms: Vec<f64>,
