@@ -13,7 +13,9 @@ use crate::error::{Error, Result};
 /// A set of examples: inputs (first dimension = examples) and integer class targets.
 #[derive(Debug)]
 pub struct Dataset {
+    /// The inputs; the first dimension indexes the examples.
     pub x: Tensor,
+    /// The class index of each example (`[n]`, i64).
     pub y: Tensor,
 }
 
@@ -36,6 +38,7 @@ impl Dataset {
         self.x.size().first().map_or(0, |&n| usize::try_from(n).unwrap_or(0))
     }
 
+    /// Whether the set holds no examples.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -143,18 +146,22 @@ impl DataLoaders {
         Ok(())
     }
 
+    /// Where both sets live (CPU until [`DataLoaders::to_device`]).
     pub fn device(&self) -> Device {
         self.device
     }
 
+    /// The batch size, in examples (the last batch of each set may be smaller).
     pub fn bs(&self) -> usize {
         self.bs
     }
 
+    /// The training set (reshuffled into batches every epoch).
     pub fn train(&self) -> &Dataset {
         &self.train
     }
 
+    /// The validation set (batched in order, never shuffled).
     pub fn valid(&self) -> &Dataset {
         &self.valid
     }
@@ -164,6 +171,7 @@ impl DataLoaders {
         self.train.len().div_ceil(self.bs) as u64
     }
 
+    /// Validation batches per pass (the last partial one counts; 0 when the set is empty).
     pub fn n_valid_batches(&self) -> u64 {
         self.valid_batches.len() as u64
     }

@@ -15,7 +15,9 @@ use crate::error::{Error, Result};
 /// Inputs `[n, features]` (float, scaled to `[0, 1]`) and targets `[n]` (i64).
 #[derive(Debug)]
 pub struct Examples {
+    /// The inputs, `[n, features]` floats scaled to `[0, 1]`.
     pub x: Tensor,
+    /// The class labels, `[n]` i64.
     pub y: Tensor,
 }
 
@@ -78,7 +80,9 @@ pub fn load_digits_csv(path: impl AsRef<Path>) -> Result<Examples> {
 /// MNIST's four IDX files, as in the original distribution (optionally gzipped, `.gz` names accepted).
 #[derive(Debug)]
 pub struct Mnist {
+    /// The training images and labels (`train-images-idx3-ubyte`, `train-labels-idx1-ubyte`).
     pub train: Examples,
+    /// The test images and labels (`t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`).
     pub test: Examples,
 }
 

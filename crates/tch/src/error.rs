@@ -14,7 +14,12 @@ pub enum Error {
     Data(String),
     /// A data file could not be read or parsed.
     #[error("{path}: {message}")]
-    File { path: PathBuf, message: String },
+    File {
+        /// The file, as given.
+        path: PathBuf,
+        /// What is wrong with it, with the line or header field when known.
+        message: String,
+    },
     /// The Learner was configured inconsistently.
     #[error("{0}")]
     Config(String),
@@ -26,6 +31,7 @@ pub enum Error {
     Train(#[from] herald_callback::TrainError),
 }
 
+/// `std::result::Result` with herald-tch's [`Error`] as the default error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl From<tch::TchError> for Error {

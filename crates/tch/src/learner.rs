@@ -87,6 +87,7 @@ impl LearnerBuilder {
         self
     }
 
+    /// Builds the Learner: moves the VarStore and the data to the device and creates the optimizer.
     pub fn build(self) -> Result<Learner> {
         let LearnerBuilder { mut vs, model, mut data, loss, metrics, callbacks, opt, device, progress } =
             self;
@@ -210,26 +211,32 @@ impl Learner {
         }
     }
 
+    /// The Recorder: losses, metrics, learning rates and momentums of the runs so far.
     pub fn recorder(&self) -> &Recorder {
         self.handler.recorder()
     }
 
+    /// The callback handler driving training (with its built-in schedule callback).
     pub fn handler(&self) -> &CallbackHandler {
         &self.handler
     }
 
+    /// The callback handler, to add, find or change callbacks between fits.
     pub fn handler_mut(&mut self) -> &mut CallbackHandler {
         &mut self.handler
     }
 
+    /// The training state callbacks see: epoch, iteration, losses, metrics, lr, momentum, stop reason.
     pub fn state(&self) -> &State {
         self.handler.state()
     }
 
+    /// The VarStore holding the model's variables (to save or load weights).
     pub fn vs(&self) -> &VarStore {
         &self.vs
     }
 
+    /// The training and validation data, on the training device.
     pub fn data(&self) -> &DataLoaders {
         &self.step.data
     }

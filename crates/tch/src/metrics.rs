@@ -14,11 +14,14 @@ pub type MetricFn = fn(&Tensor, &Tensor) -> Result<f64>;
 /// A named metric: the name is its column in the results table.
 #[derive(Debug, Clone)]
 pub struct Metric {
+    /// The metric's column header in the results table (`accuracy`).
     pub name: String,
+    /// Computes the metric's value for one validation batch.
     pub f: MetricFn,
 }
 
 impl Metric {
+    /// A metric named `name` computed by `f`.
     pub fn new(name: impl Into<String>, f: MetricFn) -> Metric {
         Metric { name: name.into(), f }
     }

@@ -14,9 +14,21 @@ use crate::error::Result;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum OptimizerKind {
     /// Adam with decoupled weight decay (AdamW). `beta1` is the schedule's momentum.
-    Adam { beta2: f64, wd: f64, eps: f64 },
+    Adam {
+        /// The decay rate of the second-moment estimate (fastai: 0.99).
+        beta2: f64,
+        /// Decoupled weight decay, applied to the weights directly (fastai: 1e-2).
+        wd: f64,
+        /// Added to the denominator for numerical stability (fastai: 1e-5).
+        eps: f64,
+    },
     /// SGD with momentum (the schedule's), coupled L2 weight decay `wd`.
-    Sgd { wd: f64, nesterov: bool },
+    Sgd {
+        /// L2 weight decay added to the gradients (default 0).
+        wd: f64,
+        /// Nesterov momentum instead of classical momentum (default false).
+        nesterov: bool,
+    },
 }
 
 impl OptimizerKind {
@@ -68,6 +80,7 @@ impl Optimizer {
         Ok(Optimizer { inner, kind, lr, mom })
     }
 
+    /// Which optimizer this is, with its fixed hyper-parameters.
     pub fn kind(&self) -> OptimizerKind {
         self.kind
     }
@@ -95,10 +108,12 @@ impl Optimizer {
         Ok(())
     }
 
+    /// Updates the variables from their gradients at the current lr and momentum.
     pub fn step(&mut self) -> Result<()> {
         Ok(self.inner.step()?)
     }
 
+    /// Sets every trainable variable's gradient to zero, before the next backward pass.
     pub fn zero_grad(&mut self) -> Result<()> {
         Ok(self.inner.zero_grad()?)
     }
