@@ -222,7 +222,12 @@ mod tests {
     }
 
     fn options() -> Options {
-        Options { stall_after: Duration::from_secs(3600), hostname: "test-host".into(), rules: Vec::new() }
+        Options {
+            stall_after: Duration::from_secs(3600),
+            hostname: "test-host".into(),
+            rules: Vec::new(),
+            slow_rank_factor: 1.5,
+        }
     }
 
     fn message(run: &str, seq: u64) -> Event {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herald_plugin::{Host, HostError, Notifier, RunSummary, RunDetail};
+use herald_plugin::{Host, HostError, Notifier, RunDetail, RunSummary};
 
 use crate::handle::Handle;
 use crate::runs::RunState;
@@ -246,7 +246,7 @@ mod tests {
     async fn runs_are_numbered_found_by_number_name_or_id_and_stopped() {
         let outbox = std::sync::Arc::new(crate::outbox::MemoryOutbox::new());
         let options =
-            crate::Options { stall_after: Duration::from_secs(3600), hostname: "here".into(), rules: Vec::new() };
+            crate::Options { hostname: "here".into(), ..crate::Options::new(Duration::from_secs(3600)) };
         let dispatcher = crate::Dispatcher::start(outbox, Vec::new(), options).await.expect("dispatcher");
         let handle = dispatcher.handle();
         handle.ingest(vec![started("run-aaaa-1", "mnist")]).await.expect("stored");

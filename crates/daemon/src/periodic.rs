@@ -5,6 +5,7 @@
 //! They read the shared run table and submit what they decide through the [`Handle`] like any other sender,
 //! so the writer stays the only code that writes.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,6 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::handle::Handle;
+use crate::jobs;
 use crate::shared::{Phase, Shared, now_ms};
 
 /// How often notifiers that failed since their last health check are checked again.
@@ -88,7 +90,8 @@ pub(crate) async fn watch_runs(handle: &Handle) -> bool {
     {
         let runs = shared.runs();
         for (id, st) in runs.iter() {
-            if !st.started || st.ended.is_some() || st.lost {
+            // A rank of a job is watched with its job (`job_events`).
+            if !st.started || st.ended.is_some() || st.lost || st.job.is_some() {
                 continue;
             }
             // Silence while the daemon was down does not count.
@@ -114,6 +117,7 @@ pub(crate) async fn watch_runs(handle: &Handle) -> bool {
             made.push(Event::now(id, 0, RunLost { pid, reason: reason.into() }));
         }
     }
+    made.extend(job_events(&shared, now));
     if made.is_empty() {
         return true;
     }
@@ -128,6 +132,36 @@ pub(crate) async fn watch_runs(handle: &Handle) -> bool {
             true
         }
     }
+}
+
+/// The job watch, one look: the job events (`rank_stalled`, `rank_lost`, `rank_failed`, `rank_slow`,
+/// `ranks_missing`, the job's end) each distributed job calls for, on its anchor's run (see `jobs`).
+fn job_events(shared: &Shared, now: u64) -> Vec<Event> {
+    let options = &shared.options;
+    // The pid check reads /proc: not under the lock.
+    let candidates: Vec<(String, u32)> = shared
+        .runs()
+        .iter()
+        .filter(|(_, st)| st.job.is_some() && st.ended.is_none() && st.context.pid != 0)
+        .filter(|(_, st)| !options.hostname.is_empty() && st.context.host == options.hostname)
+        .map(|(id, st)| (id.clone(), st.context.pid))
+        .collect();
+    let gone: HashSet<String> =
+        candidates.into_iter().filter(|(_, pid)| !pid_alive(*pid)).map(|(id, _)| id).collect();
+    let watch = jobs::Watch {
+        stall_after: options.stall_after,
+        slow_rank_factor: options.slow_rank_factor,
+        now_ms: now,
+        started_ms: shared.started_ms,
+    };
+    let runs = shared.runs();
+    let facts = runs.iter().filter_map(|(id, st)| st.rank_facts(id, gone.contains(id)));
+    let mut made = Vec::new();
+    for view in jobs::group(facts) {
+        let Some(anchor) = view.anchor() else { continue };
+        made.extend(jobs::decide(&view, &watch).into_iter().map(|p| Event::now(anchor.run.to_owned(), 0, p)));
+    }
+    made
 }
 
 /// Which notifiers' health to ask about: every one the first time, then those that failed an attempt since

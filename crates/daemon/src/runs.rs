@@ -13,6 +13,7 @@ use herald_plugin::RunContext;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Routing;
+use crate::jobs::{Member, RankFacts};
 
 /// Sequence numbers of daemon-made events (`run_stalled`, `run_lost`) start here, far above anything a
 /// sender numbers, so they never collide with the run's own events.
@@ -63,6 +64,10 @@ pub struct RunState {
     /// a rule does not fire again after a restart).
     #[serde(default)]
     pub rules: BTreeMap<String, RuleMemory>,
+    /// The run is a rank of a distributed job (its `run_started` named a `job`): what the job view keeps of
+    /// it (see `jobs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<Member>,
 }
 
 /// What one alert rule remembers of one run.
@@ -96,7 +101,15 @@ impl RunState {
             _ => {}
         }
         if made {
+            if let Some(member) = &mut self.job {
+                member.remember(&event.payload, now_ms);
+            }
             return;
+        }
+        match (&event.payload, &mut self.job) {
+            (Payload::RunStarted(s), _) => self.job = Member::from_started(s, now_ms),
+            (_, Some(member)) => member.observe(event, now_ms),
+            _ => {}
         }
         if self.first_ms == 0 {
             self.first_ms = now_ms;
@@ -134,6 +147,26 @@ impl RunState {
             Payload::RunFailed(_) => self.ended = Some(Ending::Failed),
             _ => {}
         }
+    }
+
+    /// What the job view needs of this run, when it is a rank of a job; `gone`: its process is known to be
+    /// gone.
+    pub fn rank_facts<'a>(&'a self, run: &'a str, gone: bool) -> Option<RankFacts<'a>> {
+        let member = self.job.as_ref()?;
+        Some(RankFacts {
+            run,
+            host: &self.context.host,
+            pid: self.context.pid,
+            first_ms: self.first_ms,
+            last_ms: self.last_event_ms,
+            ended: self.ended.map(|e| match e {
+                Ending::Completed => RunStatus::Completed,
+                Ending::Stopped => RunStatus::Stopped,
+                Ending::Failed => RunStatus::Failed,
+            }),
+            gone,
+            member,
+        })
     }
 
     /// The state word `herald status` shows.
@@ -203,6 +236,18 @@ pub fn improves(metric: &str, value: f64, best: Option<f64>) -> bool {
 pub fn accepts(routing: &Routing, run: &RunState, event: &Event) -> bool {
     let kind = event.kind();
     if !routing.events.contains(&kind) {
+        return false;
+    }
+    // A rank of a job: the job's stream is rank 0's events and the daemon's job events (stored on rank 0's
+    // run); the other ranks speak through job events, and rank 0's own end waits for the job's.
+    let job_rank = match &event.payload {
+        Payload::RunStarted(s) => Member::from_started(s, 0).map(|m| m.rank),
+        _ => run.job.as_ref().map(|m| m.rank),
+    };
+    if let Some(rank) = job_rank
+        && event.seq < MADE_SEQ_BASE
+        && (rank != 0 || kind == EventKind::RunFinished)
+    {
         return false;
     }
     // Only rank 0 speaks for a distributed run; failures from any rank go out.
@@ -409,5 +454,47 @@ mod tests {
         assert!(!st.stalled);
         assert_eq!(st.longest_epoch_s, 2.0);
         assert_eq!(st.state_word(), "running");
+    }
+
+    #[test]
+    fn a_job_streams_rank_zero_and_job_events_and_holds_rank_zeros_end_for_the_job() {
+        let mut r = routing();
+        r.events.extend([EventKind::RankLost, EventKind::RankStalled]);
+        let job_start = |rank: u32| {
+            let mut e = started(rank);
+            if let Payload::RunStarted(s) = &mut e.payload {
+                s.job = Some("j".into());
+                s.world_size = Some(3);
+            }
+            e
+        };
+        let end = Event::now(
+            "r",
+            9,
+            RunFinished { status: RunStatus::Completed, reason: "done".into(), duration_s: 1.0, best: None },
+        );
+        let failed = Event::now("r", 9, RunFailed { error: "oom".into(), traceback: None });
+        // Rank 0: start and epochs go out, its own end waits for the job's (a made run_finished).
+        let zero = run_after(&[job_start(0)]);
+        assert!(zero.job.is_some());
+        assert!(accepts(&r, &RunState::new("r"), &job_start(0)));
+        assert!(accepts(&r, &zero, &epoch(0, 1.0, 0.5)));
+        assert!(!accepts(&r, &zero, &end));
+        assert!(accepts(&r, &zero, &Event { seq: MADE_SEQ_BASE, ..end.clone() }));
+        assert!(accepts(&r, &zero, &failed), "rank 0's failure is the job stream's");
+        let lost = herald_event::RankLost {
+            job: "j".into(),
+            rank: 1,
+            host: "h".into(),
+            pid: 2,
+            reason: "gone".into(),
+        };
+        assert!(accepts(&r, &zero, &Event::now("r", MADE_SEQ_BASE + 1, lost)));
+        // Rank 1: nothing of its own, not even its failure (that is a rank_failed on rank 0's run).
+        let one = run_after(&[job_start(1)]);
+        assert!(!accepts(&r, &RunState::new("r"), &job_start(1)));
+        assert!(!accepts(&r, &one, &failed));
+        // Without a job, rank 1's failure goes out as before.
+        assert!(accepts(&r, &run_after(&[started(1)]), &failed));
     }
 }

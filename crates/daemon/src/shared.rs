@@ -54,12 +54,20 @@ pub struct Options {
     pub hostname: String,
     /// The alert rules (`[[rule]]`) the writer evaluates on each accepted event.
     pub rules: Vec<RuleConfig>,
+    /// A rank of a job whose epoch takes more than this times the job's median, two epochs running, gets
+    /// `rank_slow` (`[daemon] slow_rank_factor`).
+    pub slow_rank_factor: f64,
 }
 
 impl Options {
     /// Options with this stall window, on this machine, without alert rules.
     pub fn new(stall_after: Duration) -> Options {
-        Options { stall_after, hostname: local_hostname(), rules: Vec::new() }
+        Options { stall_after, hostname: local_hostname(), rules: Vec::new(), slow_rank_factor: 1.5 }
+    }
+
+    /// These options with this `slow_rank_factor`.
+    pub fn with_slow_rank_factor(self, slow_rank_factor: f64) -> Options {
+        Options { slow_rank_factor, ..self }
     }
 
     /// These options with these alert rules.

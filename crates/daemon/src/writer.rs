@@ -8,14 +8,15 @@
 //! events and jobs are durable, and many clients share one commit. When a batch fails, its operations are
 //! tried one by one so that one bad operation does not sink the others.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use herald_event::{Event, Payload};
+use herald_event::{Event, EventKind, Payload};
 use tokio::sync::mpsc;
 
 use crate::api::{GiveUp, IngestReply, RunControl};
+use crate::jobs;
 use crate::outbox::{Committed, DoneJob, JobRecord, PutJob, ReceiptRecord, StoreError, WriteBatch};
 use crate::rules::{Fired, Rules};
 use crate::runs::{self, MADE_SEQ_BASE, RunState};
@@ -145,6 +146,7 @@ impl<'a> Group<'a> {
     /// Store events with one job per notifier that wants each; daemon-made events get their sequence numbers.
     fn ingest(&mut self, index: usize, events: &mut [Event], made: bool) {
         let mut reply = IngestReply::default();
+        let mut touched = BTreeSet::new();
         for event in events.iter_mut() {
             let st = Group::state(self.shared, &mut self.fx.runs, &event.run);
             reply.accepted += 1;
@@ -153,7 +155,7 @@ impl<'a> Group<'a> {
                 let already = match event.payload {
                     Payload::RunStalled(_) => st.stalled || st.lost || st.ended.is_some(),
                     Payload::RunLost(_) => st.lost || st.ended.is_some(),
-                    _ => false,
+                    _ => st.job.as_ref().is_some_and(|m| m.said_already(&event.payload)),
                 };
                 if already {
                     continue;
@@ -199,6 +201,17 @@ impl<'a> Group<'a> {
                 }
             }
             st.apply(event, made, self.now);
+            if let Some(m) = &st.job
+                && matches!(
+                    event.kind(),
+                    EventKind::RunStarted
+                        | EventKind::EpochEnded
+                        | EventKind::RunFinished
+                        | EventKind::RunFailed
+                )
+            {
+                touched.insert(m.job.clone());
+            }
             self.batch.events.push(event.clone());
             if !self.rules.is_empty() {
                 self.alert(event);
@@ -213,6 +226,34 @@ impl<'a> Group<'a> {
             }
         }
         self.fx.ingest_replies.push((index, reply));
+        if !touched.is_empty() {
+            self.refresh_jobs(&touched);
+        }
+    }
+
+    /// Keep the health line of each job an event touched in its anchor's context, where notifiers read it
+    /// under the job's table (`4/4 ranks · slowest: rank 3 on gpu-b, +38%`).
+    fn refresh_jobs(&mut self, touched: &BTreeSet<String>) {
+        let updates: Vec<(String, String)> = {
+            let shared = self.shared.runs();
+            let group = &self.fx.runs;
+            let in_touched = |st: &&RunState| st.job.as_ref().is_some_and(|m| touched.contains(&m.job));
+            let facts = group
+                .iter()
+                .chain(shared.iter().filter(|(run, _)| !group.contains_key(*run)))
+                .filter(|(_, st)| in_touched(st))
+                .filter_map(|(run, st)| st.rank_facts(run, false));
+            let mut latest: BTreeMap<String, (String, String)> = BTreeMap::new();
+            for view in jobs::group(facts) {
+                if let Some(anchor) = view.anchor() {
+                    latest.insert(view.job.clone(), (anchor.run.to_owned(), view.health()));
+                }
+            }
+            latest.into_values().collect()
+        };
+        for (anchor, health) in updates {
+            Group::state(self.shared, &mut self.fx.runs, &anchor).context.health = Some(health);
+        }
     }
 
     /// Evaluate the alert rules on an event just taken in, and make the alerts they fire as daemon events:
@@ -296,12 +337,49 @@ impl<'a> Group<'a> {
     }
 
     /// Set a known run's stop request.
+    /// A request naming a rank of a job, or the job itself, reaches every rank of the job still running.
     fn stop(&mut self, index: usize, run: &str, reason: &str) {
-        let exists = self.fx.runs.contains_key(run) || self.shared.runs().contains_key(run);
-        if exists {
-            Group::state(self.shared, &mut self.fx.runs, run).stop = Some(reason.to_owned());
+        let mut targets = Vec::new();
+        if self.fx.runs.contains_key(run) || self.shared.runs().contains_key(run) {
+            targets.push(run.to_owned());
         }
-        self.fx.stop_replies.push((index, exists));
+        let job = match Group::state_if_known(self.shared, &self.fx.runs, run, |st| st.job.clone()) {
+            Some(Some(m)) => Some(m.job),
+            Some(None) => None,
+            None => Some(run.to_owned()),
+        };
+        if let Some(job) = job {
+            let shared = self.shared.runs();
+            let group = &self.fx.runs;
+            targets.extend(
+                group
+                    .iter()
+                    .chain(shared.iter().filter(|(id, _)| !group.contains_key(*id)))
+                    .filter(|(id, st)| {
+                        id.as_str() != run
+                            && st.ended.is_none()
+                            && st.job.as_ref().is_some_and(|m| m.job == job)
+                    })
+                    .map(|(id, _)| id.clone()),
+            );
+        }
+        for target in &targets {
+            Group::state(self.shared, &mut self.fx.runs, target).stop = Some(reason.to_owned());
+        }
+        self.fx.stop_replies.push((index, !targets.is_empty()));
+    }
+
+    /// `f` of the run's state as this group sees it, or None for a run nobody knows.
+    fn state_if_known<T>(
+        shared: &Shared,
+        runs: &HashMap<String, RunState>,
+        run: &str,
+        f: impl FnOnce(&RunState) -> T,
+    ) -> Option<T> {
+        match runs.get(run) {
+            Some(st) => Some(f(st)),
+            None => shared.runs().get(run).map(f),
+        }
     }
 
     /// Forget runs entirely (compaction).

@@ -129,6 +129,10 @@ pub struct RunContext {
     pub hyper: BTreeMap<String, serde_json::Value>,
     /// Every `epoch_ended` so far, in order: the results table.
     pub epochs: Vec<EpochEnded>,
+    /// For rank 0 of a distributed job, the job's health as the daemon sees it, one line
+    /// (`4/4 ranks · slowest: rank 3 on gpu-b, +38%`); shown under the table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
 }
 
 /// What one notifier is asked to send for one event.

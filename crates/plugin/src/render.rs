@@ -250,6 +250,7 @@ fn parts(ctx: &RunContext, event: &Event) -> Parts {
         Payload::EpochEnded(e) => {
             lines.push(summary(e));
             lines.push(who(ctx));
+            lines.extend(ctx.health.clone());
             with_table = true;
             format!("{name}: epoch {}/{}", u64::from(e.epoch) + 1, e.n_epochs)
         }
@@ -262,6 +263,7 @@ fn parts(ctx: &RunContext, event: &Event) -> Parts {
                 line.push_str(&format!(": {}", f.reason));
             }
             lines.push(line);
+            lines.extend(ctx.health.clone());
             if let Some(best) = &f.best {
                 lines.push(format!(
                     "best {} {} at epoch {}",
@@ -559,6 +561,77 @@ mod tests {
                 title: "error: digits: NaN loss",
                 text: "batch 2 of epoch 2 has a NaN loss\ndigits on gpu-box at epoch 2 (rule diverged)".into(),
             },
+            Case {
+                payload: herald_event::RankStalled {
+                    job: "j7".into(),
+                    ranks: vec![herald_event::RankSeen {
+                        rank: 2,
+                        host: "gpu-b".into(),
+                        silent_s: 904.2,
+                        last: herald_event::EventKind::EpochEnded,
+                        epoch: Some(2),
+                    }],
+                    all: false,
+                    stall_after_s: 900.0,
+                }
+                .into(),
+                title: "digits: rank 2 stalled",
+                text: format!(
+                    "rank 2 on gpu-b: silent for 15m4s in epoch 3, last epoch_ended\njob j7 (stall_after 15m)\n\n{TABLE}"
+                ),
+            },
+            Case {
+                payload: herald_event::RankLost {
+                    job: "j7".into(),
+                    rank: 1,
+                    host: "gpu-a".into(),
+                    pid: 4248,
+                    reason: "the process exited without reporting".into(),
+                }
+                .into(),
+                title: "digits: rank 1 lost",
+                text: format!(
+                    "rank 1 on gpu-a (pid 4248): the process exited without reporting\njob j7\n\n{TABLE}"
+                ),
+            },
+            Case {
+                payload: herald_event::RankFailed {
+                    job: "j7".into(),
+                    rank: 3,
+                    host: "gpu-b".into(),
+                    error: "CUDA out of memory".into(),
+                    traceback: None,
+                }
+                .into(),
+                title: "digits: rank 3 failed",
+                text: "rank 3 on gpu-b failed\nCUDA out of memory".into(),
+            },
+            Case {
+                payload: herald_event::RankSlow {
+                    job: "j7".into(),
+                    rank: 3,
+                    host: "gpu-b".into(),
+                    epoch: 4,
+                    elapsed_s: 7.2,
+                    median_s: 5.2,
+                    factor: 1.5,
+                }
+                .into(),
+                title: "digits: rank 3 slow",
+                text: "rank 3 on gpu-b: epoch 5 took 00:07 against a median of 00:05 (+38%, over 1.5×)".into(),
+            },
+            Case {
+                payload: herald_event::RanksMissing {
+                    job: "j7".into(),
+                    world_size: 4,
+                    seen: vec![0, 1, 2],
+                    missing: vec![3],
+                    after_s: 900.1,
+                }
+                .into(),
+                title: "digits: ranks missing",
+                text: "3/4 ranks started within 15m; missing: 3".into(),
+            },
         ]
     }
 
@@ -583,6 +656,22 @@ mod tests {
             assert_eq!(n.event, event);
             assert_eq!(n.attempt, 1);
         }
+    }
+
+    #[test]
+    fn a_jobs_health_line_goes_under_rank_zeros_epoch_and_end() {
+        let mut context = ctx("digits");
+        context.health = Some("3/3 ranks · slowest: rank 2 on gpu-b, +38%".into());
+        let n = notification(&context, &Event::now("run-1", 3, epoch(2, 0.04, 0.03, 0.99)), None, None, 1);
+        assert!(
+            n.text.contains("digits on gpu-box\n3/3 ranks · slowest: rank 2 on gpu-b, +38%\n"),
+            "{}",
+            n.text
+        );
+        let end =
+            RunFinished { status: RunStatus::Completed, reason: String::new(), duration_s: 9.0, best: None };
+        let n = notification(&context, &Event::now("run-1", 4, end), None, None, 1);
+        assert!(n.text.contains("\n3/3 ranks · slowest"), "{}", n.text);
     }
 
     #[test]

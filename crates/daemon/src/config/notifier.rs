@@ -86,7 +86,7 @@ pub struct Routing {
 
 impl Routing {
     /// The events a notifier gets unless it says otherwise.
-    pub const DEFAULT_EVENTS: [EventKind; 8] = [
+    pub const DEFAULT_EVENTS: [EventKind; 13] = [
         EventKind::RunStarted,
         EventKind::EpochEnded,
         EventKind::RunFinished,
@@ -95,6 +95,11 @@ impl Routing {
         EventKind::RunLost,
         EventKind::Message,
         EventKind::Alert,
+        EventKind::RankStalled,
+        EventKind::RankLost,
+        EventKind::RankFailed,
+        EventKind::RankSlow,
+        EventKind::RanksMissing,
     ];
 }
 
