@@ -31,7 +31,9 @@ pub struct RunSummary {
 /// One run in full: its context (the results table so far) and its current loss curve.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunDetail {
+    /// The run as the list shows it (number, name, state, last epoch).
     pub summary: RunSummary,
+    /// What notifiers know of the run, including the results table so far.
     pub context: RunContext,
     /// The loss curve drawn from the run's history, when there is any history to draw.
     pub plot: Option<Image>,
@@ -40,10 +42,13 @@ pub struct RunDetail {
 /// Why the host refused a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HostError {
+    /// Nothing matches the given run id, name or number (the text as given).
     #[error("no run matches `{0}`: send /runs for the list")]
     NoSuchRun(String),
+    /// The run (its name) has already ended, so there is nothing left to stop.
     #[error("run `{0}` has already ended")]
     Ended(String),
+    /// Anything else, with the message to show the user.
     #[error("{0}")]
     Other(String),
 }

@@ -21,13 +21,16 @@ pub struct Capabilities {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Health {
+    /// Ready to deliver.
     Ok,
     /// Working, with a caveat worth showing.
     Degraded {
+        /// The caveat, to show the user.
         message: String,
     },
     /// Cannot deliver; the message says why and what to do.
     Unavailable {
+        /// Why it cannot deliver and what to do about it.
         message: String,
     },
 }
@@ -72,11 +75,13 @@ impl DeliveryError {
         DeliveryError { message: message.into(), code: None, retryable: false, retry_after: None }
     }
 
+    /// The same error with a machine-readable code, such as `http_429` or `timeout`.
     pub fn with_code(mut self, code: impl Into<String>) -> DeliveryError {
         self.code = Some(code.into());
         self
     }
 
+    /// The same error, retryable, after the delay the service asked for.
     pub fn with_retry_after(mut self, after: Duration) -> DeliveryError {
         self.retry_after = Some(after);
         self.retryable = true;
@@ -119,13 +124,19 @@ pub struct RunContext {
     pub run: String,
     /// Human name (the run id when the run never said).
     pub name: String,
+    /// Host the run trains on.
     pub host: String,
+    /// Process id of the training process on `host`.
     pub pid: u32,
+    /// Distributed rank; 0 for single-process runs.
     pub rank: u32,
+    /// Epochs planned.
     pub n_epochs: u32,
+    /// Training batches per epoch.
     pub batches_per_epoch: u64,
     /// Metric names in column order.
     pub metric_names: Vec<String>,
+    /// Hyperparameters the run announced (lr, bs, model, ...), any JSON values.
     pub hyper: BTreeMap<String, serde_json::Value>,
     /// Every `epoch_ended` so far, in order: the results table.
     pub epochs: Vec<EpochEnded>,
@@ -184,7 +195,6 @@ pub trait Notifier: Send + Sync {
     /// Make one delivery attempt.
     async fn deliver(&self, notification: &Notification) -> Result<Receipt, DeliveryError>;
 
-    /// Whether it can deliver right now (cheap; no message is sent).
     /// For notifiers that take commands ([`Capabilities::commands`]): listen for them until the host shuts
     /// down, answering through `host`. The host spawns this once per notifier, owns the task and aborts it
     /// at shutdown; returning ends listening (the host logs an error and may restart it). The default does
@@ -194,6 +204,7 @@ pub trait Notifier: Send + Sync {
         Ok(())
     }
 
+    /// Whether it can deliver right now (cheap; no message is sent). The default says [`Health::Ok`].
     async fn health_check(&self) -> Health {
         Health::Ok
     }

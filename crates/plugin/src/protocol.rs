@@ -40,9 +40,15 @@ pub enum HostMessage {
         config: serde_json::Value,
     },
     /// Deliver one notification; answer with `delivered` or `failed` carrying the same `id`.
-    Deliver { id: String, notification: Box<Notification> },
+    Deliver {
+        /// The host's id for this delivery, echoed in the answer.
+        id: String,
+        /// What to send.
+        notification: Box<Notification>,
+    },
     /// The answer to a `command` that carried an `id`.
     CommandResult {
+        /// The `id` of the `command` this answers.
         id: String,
         /// Whether the host did what was asked.
         ok: bool,
@@ -71,9 +77,13 @@ pub enum PluginMessage {
         capabilities: Vec<String>,
     },
     /// The handshake failed (a bad configuration, most often); the plugin exits after sending it.
-    Error { message: String },
+    Error {
+        /// What is wrong and what to do, to show the user.
+        message: String,
+    },
     /// A delivery succeeded.
     Delivered {
+        /// The `id` of the `deliver` this answers.
         id: String,
         /// Opaque data handed back in the next notification of the same run (`previous`).
         #[serde(default)]
@@ -81,7 +91,9 @@ pub enum PluginMessage {
     },
     /// A delivery failed.
     Failed {
+        /// The `id` of the `deliver` this answers.
         id: String,
+        /// What went wrong, saying what the user can do where possible.
         message: String,
         /// A short machine-readable code, such as `http_429`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -174,13 +186,21 @@ pub fn capabilities_from(words: &[String]) -> Capabilities {
 /// Why a peer's protocol version is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VersionError {
+    /// The peer speaks another major version.
     #[error(
         "the plugin speaks {PROTOCOL} protocol {found}, this herald speaks {VERSION}: install a version of the \
          plugin made for protocol {MAJOR}.x, or a herald that speaks {found}"
     )]
-    Major { found: String },
+    Major {
+        /// The peer's version, as sent.
+        found: String,
+    },
+    /// The version is not `MAJOR.MINOR` numbers.
     #[error("`{found}` is not a protocol version: expected MAJOR.MINOR, such as `{VERSION}`")]
-    Malformed { found: String },
+    Malformed {
+        /// The peer's version, as sent.
+        found: String,
+    },
 }
 
 /// Accept a version with the same major as [`VERSION`] (any minor), refuse anything else.

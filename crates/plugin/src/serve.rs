@@ -43,10 +43,13 @@ type InFlight = FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>>;
 /// Why [`serve`] ended early.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// Reading from stdin or writing to stdout failed.
     #[error("cannot talk to the host over stdin/stdout: {0}")]
     Io(#[from] std::io::Error),
+    /// The host's first line was not a valid `hello` (or spoke another major version).
     #[error("the host broke the handshake: {0}")]
     Handshake(String),
+    /// The notifier's table in `hello` was rejected.
     #[error("the notifier's configuration is invalid: {0}")]
     Config(#[from] ConfigError),
 }
