@@ -9,6 +9,7 @@ use std::process::Command;
 
 mod apprise;
 mod cli;
+mod cluster;
 mod daemon;
 mod plugins;
 mod python;

@@ -1,7 +1,8 @@
 //! `herald serve`: run the daemon in the foreground (systemd runs it as `config/herald.service`).
 //!
 //! Also home of the helpers every client command shares: loading the configuration and building a client
-//! for the configured daemon. The daemon itself is `herald_daemon::serve`.
+//! for the configured daemon. The daemon itself is `herald_daemon::serve`, or `herald_cluster::serve` with
+//! `[cluster]`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -21,7 +22,11 @@ pub fn run(config_path: Option<&Path>, _args: Args) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let registry = herald_daemon::builtins::registry();
-    runtime.block_on(herald_daemon::serve(&config, &registry))?;
+    // With `[cluster]`, this node's role in cluster mode; without, nothing changes.
+    match config.cluster {
+        Some(_) => runtime.block_on(herald_cluster::serve(&config, &registry))?,
+        None => runtime.block_on(herald_daemon::serve(&config, &registry))?,
+    }
     Ok(())
 }
 

@@ -1,0 +1,102 @@
+//! The edge's forwarding: one more notifier slot, [`Forwarder`], that publishes each event to JetStream.
+//!
+//! Because forwarding is a notifier, the daemon's worker machinery gives it persistence (the job waits in
+//! the local outbox), per-run order (a run's next event waits for the previous one's ack) and retries with
+//! backoff for free. A delivery publishes the event as JSON to `<prefix>.events.<run token>` with the header
+//! `Nats-Msg-Id: <run>/<seq>`, so that a replay within the stream's duplicate window is dropped by the
+//! server, and succeeds only once JetStream has acknowledged it (stored on a quorum of replicas). While NATS
+//! is unreachable every attempt fails as retryable, asking to be retried within a second, and the trainer's
+//! posts are answered as usual: training never waits for NATS.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use herald_event::{EventKind, encode_event};
+use herald_plugin::{ConfigError, DeliveryError, Health, Notification, Notifier, Receipt, parse_table};
+use tokio::sync::OnceCell;
+
+use crate::connect::{Target, connect, ensure_stream};
+use crate::error::ClusterError;
+use crate::names::msg_id;
+
+/// The forwarder's notifier type (and slot name).
+pub const KIND: &str = "cluster";
+/// What `herald plugins` would say of it.
+pub const DESCRIPTION: &str = "forwards every event to the cluster's JetStream stream (cluster mode)";
+/// How soon a failed publish is tried again: NATS coming back should not wait for a long backoff.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Publishes events to the cluster's stream.
+pub struct Forwarder {
+    target: Target,
+    link: OnceCell<(async_nats::Client, jetstream::Context)>,
+}
+
+impl Forwarder {
+    /// A forwarder to `target`; it connects at its first delivery.
+    pub fn new(target: Target) -> Forwarder {
+        Forwarder { target, link: OnceCell::new() }
+    }
+
+    /// The registry's constructor: the table is a serialized [`Target`].
+    pub fn from_table(_name: &str, table: toml::Table) -> Result<Box<dyn Notifier>, ConfigError> {
+        let target: Target = parse_table(table)?;
+        Ok(Box::new(Forwarder::new(target)))
+    }
+
+    /// The connection, made (with the stream checked) the first time it is needed.
+    async fn link(&self) -> Result<&(async_nats::Client, jetstream::Context), ClusterError> {
+        self.link
+            .get_or_try_init(|| async {
+                let client = connect(&self.target, "herald-edge").await?;
+                let js = jetstream::new(client.clone());
+                ensure_stream(&js, &self.target).await?;
+                Ok((client, js))
+            })
+            .await
+    }
+}
+
+/// The event types an edge forwards: all of them but `run_stalled`, which the leader makes (it sees every
+/// edge's runs; an edge's own stall watch would report a run twice).
+pub fn forwarded_events() -> Vec<EventKind> {
+    EventKind::ALL.into_iter().filter(|k| *k != EventKind::RunStalled).collect()
+}
+
+#[async_trait::async_trait]
+impl Notifier for Forwarder {
+    fn kind(&self) -> &str {
+        KIND
+    }
+
+    async fn deliver(&self, n: &Notification) -> Result<Receipt, DeliveryError> {
+        let event = &n.event;
+        let payload = encode_event(event)
+            .map_err(|e| DeliveryError::permanent(format!("cannot encode the event: {e}")))?;
+        let retry = |what: &str, e: &dyn std::fmt::Display| {
+            DeliveryError::retryable(format!("{what}: {e}")).with_retry_after(RETRY_AFTER)
+        };
+        let (_, js) = self.link().await.map_err(|e| retry("not connected to NATS", &e))?;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", msg_id(&event.run, event.seq).as_str());
+        let subject = self.target.names().subject(&event.run);
+        let ack = js
+            .publish_with_headers(subject, headers, payload.into_bytes().into())
+            .await
+            .map_err(|e| retry("cannot publish to JetStream", &e))?;
+        ack.await.map_err(|e| retry("JetStream did not acknowledge", &e))?;
+        Ok(Receipt::none())
+    }
+
+    async fn health_check(&self) -> Health {
+        match self.link.get() {
+            None => Health::Degraded { message: "not connected to NATS yet".into() },
+            Some((client, _)) => match client.connection_state() {
+                async_nats::connection::State::Connected => Health::Ok,
+                state => Health::Unavailable {
+                    message: format!("NATS connection {state}: events wait in the outbox"),
+                },
+            },
+        }
+    }
+}

