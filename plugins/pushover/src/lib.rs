@@ -22,10 +22,13 @@ use herald_plugin::{
 };
 use serde::Deserialize;
 
-/// The API's limits, in characters.
+/// The longest message the API takes, in characters; longer texts are cut.
 pub const MESSAGE_LIMIT: usize = 1024;
+/// The longest title the API takes, in characters.
 pub const TITLE_LIMIT: usize = 250;
+/// The longest supplementary URL the API takes, in characters.
 pub const URL_LIMIT: usize = 512;
+/// The longest title of the supplementary URL the API takes, in characters.
 pub const URL_TITLE_LIMIT: usize = 100;
 /// The largest attachment Pushover takes (about 2.5 MB).
 pub const ATTACHMENT_LIMIT_BYTES: usize = 2_621_440;
