@@ -23,11 +23,14 @@ use crate::pace::Pacer;
 /// A chat: its numeric id, or a public channel's `@username`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Chat {
+    /// A numeric chat id (negative for groups and channels).
     Id(i64),
+    /// A public channel's username, with its `@` (`@news`).
     Username(String),
 }
 
 impl Chat {
+    /// The chat as teloxide addresses a request to it.
     pub fn recipient(&self) -> Recipient {
         match self {
             Chat::Id(id) => Recipient::Id(ChatId(*id)),
@@ -43,6 +46,7 @@ impl Chat {
         }
     }
 
+    /// The chat as a receipt stores it (`chat_id`): the id as a number, the username as a string.
     pub fn to_json(&self) -> serde_json::Value {
         match self {
             Chat::Id(id) => serde_json::Value::from(*id),

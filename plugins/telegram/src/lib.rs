@@ -76,7 +76,9 @@ pub struct TelegramConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum ChatIdValue {
+    /// A bare number (`chat_id = -100123`).
     Number(i64),
+    /// A string: a number in quotes or a channel's `@username`.
     Text(String),
 }
 

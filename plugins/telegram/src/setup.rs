@@ -13,6 +13,7 @@ use crate::pace::Pacer;
 /// The chat a message came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundChat {
+    /// The chat's numeric id: the value to write as `chat_id`.
     pub id: i64,
     /// `private`, `group`, `supergroup` or `channel`.
     pub kind: String,
