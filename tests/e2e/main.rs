@@ -11,6 +11,7 @@ mod apprise;
 mod cli;
 mod cluster;
 mod daemon;
+mod dashboard;
 mod plugins;
 mod python;
 mod rules;

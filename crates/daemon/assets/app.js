@@ -101,7 +101,7 @@
         const epoch = el("td", {}, total ? done + "/" + total : String(done));
         if (total) epoch.append(el("progress", { max: total, value: Math.min(done, total), "aria-label": "epochs done" }));
         const e = r.last_epoch;
-        const metrics = e ? r.metric_names.map((m, i) => m + " " + num(e.metrics[i])).join(", ") : "";
+        const metrics = e ? Object.entries(e.metrics || {}).map(([m, v]) => m + " " + num(v)).join(", ") : "";
         const best = Object.entries(r.best).filter(([k]) => k !== "train_loss").map(([k, v]) => k + " " + num(v)).join(", ");
         const link = el("a", { href: "/runs/" + encodeURIComponent(r.run), text: r.name });
         return el("tr", { "data-run": r.run },
@@ -179,12 +179,13 @@
       document.getElementById("stop-name").textContent = r.name;
 
       // The results table, as fastai prints it.
-      const names = ctx.metric_names || [];
+      const first = ctx.epochs.length ? Object.keys(ctx.epochs[0].metrics || {}) : [];
+      const names = ctx.metric_names && ctx.metric_names.length ? ctx.metric_names : first;
       const head = el("tr", {}, ...["epoch", "train_loss", "valid_loss", ...names, "time"].map((h) => el("th", { scope: "col", text: h })));
       document.querySelector("#results thead").replaceChildren(head);
       document.querySelector("#results tbody").replaceChildren(...ctx.epochs.map((e) => el("tr", {},
         cell(String(e.epoch)), cell(num(e.train_loss)), cell(num(e.valid_loss)),
-        ...names.map((_, i) => cell(num(e.metrics[i]))), cell(duration(e.elapsed_s)))));
+        ...names.map((m) => cell(num((e.metrics || {})[m]))), cell(duration(e.elapsed_s)))));
 
       const hyper = document.getElementById("hyper");
       const pairs = Object.entries(ctx.hyper || {});
@@ -239,6 +240,7 @@
       if (typeof uPlot === "undefined") { box.textContent = "The chart library did not load."; return; }
       const log = document.getElementById("log").checked;
       const data = chartData();
+      box.dataset.points = String(series.x.length); // for tests and curious readers
       if (chart) {
         if (chart._log === log) { chart.setData(data); return; }
         chart.destroy(); chart = null;
@@ -296,11 +298,13 @@
         showError("Cannot stop the run: " + e.message);
       }
     });
-    let resizeTimer = null;
-    window.addEventListener("resize", () => {
-      clearTimeout(resizeTimer);
-      resizeTimer = setTimeout(() => { if (chart) { chart.destroy(); chart = null; } drawChart(); }, 200);
-    });
+    // Redraw at the new width when the layout changes (a rotated phone, a resized window).
+    let lastWidth = 0;
+    new ResizeObserver(() => {
+      const w = document.getElementById("chart").clientWidth;
+      if (chart && Math.abs(w - lastWidth) > 4) { chart.destroy(); chart = null; drawChart(); }
+      lastWidth = w;
+    }).observe(document.querySelector("main"));
 
     loadDetail().then(loadLoss);
     const mine = (e) => e && e.run === run;

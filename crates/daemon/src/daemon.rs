@@ -37,12 +37,15 @@ pub fn build_notifiers(config: &Config, registry: &Registry) -> Result<Vec<Notif
         .collect()
 }
 
-/// Refuse a configuration the daemon must not run with: a non-loopback listener without a token.
+/// Refuse a configuration the daemon must not run with: a non-loopback listener (API or dashboard) without a
+/// token.
 pub fn check_listen(config: &Config) -> Result<(), DaemonError> {
     let d = &config.daemon;
     let has_token = d.token.as_ref().is_some_and(|t| !t.expose().is_empty());
-    if !d.listen.ip().is_loopback() && !has_token {
-        return Err(DaemonError::TokenRequired { addr: d.listen });
+    for addr in std::iter::once(d.listen).chain(d.dashboard) {
+        if !addr.ip().is_loopback() && !has_token {
+            return Err(DaemonError::TokenRequired { addr });
+        }
     }
     Ok(())
 }
@@ -59,6 +62,15 @@ pub async fn serve(config: &Config, registry: &Registry) -> Result<(), DaemonErr
     let tcp = tokio::net::TcpListener::bind(d.listen)
         .await
         .map_err(|source| DaemonError::Bind { addr: d.listen.to_string(), source })?;
+    let dashboard = match d.dashboard {
+        Some(addr) => Some((
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Bind { addr: addr.to_string(), source })?,
+            addr,
+        )),
+        None => None,
+    };
     let unix = match &d.socket {
         Some(path) => Some((bind_unix(path)?, path.clone())),
         None => None,
@@ -89,6 +101,13 @@ pub async fn serve(config: &Config, registry: &Registry) -> Result<(), DaemonErr
             let _ = axum::serve(tcp, router).with_graceful_shutdown(wait_true(rx)).await;
         });
     }
+    if let Some((listener, addr)) = dashboard {
+        let router = dashboard::router(handle.clone(), hub.clone(), addr, token.as_deref())?;
+        let rx = stop_rx.clone();
+        servers.spawn(async move {
+            let _ = axum::serve(listener, router).with_graceful_shutdown(wait_true(rx)).await;
+        });
+    }
     if let Some((listener, _)) = unix {
         let router = server::router(handle.clone(), None);
         let rx = stop_rx.clone();
@@ -99,6 +118,7 @@ pub async fn serve(config: &Config, registry: &Registry) -> Result<(), DaemonErr
     tracing::info!(
         listen = %d.listen,
         socket = ?d.socket,
+        dashboard = ?d.dashboard,
         state_dir = %d.state_dir.display(),
         notifiers = %names.join(", "),
         config = %config.origin,

@@ -34,11 +34,23 @@ pub struct DaemonConfig {
     pub drain_timeout: Duration,
     /// The address people reach the daemon at, for links in notifications; none by default.
     pub public_url: Option<String>,
+    /// Address of the web dashboard (pages, read API, event stream), such as `127.0.0.1:7879`; off by
+    /// default. A non-loopback address requires `token` (asked once by a login form).
+    pub dashboard: Option<SocketAddr>,
 }
 
 /// Every key `[daemon]` takes, as the message for an unknown one lists them.
-pub(super) const DAEMON_KEYS: [&str; 8] =
-    ["listen", "socket", "token", "token_file", "state_dir", "stall_after", "drain_timeout", "public_url"];
+pub(super) const DAEMON_KEYS: [&str; 9] = [
+    "listen",
+    "socket",
+    "token",
+    "token_file",
+    "state_dir",
+    "stall_after",
+    "drain_timeout",
+    "public_url",
+    "dashboard",
+];
 
 /// The keys of `[daemon]` as written (`token_file` is read into `token` by the pre-pass).
 #[derive(Debug, Deserialize)]
@@ -58,6 +70,8 @@ struct DaemonKeys {
     drain_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "values::string")]
     public_url: Option<String>,
+    #[serde(default, deserialize_with = "values::string")]
+    dashboard: Option<String>,
 }
 
 /// Read `[daemon]` (`None`: the file has none, so every default).
@@ -125,6 +139,13 @@ impl DaemonKeys {
             }
             s => s.map(|s| s.trim_end_matches('/').to_owned()),
         };
+        let dashboard = match self.dashboard {
+            Some(s) => Some(parse_listen(&s).ok_or_else(|| {
+                let message = format!("`{s}` is not an address and port, such as `127.0.0.1:7879`");
+                ConfigError::for_key("dashboard", message)
+            })?),
+            None => None,
+        };
         Ok(DaemonConfig {
             listen,
             socket,
@@ -133,6 +154,7 @@ impl DaemonKeys {
             stall_after,
             drain_timeout: self.drain_timeout.unwrap_or(Duration::from_secs(30)),
             public_url,
+            dashboard,
         })
     }
 }

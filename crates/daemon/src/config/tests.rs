@@ -48,6 +48,7 @@ fn defaults() {
     assert_eq!(c.daemon.stall_after, Duration::from_secs(900));
     assert_eq!(c.daemon.drain_timeout, Duration::from_secs(30));
     assert_eq!((c.daemon.token.is_none(), c.daemon.public_url.is_none()), (true, true));
+    assert_eq!(c.daemon.dashboard, None, "the dashboard is off unless asked for");
     assert!(c.notifiers.is_empty());
     let builtin =
         parse_with(&default_config_for(false), BUILT_IN, &env).expect("the built-in default parses");
@@ -81,6 +82,7 @@ state_dir = "~/herald-state"
 stall_after = "5m"
 drain_timeout = "10s"
 public_url = "https://herald.example.com/"
+dashboard = "localhost:7879"
 
 [[notifier]]
 name = "hook"
@@ -104,6 +106,7 @@ max_age = "1h"
     assert_eq!(d.state_dir, PathBuf::from("/home/ada/herald-state"));
     assert_eq!((d.stall_after, d.drain_timeout), (Duration::from_secs(300), Duration::from_secs(10)));
     assert_eq!(d.public_url.as_deref(), Some("https://herald.example.com"));
+    assert_eq!(d.dashboard, Some("127.0.0.1:7879".parse().expect("valid address")));
     let n = &c.notifiers[0];
     assert_eq!((n.name.as_str(), n.kind.as_str()), ("hook", "webhook"));
     let r = &n.routing;
@@ -174,6 +177,10 @@ fn errors_name_file_line_column_and_key() {
     check(
         "[daemon]\nlisten = \"localhost\"\n",
         &format!("{f}:2:10: daemon.listen: `localhost` is not an address and port"),
+    );
+    check(
+        "[daemon]\ndashboard = \"7879\"\n",
+        &format!("{f}:2:13: daemon.dashboard: `7879` is not an address and port"),
     );
     check(
         "[daemon]\npublic_url = \"herald.example.com\"\n",

@@ -39,7 +39,6 @@ pub(crate) struct Dash {
 /// The dashboard's router for a listener on `addr`: pages, assets, the read API, the stream and Stop.
 /// `token`: the `[daemon] token`; a dashboard on a loopback address asks for none, elsewhere it must be set
 /// (checked at start by `check_listen`).
-#[allow(dead_code)] // served on `[daemon] dashboard` once the config module has the key
 pub(crate) fn router(
     handle: Handle,
     hub: Arc<Hub>,

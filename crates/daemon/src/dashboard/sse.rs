@@ -86,12 +86,6 @@ impl Hub {
         format!("{}-{n}", self.epoch)
     }
 
-    /// What a client resuming after `last` (`Last-Event-ID`) missed, or `None` when the ring no longer has it
-    /// (or the id is another daemon's).
-    fn since(&self, last: &str) -> Option<Vec<Arc<Item>>> {
-        missed(&self.ring(), self.epoch, last)
-    }
-
     /// Feed the hub until `stop` turns true: the writer's committed events, and notifier figures when they
     /// change.
     pub async fn run(
@@ -233,6 +227,10 @@ fn sse(hub: &Hub, item: &Item) -> SseEvent {
 mod tests {
     use super::*;
 
+    fn since(hub: &Hub, last: &str) -> Option<Vec<Arc<Item>>> {
+        missed(&hub.ring(), hub.epoch, last)
+    }
+
     #[test]
     fn resume_gives_what_was_missed_or_asks_for_a_resync() {
         let hub = Hub::new(77);
@@ -241,13 +239,13 @@ mod tests {
         }
         let newest = (RING + 10) as u64;
         let ids = |v: Option<Vec<Arc<Item>>>| v.map(|v| v.iter().map(|i| i.id).collect::<Vec<_>>());
-        assert_eq!(ids(hub.since(&format!("77-{}", newest - 2))), Some(vec![newest - 1, newest]));
-        assert_eq!(ids(hub.since(&format!("77-{newest}"))), Some(vec![]), "nothing missed");
-        assert_eq!(hub.since("77-10").map(|v| v.len()), Some(RING), "the oldest kept is the next one");
-        assert_eq!(ids(hub.since("77-5")), None, "fell out of the ring");
-        assert_eq!(ids(hub.since(&format!("76-{newest}"))), None, "another daemon's id");
-        assert_eq!(ids(hub.since(&format!("77-{}", newest + 1))), None, "from the future");
-        assert_eq!(ids(hub.since("garbage")), None);
+        assert_eq!(ids(since(&hub, &format!("77-{}", newest - 2))), Some(vec![newest - 1, newest]));
+        assert_eq!(ids(since(&hub, &format!("77-{newest}"))), Some(vec![]), "nothing missed");
+        assert_eq!(since(&hub, "77-10").map(|v| v.len()), Some(RING), "the oldest kept is the next one");
+        assert_eq!(ids(since(&hub, "77-5")), None, "fell out of the ring");
+        assert_eq!(ids(since(&hub, &format!("76-{newest}"))), None, "another daemon's id");
+        assert_eq!(ids(since(&hub, &format!("77-{}", newest + 1))), None, "from the future");
+        assert_eq!(ids(since(&hub, "garbage")), None);
         assert_eq!(hub.sse_id(5), "77-5");
     }
 }
