@@ -29,6 +29,7 @@ mod registry;
 pub mod render;
 mod secret;
 pub mod serve;
+mod table;
 
 pub use config::{ConfigError, default_true, parse_table};
 pub use duration::{format_duration, parse_duration};
@@ -40,4 +41,5 @@ pub use notifier_type::NotifierType;
 pub use progress::DeliveryProgress;
 pub use registry::{Constructor, Registry};
 pub use secret::Secret;
+pub use table::TableLayout;
 pub use serve::{ServeError, serve, serve_type};

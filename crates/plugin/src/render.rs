@@ -6,20 +6,22 @@
 //! host, metric and hyperparameter names, messages, errors, tracebacks) is escaped in the HTML and Markdown
 //! renderings. The HTML uses only the tags Telegram accepts (`b`, `pre`) and `\n` for line breaks.
 //!
+//! [`notification`] writes fastai's full table; a notifier that wants the phone-sized one (the chat
+//! notifiers' `table = "compact"`) asks [`with_table`] for the renderings in that layout (`crate::table`).
+//!
 //! This module does not truncate for any service's length limit (a notifier knows its own), except that the
-//! results table shows at most [`MAX_TABLE_ROWS`] epochs and a traceback its last [`MAX_TRACEBACK_LINES`]
-//! lines.
+//! results table shows at most [`MAX_TABLE_ROWS`] epochs (the compact one [`COMPACT_ROWS`]) and a traceback
+//! its last [`MAX_TRACEBACK_LINES`] lines.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
-use herald_event::format::{float6, format_time, results_table};
+use herald_event::format::{float6, format_time};
 use herald_event::{Event, Level, Payload, RunStatus};
 
 use crate::duration::format_duration;
 use crate::notifier::{Image, Notification, Receipt, RunContext};
-
-/// The results table in a notification shows the latest this many epochs.
-pub const MAX_TABLE_ROWS: usize = 30;
+pub use crate::table::{COMPACT_ROWS, COMPACT_WIDTH, MAX_TABLE_ROWS, TableLayout};
 /// A traceback in a notification keeps its last this many lines (where the error is).
 pub const MAX_TRACEBACK_LINES: usize = 40;
 
@@ -36,7 +38,7 @@ pub fn notification(
 ) -> Notification {
     let mut ctx = run.clone();
     ctx.apply(event);
-    let parts = parts(&ctx, event);
+    let parts = parts(&ctx, event, TableLayout::Full);
     Notification {
         title: parts.title.clone(),
         text: parts.text(),
@@ -47,6 +49,25 @@ pub fn notification(
         image,
         previous,
         attempt,
+    }
+}
+
+/// `n` with its results table in `layout`: itself for [`TableLayout::Full`] (what [`notification`] writes),
+/// else a copy whose `text`, `html` and `markdown` are rendered again from its run and event.
+pub fn with_table(n: &Notification, layout: TableLayout) -> Cow<'_, Notification> {
+    match layout {
+        TableLayout::Full => Cow::Borrowed(n),
+        TableLayout::Compact => {
+            // `n.run` already includes the event (see `notification`).
+            let parts = parts(&n.run, &n.event, layout);
+            Cow::Owned(Notification {
+                title: parts.title.clone(),
+                text: parts.text(),
+                html: parts.html(),
+                markdown: parts.markdown(),
+                ..n.clone()
+            })
+        }
     }
 }
 
@@ -164,18 +185,9 @@ fn who(ctx: &RunContext) -> String {
     if ctx.host.is_empty() { ctx.name.clone() } else { format!("{} on {}", ctx.name, ctx.host) }
 }
 
-/// The results table so far, trailing spaces trimmed, at most [`MAX_TABLE_ROWS`] epochs.
-fn table(ctx: &RunContext) -> Option<String> {
-    if ctx.epochs.is_empty() {
-        return None;
-    }
-    let skipped = ctx.epochs.len().saturating_sub(MAX_TABLE_ROWS);
-    let text = results_table(&ctx.table_metric_names(), &ctx.epochs[skipped..]);
-    let mut out: Vec<String> = text.lines().map(|l| l.trim_end().to_owned()).collect();
-    if skipped > 0 {
-        out.insert(1, format!("({skipped} earlier epochs not shown)"));
-    }
-    Some(out.join("\n"))
+/// The run's results table so far in `layout`, as a notification shows it (`None` before the first epoch).
+pub fn table(ctx: &RunContext, layout: TableLayout) -> Option<String> {
+    crate::table::table(layout, &ctx.table_metric_names(), &ctx.epochs)
 }
 
 fn tail_lines(s: &str, n: usize) -> String {
@@ -198,7 +210,7 @@ fn secs(s: f64) -> Duration {
     if s.is_finite() && s > 0.0 { Duration::from_secs_f64(s.min(1e12)) } else { Duration::ZERO }
 }
 
-fn parts(ctx: &RunContext, event: &Event) -> Parts {
+fn parts(ctx: &RunContext, event: &Event, layout: TableLayout) -> Parts {
     let name = &ctx.name;
     let mut lines = Vec::new();
     let mut with_table = false;
@@ -396,7 +408,7 @@ fn parts(ctx: &RunContext, event: &Event) -> Parts {
             format!("{name}: ranks missing")
         }
     };
-    Parts { title, lines, table: if with_table { table(ctx) } else { None }, block }
+    Parts { title, lines, table: if with_table { table(ctx, layout) } else { None }, block }
 }
 
 #[cfg(test)]
@@ -774,6 +786,29 @@ mod tests {
             assert!(!n.title.is_empty());
         }
         assert!(summary(&epoch(u32::MAX, 1.0, 1.0, 1.0)).starts_with("epoch 4294967296/3 · train 1.000000"));
+    }
+
+    #[test]
+    fn with_table_renders_the_compact_table_or_keeps_the_full_one() {
+        let context = ctx("digits");
+        let event = Event::now("run-1", 3, epoch(1, 0.05, 0.04, 0.985));
+        let n = notification(&context, &event, None, None, 1);
+        assert!(matches!(with_table(&n, TableLayout::Full), Cow::Borrowed(_)));
+        let compact = with_table(&n, TableLayout::Compact);
+        let table =
+            "ep  train  valid    acc  time\n 0 0.1009 0.0590 0.9789 00:05\n 1 0.0500 0.0400 0.9850 00:05";
+        assert_eq!(
+            compact.text,
+            format!(
+                "epoch 2/3 · train 0.050000 · valid 0.040000 · accuracy 0.985000 · 00:05\ndigits on gpu-box\n\n{table}"
+            )
+        );
+        assert!(compact.html.ends_with(&format!("<pre>{table}</pre>")), "{}", compact.html);
+        assert!(compact.markdown.ends_with(&format!("```\n{table}\n```")), "{}", compact.markdown);
+        assert_eq!((&compact.title, &compact.run, &compact.event), (&n.title, &n.run, &n.event));
+        let started = Event::now("run-1", 0, started("digits"));
+        let n = notification(&context, &started, None, None, 1);
+        assert_eq!(with_table(&n, TableLayout::Compact).text, n.text, "no table, nothing changes");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use herald_event::Payload;
 use herald_plugin::{
     Capabilities, ConfigError, DeliveryError, Health, Notification, Notifier, NotifierType, Receipt, Secret,
+    TableLayout, render,
 };
 use serde::Deserialize;
 
@@ -42,6 +43,10 @@ pub struct DiscordConfig {
     /// The avatar image URL the messages appear with; the webhook's own when unset.
     #[serde(default)]
     pub avatar_url: Option<String>,
+    /// The results table: `"compact"` (default; at most 34 characters wide and the last 10 epochs, for a
+    /// phone held upright) or `"full"` (fastai's layout, as the trainer prints it).
+    #[serde(default)]
+    pub table: TableLayout,
 }
 
 /// The `discord` notifier.
@@ -194,6 +199,7 @@ impl Notifier for Discord {
     }
 
     async fn deliver(&self, n: &Notification) -> Result<Receipt, DeliveryError> {
+        let n = &*render::with_table(n, self.config.table);
         let content = fit_markdown(&n.markdown, CONTENT_LIMIT);
         let previous_live = n
             .previous

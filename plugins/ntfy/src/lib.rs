@@ -16,6 +16,7 @@ use herald_event::{EventKind, Level, Payload};
 use herald_plugin::http::AnswerPolicy;
 use herald_plugin::{
     Capabilities, ConfigError, DeliveryError, Health, Notification, Notifier, NotifierType, Receipt, Secret,
+    TableLayout, render,
 };
 use serde::Deserialize;
 
@@ -54,6 +55,10 @@ pub struct NtfyConfig {
     /// your own server or a topic with an access token.
     #[serde(default)]
     pub daemon_token: Option<Secret>,
+    /// The results table: `"compact"` (default; at most 34 characters wide and the last 10 epochs, for a
+    /// phone held upright) or `"full"` (fastai's layout, as the trainer prints it).
+    #[serde(default)]
+    pub table: TableLayout,
 }
 
 fn default_server() -> String {
@@ -211,6 +216,7 @@ impl Notifier for Ntfy {
     }
 
     async fn deliver(&self, n: &Notification) -> Result<Receipt, DeliveryError> {
+        let n = &*render::with_table(n, self.config.table);
         let text = http::cut_bytes(&n.text, MESSAGE_LIMIT_BYTES);
         let mut headers = self.headers(n);
         let request = match &n.image {

@@ -18,7 +18,7 @@ use herald_http as http;
 use herald_plugin::http::AnswerPolicy;
 use herald_plugin::{
     Capabilities, ConfigError, DeliveryError, Health, Notification, Notifier, NotifierType, Receipt, Secret,
-    duration,
+    TableLayout, duration, render,
 };
 use serde::Deserialize;
 
@@ -72,6 +72,10 @@ pub struct PushoverConfig {
     /// The link text for `url`.
     #[serde(default)]
     pub url_title: Option<String>,
+    /// The results table: `"compact"` (default; at most 34 characters wide and the last 10 epochs, for a
+    /// phone held upright) or `"full"` (fastai's layout, as the trainer prints it).
+    #[serde(default)]
+    pub table: TableLayout,
 }
 
 fn default_api_url() -> String {
@@ -157,7 +161,7 @@ impl Pushover {
             ("priority", priority.to_string()),
             ("timestamp", n.event.time.unix_timestamp().to_string()),
         ];
-        if !n.run.epochs.is_empty() && n.text.contains("train_loss") {
+        if render::table(&n.run, self.config.table).is_some_and(|table| n.text.contains(&table)) {
             // The results table lines up only in a fixed-width font.
             fields.push(("monospace", "1".to_owned()));
         }
@@ -198,6 +202,7 @@ impl Notifier for Pushover {
     }
 
     async fn deliver(&self, n: &Notification) -> Result<Receipt, DeliveryError> {
+        let n = &*render::with_table(n, self.config.table);
         let fields = self.fields(n);
         let image = n.image.as_ref().filter(|image| {
             let fits = image.bytes.len() <= ATTACHMENT_LIMIT_BYTES;

@@ -20,7 +20,7 @@ use herald_event::Payload;
 use herald_plugin::http::AnswerPolicy;
 use herald_plugin::{
     Capabilities, ConfigError, DeliveryError, DeliveryProgress, Health, Notification, Notifier, NotifierType,
-    Receipt, Secret,
+    Receipt, Secret, TableLayout, render,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -58,6 +58,10 @@ pub struct SlackConfig {
     /// Web API mode: one message per run updated in place (default true); false posts every notification.
     #[serde(default = "herald_plugin::default_true")]
     pub live: bool,
+    /// The results table: `"compact"` (default; at most 34 characters wide and the last 10 epochs, for a
+    /// phone held upright) or `"full"` (fastai's layout, as the trainer prints it).
+    #[serde(default)]
+    pub table: TableLayout,
 }
 
 fn default_api_url() -> String {
@@ -73,6 +77,7 @@ enum Mode {
 pub struct Slack {
     name: String,
     live: bool,
+    table: TableLayout,
     mode: Mode,
     client: reqwest::Client,
     /// Steps already done by an earlier attempt of a delivery that makes several calls.
@@ -146,7 +151,14 @@ impl NotifierType for SlackConfig {
             }
         };
         let client = herald_http::client().map_err(ConfigError::new)?;
-        Ok(Slack { name: name.to_owned(), live: self.live, mode, client, progress: DeliveryProgress::new() })
+        Ok(Slack {
+            name: name.to_owned(),
+            live: self.live,
+            table: self.table,
+            mode,
+            client,
+            progress: DeliveryProgress::new(),
+        })
     }
 }
 
@@ -514,6 +526,7 @@ impl Notifier for Slack {
     }
 
     async fn deliver(&self, n: &Notification) -> Result<Receipt, DeliveryError> {
+        let n = &*render::with_table(n, self.table);
         tracing::debug!(notifier = %self.name, run = %n.event.run, seq = n.event.seq, "sending to Slack");
         match &self.mode {
             Mode::Webhook(url) => self.webhook(url, n).await,

@@ -11,9 +11,10 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use herald_event::format::{results_table, summary};
-use herald_plugin::render::escape_html;
-use herald_plugin::{DeliveryError, Host, HostError, RunSummary, RunDetail};
+use herald_event::format::summary;
+use herald_plugin::TableLayout;
+use herald_plugin::render::{self, escape_html};
+use herald_plugin::{DeliveryError, Host, HostError, RunDetail, RunSummary};
 use teloxide::types::{
     InlineKeyboardButton, InlineKeyboardMarkup, MaybeInaccessibleMessage, Update, UpdateKind,
 };
@@ -27,8 +28,6 @@ pub const POLL_TIMEOUT: Duration = Duration::from_secs(25);
 const STOP_CHECK: Duration = Duration::from_secs(1);
 /// A stop request is followed this long at most.
 const STOP_FOLLOW: Duration = Duration::from_secs(24 * 3600);
-/// Results table rows shown by /status.
-const STATUS_ROWS: usize = 20;
 
 /// The commands, as `setMyCommands` registers them and /help lists them.
 pub const COMMANDS: &[(&str, &str)] = &[
@@ -53,6 +52,8 @@ struct Listener<'a> {
     host: Arc<dyn Host>,
     bot_username: String,
     pending: Mutex<Vec<PendingStop>>,
+    /// The layout of /status's results table: the notifier's `table`.
+    table: TableLayout,
 }
 
 /// Listen until aborted (or until the token turns out to be wrong).
@@ -62,6 +63,7 @@ pub async fn listen(
     _chat: &Chat,
     allowed: &HashSet<i64>,
     host: Arc<dyn Host>,
+    table: TableLayout,
 ) -> Result<(), DeliveryError> {
     let bot_username = match api.me().await {
         Ok(u) => u,
@@ -75,7 +77,8 @@ pub async fn listen(
         tracing::warn!(notifier = name, error = %e, "cannot register the bot's commands (setMyCommands)");
     }
     tracing::info!(notifier = name, bot = %bot_username, allowed = ?allowed, "taking commands from Telegram");
-    let listener = Listener { name, api, allowed, host, bot_username, pending: Mutex::new(Vec::new()) };
+    let listener =
+        Listener { name, api, allowed, host, bot_username, pending: Mutex::new(Vec::new()), table };
     let (polled, ()) = tokio::join!(listener.poll(), listener.follow_stops());
     polled
 }
@@ -269,7 +272,7 @@ impl Listener<'_> {
         let Some(view) = self.pick(chat, arg, "Which one? Send /status and its number.").await else {
             return;
         };
-        self.reply(chat, &status_text(&view), None).await;
+        self.reply(chat, &status_text(&view, self.table), None).await;
         if let Some(plot) = view.plot {
             let caption = format!("<b>{}</b>: loss curve", escape_html(&view.summary.name));
             if let Err(f) =
@@ -403,8 +406,8 @@ pub fn runs_text(runs: &[RunSummary]) -> String {
     out
 }
 
-/// The /status answer: the run's state and its results table.
-pub fn status_text(view: &RunDetail) -> String {
+/// The /status answer: the run's state and its results table in `table`'s layout.
+pub fn status_text(view: &RunDetail, table: TableLayout) -> String {
     let s = &view.summary;
     let ctx = &view.context;
     let mut out = format!("<b>{}</b> · {}", escape_html(&s.name), escape_html(&s.state));
@@ -415,13 +418,9 @@ pub fn status_text(view: &RunDetail) -> String {
         out.push_str(" (stop requested)");
     }
     out.push_str(&format!("\n<code>{}</code>", escape_html(&s.run)));
-    if ctx.epochs.is_empty() {
-        out.push_str("\nNo epoch has ended yet.");
-    } else {
-        let skip = ctx.epochs.len().saturating_sub(STATUS_ROWS);
-        let table = results_table(&ctx.table_metric_names(), &ctx.epochs[skip..]);
-        let table: Vec<&str> = table.lines().map(str::trim_end).collect();
-        out.push_str(&format!("\n<pre>{}</pre>", escape_html(&table.join("\n"))));
+    match render::table(ctx, table) {
+        Some(table) => out.push_str(&format!("\n<pre>{}</pre>", escape_html(&table))),
+        None => out.push_str("\nNo epoch has ended yet."),
     }
     out
 }
@@ -479,11 +478,14 @@ mod tests {
         let mut ctx = RunContext::new("run-1");
         ctx.epochs.push(summary_of(1, "x", "active").last_epoch.expect("an epoch"));
         let view = RunDetail { summary: summary_of(1, "a&b", "active"), context: ctx, plot: None };
-        let text = status_text(&view);
+        let text = status_text(&view, TableLayout::Full);
         assert!(
             text.starts_with("<b>a&amp;b</b> · active\n<code>run-1</code>\n<pre>epoch     train_loss"),
             "{text}"
         );
+        assert!(text.ends_with("00:04</pre>"), "{text}");
+        let text = status_text(&view, TableLayout::Compact);
+        assert!(text.starts_with("<b>a&amp;b</b> · active\n<code>run-1</code>\n<pre>ep  train"), "{text}");
         assert!(text.ends_with("00:04</pre>"), "{text}");
     }
 

@@ -1,10 +1,10 @@
 //! The `telegram` notifier: a run's progress on your phone through a Telegram bot, and commands back.
 //!
 //! With `live = true` (the default) each run gets one live message, sent at `run_started` (with sound: the
-//! phone buzzes when training starts), holding the run header and the fastai results table in `<pre>`,
-//! and edited in place with `editMessageText` as epochs end (an edit makes no sound). The live message's id
-//! is kept in the [`Receipt`], which the host stores with the run, so a restarted daemon keeps editing the
-//! same message. The end of a run (finished, stopped, failed), a stall or a lost process first brings the
+//! phone buzzes when training starts), holding the run header and the results table in `<pre>` (`table`:
+//! `compact`, the default, fits a phone held upright; `full` is fastai's layout), and edited in place with
+//! `editMessageText` as epochs end (an edit makes no sound). The live message's id is kept in the
+//! [`Receipt`], which the host stores with the run, so a restarted daemon keeps editing the same message. The end of a run (finished, stopped, failed), a stall or a lost process first brings the
 //! live message to its final state, then goes out as a new message with sound, and at the end the loss
 //! curve the host attached is sent with `sendPhoto` and a short caption. An edit Telegram calls "not
 //! modified" is a success; an edit of a message someone deleted sends a fresh live message. With
@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use herald_event::Payload;
 use herald_plugin::{
     Capabilities, ConfigError, DeliveryError, DeliveryProgress, Health, Host, Notification, Notifier,
-    NotifierType, Receipt, Secret, render::escape_html,
+    NotifierType, Receipt, Secret, TableLayout, render, render::escape_html,
 };
 use serde::Deserialize;
 
@@ -70,6 +70,10 @@ pub struct TelegramConfig {
     /// Epoch updates without sound (default true); start, finish and failure always ring.
     #[serde(default = "herald_plugin::default_true")]
     pub quiet_epochs: bool,
+    /// The results table: `"compact"` (default; at most 34 characters wide and the last 10 epochs, for a
+    /// phone held upright) or `"full"` (fastai's layout, as the trainer prints it).
+    #[serde(default)]
+    pub table: TableLayout,
 }
 
 /// `chat_id` as written: a number, or a string (`"-100123"` or `"@channel"`).
@@ -299,6 +303,7 @@ impl Notifier for Telegram {
     }
 
     async fn deliver(&self, n: &Notification) -> Result<Receipt, DeliveryError> {
+        let n = &*render::with_table(n, self.config.table);
         let done = self.progress.done(n);
         let done_id = |step: Step| done.iter().find(|(s, _)| *s == step).map(|(_, id)| *id);
         let kind = kind(&n.event.payload);
@@ -404,7 +409,7 @@ impl Notifier for Telegram {
         if !self.capabilities().commands {
             return Ok(());
         }
-        commands::listen(&self.name, &self.api, &self.chat, &self.allowed, host).await
+        commands::listen(&self.name, &self.api, &self.chat, &self.allowed, host, self.config.table).await
     }
 
     async fn health_check(&self) -> Health {

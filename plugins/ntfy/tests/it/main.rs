@@ -7,7 +7,7 @@ use base64::Engine as _;
 use herald_event::{Event, Payload, RunFailed, RunFinished, RunStarted, RunStatus};
 use herald_fakes::recording::{Answer, Fake};
 use herald_fakes::sample::{self, epoch};
-use herald_plugin::{Health, Image, Notification, Notifier, NotifierType, RunContext, render};
+use herald_plugin::{Health, Image, Notification, Notifier, NotifierType, RunContext, TableLayout, render};
 
 fn started() -> RunStarted {
     sample::started("digits")
@@ -19,6 +19,11 @@ fn ctx() -> RunContext {
 
 fn note(payload: impl Into<Payload>) -> Notification {
     render::notification(&ctx(), &Event::now("run/1", 3, payload), None, None, 1)
+}
+
+/// The text of `n` with the default, compact table: what the notifier sends unless `table = "full"`.
+fn compact(n: &Notification) -> String {
+    render::with_table(n, TableLayout::Compact).text.clone()
 }
 
 fn notifier(toml_text: &str) -> Box<dyn Notifier> {
@@ -51,13 +56,23 @@ async fn publishes_text_with_title_priority_and_tags() {
     assert_eq!(receipt.0, serde_json::json!({"id": "msg1"}));
     let r = server.last();
     assert_eq!((r.method.as_str(), r.path.as_str(), r.query.as_deref()), ("POST", "/runs", None));
-    assert_eq!(r.text(), note.text);
-    assert!(r.text().contains("epoch     train_loss"), "{}", r.text());
+    assert_eq!(r.text(), compact(&note));
+    assert!(
+        r.text().ends_with("\n\nep  train  valid    acc  time\n 0 0.5000 0.4000 0.9000 00:05"),
+        "{}",
+        r.text()
+    );
     assert_eq!(decode_header(r.header("title").expect("title")), "digits: epoch 1/3");
     assert_eq!(r.header("priority"), Some("2"));
     assert_eq!(r.header("tags"), Some("chart_with_downwards_trend,robot"));
     assert_eq!(r.header("authorization"), Some("Bearer tk_abc"));
     assert_eq!(r.header("actions"), None, "no stop button without public_url and daemon_token");
+
+    // `table = "full"`: fastai's table.
+    let n = notifier(&format!("server = '{}'\ntopic = 'runs'\ntable = 'full'", server.base));
+    n.deliver(&note).await.expect("delivered");
+    assert_eq!(server.last().text(), note.text);
+    assert!(note.text.contains("epoch     train_loss"), "{}", note.text);
 }
 
 #[tokio::test]
@@ -98,7 +113,7 @@ async fn attaches_the_loss_curve_at_run_end() {
     assert_eq!((r.method.as_str(), r.path.as_str()), ("PUT", "/runs"));
     assert_eq!(r.body, png);
     assert_eq!(r.header("filename"), Some("loss.png"));
-    assert_eq!(decode_header(r.header("message").expect("message header")), note.text);
+    assert_eq!(decode_header(r.header("message").expect("message header")), compact(&note));
     assert!(note.text.contains('\n'), "the multi-line text survives the header");
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use herald_event::{Event, Message, Payload, RunFailed, RunFinished, RunStarted, RunStatus};
 use herald_fakes::recording::{Answer, Fake, Recorded};
 use herald_fakes::sample::{self, epoch};
-use herald_plugin::{Health, Image, Notification, Notifier, NotifierType, RunContext, render};
+use herald_plugin::{Health, Image, Notification, Notifier, NotifierType, RunContext, TableLayout, render};
 
 const KEYS: &str = "token = 'azGDORePK8gMaC0QOYAMyEEuzJnyUi'\nuser = 'uQiRzpo4DXghDmr9QzzfQu27cmVRsG'\n";
 
@@ -19,6 +19,11 @@ fn note(payload: impl Into<Payload>, image: Option<Image>) -> Notification {
     let mut ctx = RunContext::from_started("run-1", &started());
     ctx.apply(&Event::now("run-1", 1, epoch(0)));
     render::notification(&ctx, &Event::now("run-1", 2, payload), None, image, 1)
+}
+
+/// The text of `n` with the default, compact table: what the notifier sends unless `table = "full"`.
+fn compact(n: &Notification) -> String {
+    render::with_table(n, TableLayout::Compact).text.clone()
 }
 
 fn notifier(server: &Fake, extra: &str) -> Box<dyn Notifier> {
@@ -105,14 +110,26 @@ async fn sends_the_text_with_title_priority_and_monospace_table() {
     let f = form(&r);
     assert_eq!(field(&f, "token"), "azGDORePK8gMaC0QOYAMyEEuzJnyUi");
     assert_eq!(field(&f, "user"), "uQiRzpo4DXghDmr9QzzfQu27cmVRsG");
-    assert_eq!(field(&f, "message"), note.text);
-    assert!(field(&f, "message").contains("epoch     train_loss"));
+    assert_eq!(field(&f, "message"), compact(&note));
+    assert!(
+        field(&f, "message").contains("\n\nep  train  valid    acc  time\n 0 "),
+        "{}",
+        field(&f, "message")
+    );
     assert_eq!(field(&f, "title"), "digits: epoch 2/3");
     assert_eq!(field(&f, "priority"), "0");
     assert_eq!(field(&f, "monospace"), "1");
     assert_eq!(field(&f, "timestamp"), note.event.time.unix_timestamp().to_string());
     assert_eq!((field(&f, "sound"), field(&f, "device")), ("cosmic".into(), "pixel".into()));
     assert!(!f.contains_key("retry") && !f.contains_key("attachment"));
+
+    // `table = "full"`: fastai's table, still in monospace.
+    let n = notifier(&server, "table = 'full'");
+    n.deliver(&note).await.expect("delivered");
+    let f = form(&server.last());
+    assert_eq!(field(&f, "message"), note.text);
+    assert!(field(&f, "message").contains("epoch     train_loss"));
+    assert_eq!(field(&f, "monospace"), "1");
 }
 
 #[tokio::test]
@@ -168,7 +185,7 @@ async fn attaches_the_loss_curve_under_the_size_limit() {
     assert!(r.header("content-type").is_some_and(|c| c.starts_with("multipart/form-data")));
     let f = form(&r);
     assert_eq!(f.get("attachment"), Some(&png));
-    assert_eq!(field(&f, "message"), note_with_image.text);
+    assert_eq!(field(&f, "message"), compact(&note_with_image));
     // Over 2.5 MB: the text goes alone.
     let big = Image { filename: "loss.png".into(), mime: "image/png".into(), bytes: vec![0; 2_621_441] };
     n.deliver(&note(finished, Some(big))).await.expect("delivered");

@@ -42,6 +42,13 @@ async fn webhook_posts_block_kit_with_the_table_in_a_code_block() {
     let first = blocks[0]["text"]["text"].as_str().expect("text");
     assert!(first.starts_with("*&lt;!channel&gt; &amp; co: epoch 1/2*\n"), "{first}");
     let table = blocks[1]["text"]["text"].as_str().expect("table");
+    // The default table fits a phone; `table = "full"` is fastai's.
+    assert_eq!(table, "```ep  train  valid    acc  time\n 0 0.5000 0.4000 0.9000 00:03```", "{table}");
+    let full = format!("webhook_url = '{}'\ntable = 'full'", fake.webhook_url());
+    let full = herald_slack::SlackConfig::from_table("hook", full.parse().expect("TOML")).expect("valid");
+    full.deliver(&run.note(epoch(0), None)).await.expect("delivered");
+    let posts = fake.webhook_posts();
+    let table = posts[2]["blocks"][1]["text"]["text"].as_str().expect("table");
     assert!(table.starts_with("```epoch     train_loss  valid_loss  accuracy  time\n0 "), "{table}");
     assert!(!posts[0]["text"].as_str().expect("fallback").contains("<!channel>"), "no mention");
     // A 429 is retried after its Retry-After; a deleted webhook is permanent and says what to do.

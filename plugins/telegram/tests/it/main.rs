@@ -9,7 +9,9 @@ use herald_event::{RunFailed, RunFinished, RunStarted, RunStatus};
 use herald_fakes::sample::{self, Run, epoch};
 use herald_fakes::telegram::FakeTelegram;
 use herald_fakes::wait_until;
-use herald_plugin::{Host, HostError, Image, Notifier, NotifierType, RunContext, RunSummary, RunDetail};
+use herald_plugin::{Host, HostError, Image, Notifier, NotifierType, RunContext, RunDetail, RunSummary};
+
+mod docs;
 
 /// A token of its own for each test: the pacer is shared per bot token in a process, and one test's 429
 /// must not hold another test's chat.
@@ -72,12 +74,11 @@ async fn one_live_message_edited_per_epoch_new_messages_at_start_and_end_and_a_p
     assert_eq!(live_msg.edits, 4);
     assert!(!live_msg.silent, "the start rings");
     assert!(live_msg.text.starts_with("digits: completed\n"), "{}", live_msg.text);
-    assert!(
-        live_msg.text.contains("epoch     train_loss  valid_loss  accuracy  time\n0         0.500000"),
-        "{}",
-        live_msg.text
-    );
-    assert!(live_msg.html.contains("<pre>epoch "), "{}", live_msg.html);
+    // The default table fits a phone held upright.
+    let table = "ep  train  valid    acc  time\n 0 0.5000 0.4000 0.9000 00:05\n 1 0.2500 0.4000 0.9000 00:05\n \
+                 2 0.1667 0.4000 0.9000 00:05";
+    assert!(live_msg.text.ends_with(&format!("\n{table}")), "{}", live_msg.text);
+    assert!(live_msg.html.ends_with(&format!("<pre>{table}</pre>")), "{}", live_msg.html);
     assert!(!finish.silent && finish.text.contains("completed after"), "{finish:?}");
     assert_eq!(photo.photo, Some(7));
     assert!(photo.silent && photo.text.starts_with("digits: completed\n"), "{photo:?}");
@@ -249,7 +250,12 @@ async fn commands_from_allowed_chats_only_and_stop_with_a_button() {
     fake.user_message(CHAT, 7, "/status@herald_test_bot");
     wait_until("the /status answer and plot", long, || fake.bot_messages(CHAT).len() == 3).await;
     let status = &fake.bot_messages(CHAT)[1];
-    assert!(status.text.contains("epoch     train_loss"), "{}", status.text);
+    // /status shows the table in the notifier's layout, compact by default.
+    assert!(
+        status.text.ends_with("\nep  train  valid    acc  time\n 0 0.5000 0.4000 0.9000 00:05"),
+        "{}",
+        status.text
+    );
     assert!(fake.bot_messages(CHAT)[2].photo.is_some());
 
     fake.user_message(CHAT, 7, "/stop 1");
@@ -295,5 +301,20 @@ async fn finer_progress_leaves_the_live_table_alone() {
     let r3 = run.deliver(n.as_ref(), herald_event::Heartbeat {}, None).await;
     assert_eq!(fake.calls().len(), calls, "no call for an epoch start or a heartbeat");
     assert_eq!((r2.0["live"].clone(), r3.0["live"].clone()), (r.0["live"].clone(), r.0["live"].clone()));
-    assert!(fake.bot_messages(CHAT)[0].text.contains("train_loss"), "the table stays");
+    assert!(fake.bot_messages(CHAT)[0].text.contains("\nep  train  valid"), "the table stays");
+}
+
+#[tokio::test]
+async fn table_full_is_fastais_layout() {
+    let fake = FakeTelegram::start(&token()).await;
+    let n = notifier(&fake, "table = 'full'");
+    let mut run = Run::new("run-7");
+    run.deliver(n.as_ref(), started("r"), None).await;
+    run.deliver(n.as_ref(), epoch(0), None).await;
+    let live = &fake.bot_messages(CHAT)[0];
+    assert!(
+        live.text.ends_with("\nepoch     train_loss  valid_loss  accuracy  time\n0         0.500000    0.400000    0.900000  00:05"),
+        "{}",
+        live.text
+    );
 }
