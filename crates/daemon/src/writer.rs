@@ -213,7 +213,7 @@ impl<'a> Group<'a> {
                 touched.insert(m.job.clone());
             }
             self.batch.events.push(event.clone());
-            if !self.rules.is_empty() {
+            if self.rules.watches(event.kind()) {
                 self.alert(event);
             }
         }
@@ -259,15 +259,26 @@ impl<'a> Group<'a> {
     /// Evaluate the alert rules on an event just taken in, and make the alerts they fire as daemon events:
     /// stored, with a job for each notifier that routes `alert` (and that the rule names, if it names any).
     fn alert(&mut self, event: &Event) {
+        // A batch concerns its own run only (no rule looks across runs at one): evaluated in place, and the run
+        // is taken out of the group's table only when a rule fires.
+        let batch = matches!(event.payload, Payload::BatchEnded(_));
+        let mut fired = Vec::new();
+        if batch {
+            let Some(st) = self.fx.runs.get_mut(&event.run) else { return };
+            fired = self.rules.evaluate(st, event, &|_: &mut dyn FnMut(&RunState)| {});
+            if fired.is_empty() {
+                return;
+            }
+        }
         let Some(mut st) = self.fx.runs.remove(&event.run) else { return };
-        let fired = {
+        if !batch {
             let (group, shared) = (&self.fx.runs, self.shared);
             let others = |f: &mut dyn FnMut(&RunState)| {
                 group.values().for_each(&mut *f);
                 shared.runs().iter().filter(|(run, _)| !group.contains_key(*run)).for_each(|(_, st)| f(st));
             };
-            self.rules.evaluate(&mut st, event, &others)
-        };
+            fired = self.rules.evaluate(&mut st, event, &others);
+        }
         for Fired { alert, notifiers } in fired {
             tracing::info!(run = %event.run, rule = alert.rule.as_deref().unwrap_or_default(), "alert rule fired");
             let made = Event::now(event.run.clone(), MADE_SEQ_BASE + st.made, alert);

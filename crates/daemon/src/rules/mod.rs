@@ -18,7 +18,7 @@ mod sweep;
 #[cfg(test)]
 mod tests;
 
-use herald_event::{Alert, Event, Payload};
+use herald_event::{Alert, Event, EventKind, Payload};
 
 pub use crate::config::{Glob, Op, RuleConfig, RuleKind};
 
@@ -54,6 +54,17 @@ impl Rules {
 
     pub fn rules(&self) -> &[RuleConfig] {
         &self.rules
+    }
+
+    /// Whether an event of this type can make any rule fire or re-arm (a cheap test before
+    /// [`Rules::evaluate`]): never an alert, a batch only with a `nan` rule.
+    pub fn watches(&self, kind: EventKind) -> bool {
+        match kind {
+            _ if self.rules.is_empty() => false,
+            EventKind::Alert => false,
+            EventKind::BatchEnded => self.watches_batches,
+            _ => true,
+        }
     }
 
     /// Evaluate `event`, just accepted and applied to its run's state `st`. `others` calls its argument with

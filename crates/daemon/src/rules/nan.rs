@@ -33,6 +33,13 @@ pub(super) fn batch(rule: &RuleConfig, memory: &mut RuleMemory, b: &BatchEnded) 
 
 /// An `epoch_ended` of a watched run.
 pub(super) fn epoch(rule: &RuleConfig, memory: &mut RuleMemory, e: &EpochEnded) -> Option<Alert> {
+    let finite = e.train_loss.is_finite()
+        && e.valid_loss.is_none_or(f64::is_finite)
+        && e.metrics.iter().all(|(_, v)| v.is_finite());
+    if finite {
+        memory.fired = false;
+        return None;
+    }
     let bad: Vec<(String, f64)> = epoch_values(e).into_iter().filter(|(_, v)| !v.is_finite()).collect();
     once(memory, !bad.is_empty(), || {
         let what = if bad.iter().any(|(_, v)| v.is_nan()) { "NaN" } else { "infinite" };

@@ -311,3 +311,15 @@ fn what_a_rule_remembers_survives_a_restart_of_the_run_table() {
     let old: RunState = serde_json::from_value(old).expect("an old record decodes");
     assert!(old.rules.is_empty());
 }
+
+#[test]
+fn batches_and_alerts_cost_nothing_without_a_rule_that_watches_them() {
+    use herald_event::EventKind;
+    let epochs_only = Rules::new(vec![RuleConfig::new("slow", RuleKind::SlowEpoch { factor: 2.0 })]);
+    assert!(!epochs_only.watches(EventKind::BatchEnded));
+    assert!(epochs_only.watches(EventKind::EpochEnded) && epochs_only.watches(EventKind::RunFinished));
+    let nan = Rules::new(vec![RuleConfig::new("diverged", RuleKind::Nan)]);
+    assert!(nan.watches(EventKind::BatchEnded));
+    assert!(!nan.watches(EventKind::Alert), "a rule never feeds on alerts");
+    assert!(!Rules::new(Vec::new()).watches(EventKind::EpochEnded));
+}
