@@ -74,3 +74,8 @@ fn python_keras_lightning_transformers_callbacks() {
 fn python_against_the_real_daemon() {
     unittest("test_daemon", true);
 }
+
+#[test]
+fn python_distributed_ranks_and_job_ids() {
+    unittest("test_ranks", false);
+}

@@ -117,7 +117,7 @@ pub(crate) async fn watch_runs(handle: &Handle) -> bool {
             made.push(Event::now(id, 0, RunLost { pid, reason: reason.into() }));
         }
     }
-    made.extend(job_events(&shared, now));
+    made.extend(job_events(shared, now));
     if made.is_empty() {
         return true;
     }

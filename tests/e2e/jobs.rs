@@ -1,0 +1,299 @@
+//! Distributed jobs end to end: a real `torchrun --nproc-per-node 3` (gloo on CPU) running a plain loop with
+//! `herald.run` on every rank (`jobs/train_ddp.py`), against the real `herald serve` with the fake Telegram
+//! Bot API or a webhook. A healthy job is one live message edited per epoch and one finish message; a rank
+//! that hangs is named by one `rank_stalled`; a rank killed with `kill -9` by a `rank_lost` with its host; a
+//! rank twice as slow by exactly one `rank_slow`; and `herald stop JOB` ends all three ranks.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use herald_fakes::telegram::{FakeTelegram, Message};
+use serde_json::Value;
+
+use crate::daemon::{Daemon, Hit, Receiver, Reply, config_text, free_port, wait_for};
+
+/// Sequence numbers of daemon-made events start here.
+const MADE: u64 = 1 << 48;
+/// Three Python processes importing torch on a shared machine start slowly.
+const LONG: Duration = Duration::from_secs(180);
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the workspace root").to_path_buf()
+}
+
+/// The machine's host name as the daemon and the Python client see it.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
+}
+
+/// One `torchrun` of `jobs/train_ddp.py`; on drop, torchrun and every rank are ended.
+struct Job {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Job {
+    fn start(dir: &Path, daemon_port: u16, mode: &str, epochs: u32, steps: u32, step_s: f64) -> Job {
+        let root = root();
+        let torchrun = root.join(".venv/bin/torchrun");
+        assert!(
+            torchrun.exists(),
+            "{} is missing: run `cargo xtask setup` (it installs torch)",
+            torchrun.display()
+        );
+        let dir = dir.join(format!("job-{mode}"));
+        std::fs::create_dir_all(&dir).expect("the job's folder");
+        let log = std::fs::File::create(dir.join("torchrun.log")).expect("the job's log");
+        let child = Command::new(&torchrun)
+            .args(["--nproc-per-node", "3", "--master-port", &free_port().to_string()])
+            .arg(root.join("tests/e2e/jobs/train_ddp.py"))
+            .current_dir(&dir)
+            .env("HERALD_URL", format!("http://127.0.0.1:{daemon_port}"))
+            .env("HERALD_SPOOL_DIR", dir.join("spool"))
+            .env("JOB_DIR", &dir)
+            .env("JOB_MODE", mode)
+            .env("JOB_EPOCHS", epochs.to_string())
+            .env("JOB_STEPS", steps.to_string())
+            .env("JOB_STEP_S", step_s.to_string())
+            .env("OMP_NUM_THREADS", "1")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("PYTHONPATH", root.join("clients/python/src"))
+            .env_remove("HERALD_JOB")
+            .env_remove("HERALD_TOKEN")
+            .env_remove("TORCHELASTIC_RUN_ID")
+            .env_remove("SLURM_JOB_ID")
+            .env_remove("RANK")
+            .env_remove("LOCAL_RANK")
+            .env_remove("WORLD_SIZE")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("torchrun starts");
+        Job { child, dir }
+    }
+
+    /// Rank `rank`'s pid, once it wrote it.
+    fn pid(&self, rank: u32) -> u32 {
+        let path = self.dir.join(format!("rank{rank}.pid"));
+        wait_for(&format!("rank {rank}'s pid file"), LONG, || {
+            std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok())
+        })
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("torchrun.log")).unwrap_or_default()
+    }
+
+    /// Wait for torchrun to exit.
+    fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let log = self.dir.join("torchrun.log");
+        let child = &mut self.child;
+        wait_for(&format!("torchrun to exit (log: {})", log.display()), limit, || {
+            child.try_wait().ok().flatten()
+        })
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").args([sig, &pid.to_string()]).stderr(Stdio::null()).status();
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        // torchrun starts each rank in its own session: end the ranks themselves too.
+        for rank in 0..3 {
+            if let Some(pid) = std::fs::read_to_string(self.dir.join(format!("rank{rank}.pid")))
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+            {
+                signal(pid, "-9");
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A webhook, a daemon posting to it with `extra_daemon` keys, and a temp folder.
+fn webhook_daemon(extra_daemon: &str) -> (Receiver, Daemon, tempfile::TempDir) {
+    let hook = Receiver::start(|_, _| Reply::Ok);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let extra_notifier = r#"events = ["run_started", "epoch_ended", "run_finished", "run_failed", "run_stalled", "run_lost", "message", "rank_stalled", "rank_lost", "rank_failed", "rank_slow", "ranks_missing"]"#;
+    let d = Daemon::start(
+        dir.path(),
+        port,
+        &config_text(dir.path(), port, hook.port, extra_daemon, extra_notifier),
+    );
+    (hook, d, dir)
+}
+
+fn of_kind(hits: &[Hit], kind: &str) -> Vec<Hit> {
+    hits.iter().filter(|h| h.kind == kind).cloned().collect()
+}
+
+/// Wait until the webhook got an event of `kind` that `check` accepts; returns everything delivered by then.
+fn until(hook: &Receiver, job: &Job, kind: &str, check: impl Fn(&Value) -> bool) -> Vec<Hit> {
+    wait_for(&format!("a `{kind}` at the webhook (torchrun log: {})", job.dir.display()), LONG, || {
+        let hits = hook.delivered();
+        hits.iter().any(|h| h.kind == kind && check(&h.body["event"])).then_some(hits)
+    })
+}
+
+/// The job's end: the `run_finished` the daemon made once every rank ended.
+fn job_end(hits: &[Hit]) -> Vec<Hit> {
+    of_kind(hits, "run_finished").into_iter().filter(|h| h.seq >= MADE).collect()
+}
+
+#[test]
+fn a_hung_rank_is_named_by_one_rank_stalled_not_one_report_per_rank() {
+    let (hook, d, dir) = webhook_daemon(r#"stall_after = "3s""#);
+    let job = Job::start(dir.path(), d.port, "hang", 3, 4, 0.05);
+    let hits = until(&hook, &job, "rank_stalled", |_| true);
+    let stalled = of_kind(&hits, "rank_stalled");
+    let e = &stalled[0].body["event"];
+    let ranks = e["ranks"].as_array().expect("ranks");
+    assert_eq!(ranks.len(), 1, "only rank 2 is silent: {e}");
+    assert_eq!(ranks[0]["rank"], 2, "{e}");
+    assert_eq!(ranks[0]["host"], hostname(), "{e}");
+    assert_eq!(ranks[0]["epoch"], 1, "it hung in its second epoch: {e}");
+    assert_eq!(e["all"], false, "{e}");
+    assert!(e["job"].as_str().is_some_and(|j| !j.is_empty()), "{e}");
+    assert!(stalled[0].body["text"].as_str().is_some_and(|t| t.contains("rank 2 on")), "{}", stalled[0].body);
+    // Ranks 0 and 1 finished; the job has not (rank 2 never ends), and nobody else was called stalled. A few
+    // more looks of the run watch (every 0.75 s here) add nothing.
+    std::thread::sleep(Duration::from_secs(3));
+    let hits = hook.delivered();
+    assert_eq!(of_kind(&hits, "rank_stalled").len(), 1, "one event per job");
+    assert!(of_kind(&hits, "run_stalled").is_empty() && job_end(&hits).is_empty());
+    assert_eq!(of_kind(&hits, "run_started").len(), 1, "rank 0's start only: {:?}", job.log());
+    drop(job);
+}
+
+#[test]
+fn a_rank_killed_with_kill_9_is_named_by_rank_lost_with_its_host() {
+    let (hook, d, dir) = webhook_daemon(r#"stall_after = "60s""#);
+    let job = Job::start(dir.path(), d.port, "healthy", 500, 4, 0.05);
+    until(&hook, &job, "epoch_ended", |_| true);
+    let victim = job.pid(1);
+    signal(victim, "-9");
+    let hits = until(&hook, &job, "rank_lost", |e| e["rank"] == 1);
+    let lost = of_kind(&hits, "rank_lost");
+    let one = lost.iter().find(|h| h.body["event"]["rank"] == 1).expect("rank 1's rank_lost");
+    let e = &one.body["event"];
+    assert_eq!(
+        (e["pid"].as_u64(), e["host"].as_str()),
+        (Some(u64::from(victim)), Some(hostname().as_str())),
+        "{e}"
+    );
+    assert!(one.body["text"].as_str().is_some_and(|t| t.contains("rank 1 on")), "{}", one.body);
+    // torchrun ends the other ranks at once: they may be lost too, but each rank is named once.
+    let mut ranks: Vec<u64> = lost.iter().filter_map(|h| h.body["event"]["rank"].as_u64()).collect();
+    ranks.sort_unstable();
+    ranks.dedup();
+    assert_eq!(ranks.len(), lost.len(), "{lost:?}");
+    assert!(of_kind(&hits, "run_lost").is_empty(), "a job's rank is not reported as a run of its own");
+}
+
+#[test]
+fn a_rank_twice_as_slow_gets_exactly_one_rank_slow() {
+    let (hook, d, dir) = webhook_daemon(r#"stall_after = "60s""#);
+    let mut job = Job::start(dir.path(), d.port, "slow", 5, 4, 0.1);
+    let status = job.wait(LONG);
+    assert!(status.success(), "torchrun failed: {}", job.log());
+    let hits = wait_for("the job's end at the webhook", LONG, || {
+        let hits = hook.delivered();
+        (!job_end(&hits).is_empty()).then_some(hits)
+    });
+    let slow = of_kind(&hits, "rank_slow");
+    assert_eq!(slow.len(), 1, "{slow:?}");
+    let e = &slow[0].body["event"];
+    assert_eq!((e["rank"].as_u64(), e["host"].as_str()), (Some(2), Some(hostname().as_str())), "{e}");
+    let (elapsed, median) = (e["elapsed_s"].as_f64().unwrap_or(0.0), e["median_s"].as_f64().unwrap_or(1.0));
+    assert!(elapsed > 1.5 * median, "{e}");
+    let end = job_end(&hits);
+    assert_eq!(end.len(), 1);
+    assert_eq!(end[0].body["event"]["status"], "completed");
+    assert_eq!(of_kind(&hits, "run_finished").len(), 1, "rank 0's own end waits for the job's");
+}
+
+#[test]
+fn herald_stop_job_ends_every_rank() {
+    let (hook, d, dir) = webhook_daemon(r#"stall_after = "60s""#);
+    let mut job = Job::start(dir.path(), d.port, "healthy", 500, 4, 0.05);
+    let hits = until(&hook, &job, "epoch_ended", |_| true);
+    let started = of_kind(&hits, "run_started");
+    let job_id =
+        started[0].body["event"]["job"].as_str().expect("rank 0's run_started names the job").to_owned();
+    assert_eq!(started[0].body["event"]["world_size"], 3);
+    let out =
+        crate::herald().arg("--config").arg(&d.config).args(["stop", &job_id]).output().expect("herald stop");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = job.wait(LONG);
+    assert!(status.success(), "every rank stops cleanly: {}", job.log());
+    let hits = wait_for("the job's end", LONG, || {
+        let hits = hook.delivered();
+        (!job_end(&hits).is_empty()).then_some(hits)
+    });
+    let end = &job_end(&hits)[0].body["event"];
+    assert_eq!(end["status"], "stopped", "{end}");
+    assert!(end["reason"].as_str().is_some_and(|r| r.contains("3 stopped")), "{end}");
+}
+
+const TOKEN: &str = "777000:E2E-jobs_token";
+const CHAT: i64 = 31338;
+
+#[test]
+fn a_healthy_job_is_one_live_message_edited_per_epoch_and_one_finish_message() {
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let bot: FakeTelegram = runtime.block_on(FakeTelegram::start(TOKEN));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let config = format!(
+        r#"[daemon]
+listen = "127.0.0.1:{port}"
+socket = "{dir}/herald.sock"
+state_dir = "{dir}/state"
+drain_timeout = "2s"
+stall_after = "60s"
+
+[[notifier]]
+name = "phone"
+type = "telegram"
+token = "{TOKEN}"
+chat_id = {CHAT}
+api_url = "{api}"
+"#,
+        dir = dir.path().display(),
+        api = bot.url
+    );
+    let d = Daemon::start(dir.path(), port, &config);
+    let mut job = Job::start(dir.path(), d.port, "healthy", 3, 6, 0.25);
+    let status = job.wait(LONG);
+    assert!(status.success(), "torchrun failed: {}", job.log());
+    let messages: Vec<Message> = wait_for("the finish message and the loss curve", LONG, || {
+        let m = bot.bot_messages(CHAT);
+        (m.len() >= 3 && m.iter().any(|m| m.photo.is_some())).then_some(m)
+    });
+    let (live, finish, photo) = (&messages[0], &messages[1], &messages[2]);
+    assert_eq!(messages.len(), 3, "one live message, one finish message, one plot: {messages:?}");
+    assert!(live.text.starts_with("ddp-e2e: completed\n"), "{}", live.text);
+    assert!(live.text.contains("3/3 ranks"), "the job's health line: {}", live.text);
+    // Rank 0's table: one row per epoch, its accuracy 0.50, 0.51, 0.52.
+    for accuracy in ["0.50", "0.51", "0.52"] {
+        assert!(live.text.contains(accuracy), "the epoch with accuracy {accuracy}: {}", live.text);
+    }
+    assert!(live.edits >= 3, "edited per epoch (at most once a second), then at the end: {live:?}");
+    assert!(
+        finish.text.contains("all 3 ranks of job") && finish.text.contains("3 completed"),
+        "{}",
+        finish.text
+    );
+    assert!(photo.photo.is_some_and(|size| size > 1000), "{photo:?}");
+    let calls = bot.calls();
+    let sent = calls.iter().filter(|c| c.method == "sendMessage" && c.ok()).count();
+    assert_eq!(sent, 2, "the start and the finish; no message per rank");
+}
