@@ -357,3 +357,217 @@ fn cluster_edge_loses_and_doubles_nothing_when_one_of_three_servers_is_killed_an
     });
     check_once_in_order(&stream_events(&url), &expected);
 }
+
+/// A deliverer: `herald serve` with `role = "deliver"` (no API), started and killed by the test.
+pub struct Deliverer {
+    child: Option<Child>,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+impl Deliverer {
+    /// Start a deliverer in `dir` with a webhook notifier to `hook_port`.
+    pub fn start(dir: &Path, servers: &[String], replicas: usize, hook_port: u16) -> Deliverer {
+        std::fs::create_dir_all(dir).expect("deliverer dir");
+        let servers: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+        let text = format!(
+            r#"[daemon]
+listen = "127.0.0.1:{port}"
+socket = ""
+state_dir = "{dir}/state"
+drain_timeout = "1s"
+
+[cluster]
+servers = [{servers}]
+role = "deliver"
+replicas = {replicas}
+lease = "{LEASE_S}s"
+
+[[notifier]]
+name = "hook"
+type = "webhook"
+url = "http://127.0.0.1:{hook_port}/hook"
+timeout = "2s"
+"#,
+            port = free_port(),
+            dir = dir.display(),
+            servers = servers.join(", ")
+        );
+        let config = dir.join("herald.toml");
+        std::fs::write(&config, text).expect("write the config");
+        let mut d = Deliverer { child: None, config, log: dir.join("daemon.log") };
+        d.restart();
+        d
+    }
+
+    fn restart(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let child = crate::herald()
+            .arg("--config")
+            .arg(&self.config)
+            .arg("serve")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start herald serve");
+        self.child = Some(child);
+        let log = self.log.clone();
+        wait_for("the deliverer to compete for the lease", Duration::from_secs(20), || {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!(
+                    "the deliverer exited ({status}):\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("competing for the lease")
+                .then_some(())
+        });
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Deliverer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The deliverers' lease in these tests, in seconds.
+const LEASE_S: u64 = 3;
+
+/// The pid in the lease's value (`<host>/<pid>`), if a leader holds it.
+fn leader_pid(url: &str) -> Option<u32> {
+    rt().block_on(async {
+        let client = async_nats::connect(url).await.ok()?;
+        let js = async_nats::jetstream::new(client);
+        let kv = js.get_key_value("herald-leader").await.ok()?;
+        let value = kv.get("leader").await.ok()??;
+        String::from_utf8_lossy(&value).rsplit('/').next()?.parse().ok()
+    })
+}
+
+/// Each (run, seq) the webhook got, with how often, and whether each run's first deliveries came in order.
+fn check_delivered(hits: &[crate::daemon::Hit], expected: &[(String, u64)]) -> usize {
+    let mut count: HashMap<(String, u64), usize> = HashMap::new();
+    let mut firsts: HashMap<String, Vec<u64>> = HashMap::new();
+    for h in hits {
+        let n = count.entry((h.run.clone(), h.seq)).or_default();
+        *n += 1;
+        if *n == 1 {
+            firsts.entry(h.run.clone()).or_default().push(h.seq);
+        }
+    }
+    for key in expected {
+        assert!(count.contains_key(key), "{key:?} was never delivered");
+    }
+    assert_eq!(count.len(), expected.len(), "deliveries of events never posted");
+    for (run, seqs) in &firsts {
+        let mut sorted = seqs.clone();
+        sorted.sort_unstable();
+        assert_eq!(seqs, &sorted, "run {run}'s notifications out of order");
+    }
+    count.values().map(|n| n - 1).sum()
+}
+
+#[test]
+fn cluster_two_deliverers_deliver_each_notification_once_and_take_over_after_kill_9() {
+    use crate::daemon::{Receiver, Reply};
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let servers = Nats::cluster(&tmp.path().join("nats"), 3);
+    let urls: Vec<String> = servers.iter().map(Nats::url).collect();
+    let hook = Receiver::start(|_, _| Reply::Ok);
+    let edges: Vec<Daemon> = (0..2)
+        .map(|i| {
+            let dir = tmp.path().join(format!("edge{i}"));
+            std::fs::create_dir_all(&dir).expect("edge dir");
+            let port = free_port();
+            Daemon::start(&dir, port, &edge_config(&dir, port, &urls[i..=i], 3))
+        })
+        .collect();
+    let mut deliverers: Vec<Deliverer> = (0..2)
+        .map(|i| Deliverer::start(&tmp.path().join(format!("deliver{i}")), &urls, 3, hook.port))
+        .collect();
+    let url = urls[2].clone();
+    wait_for("a leader", Duration::from_secs(20), || leader_pid(&url));
+
+    // Several runs from both edges: started, three epochs, finished: each delivered once, in order.
+    let mut expected = Vec::new();
+    for step in 0..5u64 {
+        for (i, edge) in edges.iter().enumerate() {
+            for r in 0..2 {
+                let run = format!("2026-11-30T13:00:00-{i}{r}-0-5eed");
+                let body = match step {
+                    0 => started(&run, "elsewhere", 1),
+                    4 => finished(&run, 4),
+                    s => epoch(&run, s, (s - 1) as u32),
+                };
+                assert_eq!(edge.post(&body).0, 202);
+                expected.push((run, step));
+            }
+        }
+    }
+    let hits = hook.wait_delivered(expected.len(), Duration::from_secs(60));
+    assert_eq!(check_delivered(&hits, &expected), 0, "a duplicate without any failure");
+
+    // A burst of epochs from four runs; the leader is killed with -9 in the middle of it.
+    let leader = leader_pid(&url).expect("a leader");
+    let runs: Vec<String> = (0..4).map(|r| format!("2026-11-30T14:00:00-{r}-0-b0057")).collect();
+    let epochs = 60u64;
+    for run in &runs {
+        expected.push((run.clone(), 0));
+    }
+    for (k, run) in runs.iter().enumerate() {
+        assert_eq!(edges[k % 2].post(&started(run, "elsewhere", 1)).0, 202);
+    }
+    let mut killed_at = None;
+    for e in 1..=epochs {
+        for (k, run) in runs.iter().enumerate() {
+            assert_eq!(edges[k % 2].post(&epoch(run, e, (e - 1) as u32)).0, 202);
+            expected.push((run.clone(), e));
+        }
+        if e == epochs / 2 {
+            let d =
+                deliverers.iter_mut().find(|d| d.pid() == Some(leader)).expect("the leader is one of ours");
+            d.kill9();
+            killed_at = Some(std::time::Instant::now());
+        }
+    }
+    let killed_at = killed_at.expect("the leader was killed");
+    let hits = hook.wait_delivered(expected.len(), Duration::from_secs(90));
+    let hits = {
+        // Let repeats in flight arrive before counting them.
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = hits;
+        hook.delivered()
+    };
+    let duplicates = check_delivered(&hits, &expected);
+    // Bound: a delivery is repeated only if it was in flight (sent, its receipt not yet committed) at the
+    // kill: at most one per run being delivered, plus the next one the worker started before the receipt
+    // of the previous was committed.
+    let bound = 2 * runs.len();
+    assert!(duplicates <= bound, "{duplicates} duplicates, more than the bound {bound}");
+    let new_leader = wait_for("a new leader", Duration::from_secs(2 * LEASE_S), || leader_pid(&url));
+    assert_ne!(new_leader, leader);
+    let first_after =
+        hits.iter().filter(|h| h.at > killed_at).map(|h| h.at).min().expect("deliveries after the kill");
+    let failover = first_after.duration_since(killed_at);
+    eprintln!("failover: {failover:?} (lease {LEASE_S}s), duplicates: {duplicates} (bound {bound})");
+    assert!(
+        failover <= Duration::from_secs(2 * LEASE_S),
+        "the next delivery came {failover:?} after the kill"
+    );
+    drop(servers);
+}

@@ -3,14 +3,19 @@
 //!
 //! `herald serve` calls [`serve`] when the configuration has `[cluster]`. An **edge** (`edge.rs`) is the
 //! daemon as on one machine whose only notifier forwards every event to the stream `<prefix>-events`
-//! (`forward.rs`). The stream, its subjects and buckets are named by `names.rs`; `connect.rs` reaches the
-//! servers and checks the stream. This crate does not change the daemon: it configures it.
+//! (`forward.rs`). A **deliverer** (`deliver.rs`) competes for the lease (`lease.rs`); the leader runs the
+//! daemon's dispatcher over the [`JetStreamOutbox`] (`outbox.rs`), fed from the stream. The stream, its
+//! subjects and buckets are named by `names.rs`; `connect.rs` reaches the servers and checks the stream.
+//! This crate does not change the daemon: it configures it and gives it another outbox.
 
 mod connect;
+mod deliver;
 mod edge;
 mod error;
 mod forward;
+mod lease;
 pub mod names;
+mod outbox;
 
 use herald_daemon::config::Config;
 use herald_plugin::Registry;
@@ -19,6 +24,7 @@ pub use connect::{Target, connect, ensure_stream, stream_config};
 pub use edge::{edge_config, registry};
 pub use error::ClusterError;
 pub use forward::{Forwarder, forwarded_events};
+pub use outbox::JetStreamOutbox;
 
 /// Run this node of the cluster until SIGTERM or SIGINT; without `[cluster]`, the single-machine daemon.
 pub async fn serve(config: &Config, registry: &Registry) -> Result<(), ClusterError> {
@@ -28,9 +34,46 @@ pub async fn serve(config: &Config, registry: &Registry) -> Result<(), ClusterEr
     let ca_path = write_ca(config, cluster.ca.as_deref())?;
     let target = Target::new(cluster, ca_path);
     tracing::info!(role = cluster.role.as_str(), servers = %cluster.servers.join(", "), prefix = %cluster.prefix, "cluster mode");
+    let role = cluster.role;
+    if !role.edge() {
+        // A deliverer alone: no API, only the lease and, while leading, the notifiers.
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let deliverer = deliver::run(config.clone(), registry.clone(), target, cluster.lease, stop);
+        tokio::pin!(deliverer);
+        return tokio::select! {
+            done = &mut deliverer => done,
+            why = shutdown_signal() => {
+                tracing::info!(signal = why, "shutting down");
+                let _ = stop_tx.send(true);
+                deliverer.await
+            }
+        };
+    }
     check_reachable(&target).await?;
     let edge = edge_config(config, &target);
-    Ok(herald_daemon::serve(&edge, &edge::registry(registry)).await?)
+    let edge_registry = edge::registry(registry);
+    if !role.deliver() {
+        return Ok(herald_daemon::serve(&edge, &edge_registry).await?);
+    }
+    // Both: the edge's daemon handles the signals; the deliverer stops when it returns.
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let deliverer = tokio::spawn(deliver::run(config.clone(), registry.clone(), target, cluster.lease, stop));
+    let served = herald_daemon::serve(&edge, &edge_registry).await;
+    let _ = stop_tx.send(true);
+    let delivered = deliverer.await.map_err(|e| ClusterError::nats("the deliverer task failed", &e))?;
+    served?;
+    delivered
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => std::future::pending().await,
+    }
 }
 
 /// Connect once at start: wrong credentials or a stream with other settings stop the node with a clear

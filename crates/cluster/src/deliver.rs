@@ -1,0 +1,219 @@
+//! The deliver role: compete for the lease; while leading, run the daemon's [`Dispatcher`] over the
+//! [`JetStreamOutbox`] with the configured notifiers, fed from the stream.
+//!
+//! The leader reads `<prefix>-events` through the durable pull consumer `<prefix>-deliver` (ack policy
+//! `all`), hands each fetched batch to [`Handle::ingest`] (which commits it to the buckets) and acknowledges
+//! the batch only then: a leader killed in between leaves the batch unacknowledged, the next leader reads it
+//! again, and `known` drops what was applied. A new leader re-creates the consumer from its acknowledged
+//! floor, so it does not wait for the dead leader's acknowledgement timeout. Only the leader's dispatcher
+//! runs, so only it polls Telegram's `getUpdates` and makes `run_stalled`; it does not look for lost
+//! processes (`run_lost` comes from the edge on the run's machine). Losing the lease stops the dispatcher
+//! at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer};
+use futures_util::StreamExt;
+use herald_daemon::config::Config;
+use herald_daemon::{Dispatcher, Handle, Options, build_notifiers};
+use herald_event::decode_event;
+use herald_plugin::Registry;
+use tokio::sync::watch;
+
+use crate::connect::{Target, connect, ensure_stream};
+use crate::error::ClusterError;
+use crate::lease;
+use crate::outbox::JetStreamOutbox;
+
+/// Events handed to the dispatcher at once.
+const BATCH: usize = 500;
+/// How long one fetch waits for events.
+const FETCH_WAIT: Duration = Duration::from_millis(500);
+
+/// How a term as leader ended.
+enum Term {
+    /// Asked to stop: the node shuts down.
+    Stopped,
+    /// The lease was lost (or the term failed): compete again.
+    Lost,
+}
+
+/// Compete for the lease and deliver while leading, until `stop` turns true.
+pub async fn run(
+    config: Config,
+    registry: Registry,
+    target: Target,
+    lease: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ClusterError> {
+    // A deliverer without its notifiers is useless: build them once now, so a mistake stops the start.
+    build_notifiers(&config, &registry)?;
+    let client = connect(&target, "herald-deliver").await?;
+    let js = jetstream::new(client);
+    ensure_stream(&js, &target).await?;
+    let names = target.names();
+    let store = lease::bucket(&js, &names, target.replicas, lease).await?;
+    let node = format!("{}/{}", herald_daemon::local_hostname(), std::process::id());
+    tracing::info!(node = %node, "deliverer ready; competing for the lease");
+    loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        let revision = match lease::try_acquire(&store, &node).await {
+            Ok(revision) => revision,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach the lease; trying again");
+                None
+            }
+        };
+        let Some(revision) = revision else {
+            tokio::select! {
+                _ = tokio::time::sleep(lease / 10) => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        };
+        tracing::info!(node = %node, "took the lease: leading");
+        match lead(&config, &registry, &target, &js, &store, &node, revision, lease, &mut stop).await {
+            Ok(Term::Stopped) => return Ok(()),
+            Ok(Term::Lost) => tracing::warn!("no longer the leader"),
+            Err(e) => {
+                tracing::error!(error = %e, "leading failed; giving the lease back");
+                let _ = store.delete_expect_revision("leader", Some(revision)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(lease / 3) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        }
+    }
+}
+
+/// One term as leader.
+#[allow(clippy::too_many_arguments)]
+async fn lead(
+    config: &Config,
+    registry: &Registry,
+    target: &Target,
+    js: &jetstream::Context,
+    store: &async_nats::jetstream::kv::Store,
+    node: &str,
+    revision: u64,
+    lease: Duration,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Term, ClusterError> {
+    let (lost_tx, mut lost) = watch::channel(false);
+    let (release_tx, release) = watch::channel(false);
+    let holder = tokio::spawn(lease::hold(store.clone(), node.to_owned(), revision, lease, lost_tx, release));
+    let names = target.names();
+    let outbox = JetStreamOutbox::open(js, &names, target.replicas).await?;
+    let notifiers = build_notifiers(config, registry)?;
+    let mut options = Options::new(config.daemon.stall_after);
+    // Lost processes are the edges' to see: the leader's machine is not the runs'.
+    options.hostname = String::new();
+    let dispatcher = Dispatcher::start(Arc::new(outbox), notifiers, options).await?;
+    let handle = dispatcher.handle();
+    let consumer = consumer_from_floor(js, &names).await;
+    let term = match consumer {
+        Ok(consumer) => loop {
+            tokio::select! {
+                _ = stop.changed() => if *stop.borrow() { break Ok(Term::Stopped) },
+                _ = lost.changed() => break Ok(Term::Lost),
+                fetched = fetch(&consumer) => match fetched {
+                    Ok(batch) => {
+                        if let Err(e) = ingest(&handle, batch).await {
+                            tracing::warn!(error = %e, "cannot apply a batch from the stream; it will be read again");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the stream; trying again");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                },
+            }
+        },
+        Err(e) => Err(e),
+    };
+    let drain = match term {
+        Ok(Term::Stopped) => config.daemon.drain_timeout,
+        _ => Duration::ZERO,
+    };
+    dispatcher.shutdown(drain).await;
+    let _ = release_tx.send(matches!(term, Ok(Term::Stopped)));
+    drop(release_tx);
+    let _ = holder.await;
+    term
+}
+
+/// The durable consumer, re-created to start after what was acknowledged (a dead leader's unacknowledged
+/// batch comes again at once, not after the acknowledgement timeout).
+async fn consumer_from_floor(
+    js: &jetstream::Context,
+    names: &crate::names::Names,
+) -> Result<consumer::PullConsumer, ClusterError> {
+    let stream =
+        js.get_stream(names.stream()).await.map_err(|e| ClusterError::nats("cannot open the stream", &e))?;
+    let name = names.consumer();
+    let deliver_policy = match stream.consumer_info(&name).await {
+        Ok(info) => {
+            let floor = info.ack_floor.stream_sequence;
+            let _ = stream.delete_consumer(&name).await;
+            consumer::DeliverPolicy::ByStartSequence { start_sequence: floor + 1 }
+        }
+        Err(_) => consumer::DeliverPolicy::All,
+    };
+    let config = consumer::pull::Config {
+        durable_name: Some(name.clone()),
+        ack_policy: consumer::AckPolicy::All,
+        ack_wait: Duration::from_secs(30),
+        max_ack_pending: 20_000,
+        deliver_policy,
+        ..consumer::pull::Config::default()
+    };
+    stream
+        .create_consumer(config)
+        .await
+        .map_err(|e| ClusterError::nats(&format!("cannot create the consumer {name}"), &e))
+}
+
+/// Up to [`BATCH`] messages, waiting at most [`FETCH_WAIT`].
+async fn fetch(consumer: &consumer::PullConsumer) -> Result<Vec<jetstream::Message>, ClusterError> {
+    let mut batch = consumer
+        .fetch()
+        .max_messages(BATCH)
+        .expires(FETCH_WAIT)
+        .messages()
+        .await
+        .map_err(|e| ClusterError::nats("cannot fetch from the stream", &e))?;
+    let mut out = Vec::new();
+    while let Some(m) = batch.next().await {
+        match m {
+            Ok(m) => out.push(m),
+            Err(e) => {
+                tracing::debug!(error = %e, "fetch ended");
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Commit one batch through the dispatcher, then acknowledge it (its last message acknowledges all).
+async fn ingest(handle: &Handle, batch: Vec<jetstream::Message>) -> Result<(), ClusterError> {
+    let Some(last) = batch.last() else { return Ok(()) };
+    let mut events = Vec::with_capacity(batch.len());
+    for m in &batch {
+        match decode_event(&m.payload) {
+            Ok(e) => events.push(e),
+            Err(e) => {
+                tracing::warn!(subject = %m.subject, error = %e, "skipping a message that is not a Herald event")
+            }
+        }
+    }
+    if !events.is_empty() {
+        handle.ingest(events).await?;
+    }
+    last.ack().await.map_err(|e| ClusterError::nats("cannot acknowledge a batch", &e))
+}

@@ -1,0 +1,397 @@
+//! [`JetStreamOutbox`]: the leader's outbox, kept in JetStream key-value buckets so that the next leader
+//! continues where this one stopped.
+//!
+//! The leader is the only writer, so the outbox serves every read from memory (a [`MemoryOutbox`]) and
+//! writes each batch through to the buckets first: `<prefix>-runs` (each run's state and the highest
+//! sequence number applied from its sender), `<prefix>-history` (lifecycle events), `<prefix>-jobs`,
+//! `<prefix>-receipts` (the latest receipt per notifier and run: a live message's id), `<prefix>-giveups`
+//! and `<prefix>-meta` (the next job id). A batch's puts go out pipelined and are awaited together, then its
+//! deletes (finished jobs, forgotten runs), so a crash in between leaves a finished job beside its receipt:
+//! [`JetStreamOutbox::open`] drops such a job, and only deliveries in flight at a crash are repeated.
+//!
+//! `known(run, seq)` of a sender's event is `seq <=` the run's high-water mark: a run's events reach the
+//! leader in order (one edge, per-run order kept by its worker), so that is what was applied. Loss points
+//! (`batch_ended`) are kept in memory only: after a failover a run's curve starts where the new leader did.
+
+use std::collections::HashMap;
+
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use futures_util::future::{BoxFuture, try_join_all};
+use futures_util::{FutureExt, StreamExt};
+use herald_daemon::api::GiveUp;
+use herald_daemon::outbox::{
+    Committed, JobRecord, LossPoint, OutboxInfo, PutJob, ReceiptRecord, StoreError, WriteBatch,
+};
+use herald_daemon::runs::{MADE_SEQ_BASE, RunState};
+use herald_daemon::{MemoryOutbox, Outbox};
+use herald_event::{Event, Payload};
+use herald_plugin::Receipt;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ClusterError;
+use crate::names::{Names, token, untoken};
+
+/// A run as the `runs` bucket keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RunRecord {
+    state: RunState,
+    /// The highest sequence number applied from the run's sender (not daemon-made).
+    high_water: Option<u64>,
+}
+
+/// A receipt as the `receipts` bucket keeps it (the key holds the notifier and the run).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ReceiptValue {
+    notifier: String,
+    run: String,
+    seq: u64,
+    receipt: Receipt,
+}
+
+/// A job as the `jobs` bucket keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct JobValue {
+    notifier: String,
+    id: u64,
+    job: JobRecord,
+}
+
+struct Buckets {
+    runs: kv::Store,
+    history: kv::Store,
+    jobs: kv::Store,
+    receipts: kv::Store,
+    giveups: kv::Store,
+    meta: kv::Store,
+}
+
+/// What the outbox knows beyond the [`MemoryOutbox`]: run records and where the receipts are.
+#[derive(Default)]
+struct Index {
+    runs: HashMap<String, RunRecord>,
+    /// (notifier, run) -> the latest receipt's sequence number.
+    receipts: HashMap<(String, String), u64>,
+}
+
+/// The leader's outbox in JetStream key-value buckets.
+pub struct JetStreamOutbox {
+    buckets: Buckets,
+    memory: MemoryOutbox,
+    index: std::sync::Mutex<Index>,
+}
+
+type Put = BoxFuture<'static, Result<(), String>>;
+
+fn put(store: &kv::Store, key: String, value: Vec<u8>) -> Put {
+    let store = store.clone();
+    async move { store.put(key, Bytes::from(value)).await.map(|_| ()).map_err(|e| e.to_string()) }.boxed()
+}
+
+fn delete(store: &kv::Store, key: String) -> Put {
+    let store = store.clone();
+    async move { store.delete(key).await.map_err(|e| e.to_string()) }.boxed()
+}
+
+fn job_key(notifier: &str, id: u64) -> String {
+    format!("{}.{id:020}", token(notifier))
+}
+
+fn event_key(run: &str, seq: u64) -> String {
+    format!("{}.{seq:020}", token(run))
+}
+
+fn receipt_key(notifier: &str, run: &str) -> String {
+    format!("{}.{}", token(notifier), token(run))
+}
+
+fn json<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    Ok(serde_json::to_vec(v)?)
+}
+
+fn store_err(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Task(format!("{what}: {e}: is NATS reachable?"))
+}
+
+/// Make (or open) one bucket.
+async fn bucket(js: &jetstream::Context, name: String, replicas: usize) -> Result<kv::Store, ClusterError> {
+    let config = kv::Config {
+        bucket: name.clone(),
+        history: 1,
+        num_replicas: replicas,
+        storage: jetstream::stream::StorageType::File,
+        ..kv::Config::default()
+    };
+    match js.get_key_value(&name).await {
+        Ok(store) => Ok(store),
+        Err(_) => js
+            .create_key_value(config)
+            .await
+            .map_err(|e| ClusterError::nats(&format!("cannot create the bucket {name}"), &e)),
+    }
+}
+
+/// Every live (key, value) of a bucket.
+async fn load(store: &kv::Store) -> Result<Vec<(String, Bytes)>, ClusterError> {
+    let fail = |e: &dyn std::fmt::Display| ClusterError::nats("cannot read a bucket", e);
+    let status = store.status().await.map_err(|e| fail(&e))?;
+    if status.values() == 0 {
+        return Ok(Vec::new());
+    }
+    let mut values: HashMap<String, Bytes> = HashMap::new();
+    let mut watch = store.watch_with_history(">").await.map_err(|e| fail(&e))?;
+    while let Some(entry) = watch.next().await {
+        let entry = entry.map_err(|e| fail(&e))?;
+        match entry.operation {
+            kv::Operation::Put => {
+                values.insert(entry.key, entry.value);
+            }
+            kv::Operation::Delete | kv::Operation::Purge => {
+                values.remove(&entry.key);
+            }
+        }
+        if entry.delta == 0 {
+            break;
+        }
+    }
+    Ok(values.into_iter().collect())
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bucket: &str, key: &str, bytes: &[u8]) -> Option<T> {
+    match serde_json::from_slice(bytes) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(bucket, key, error = %e, "skipping an unreadable record (written by another version?)");
+            None
+        }
+    }
+}
+
+impl JetStreamOutbox {
+    /// Open the buckets of `names` (made with `replicas` when missing) and read them into memory.
+    pub async fn open(
+        js: &jetstream::Context,
+        names: &Names,
+        replicas: usize,
+    ) -> Result<JetStreamOutbox, ClusterError> {
+        let buckets = Buckets {
+            runs: bucket(js, names.bucket("runs"), replicas).await?,
+            history: bucket(js, names.bucket("history"), replicas).await?,
+            jobs: bucket(js, names.bucket("jobs"), replicas).await?,
+            receipts: bucket(js, names.bucket("receipts"), replicas).await?,
+            giveups: bucket(js, names.bucket("giveups"), replicas).await?,
+            meta: bucket(js, names.bucket("meta"), replicas).await?,
+        };
+        let mut batch = WriteBatch::default();
+        let mut index = Index::default();
+        for (key, bytes) in load(&buckets.runs).await? {
+            let (Some(run), Some(record)) = (untoken(&key), decode::<RunRecord>("runs", &key, &bytes)) else {
+                continue;
+            };
+            batch.runs.push((run.clone(), record.state.clone()));
+            index.runs.insert(run, record);
+        }
+        for (key, bytes) in load(&buckets.history).await? {
+            if let Some(event) = decode::<Event>("history", &key, &bytes) {
+                batch.events.push(event);
+            }
+        }
+        batch.events.sort_by(|a, b| (&a.run, a.seq).cmp(&(&b.run, b.seq)));
+        for (key, bytes) in load(&buckets.receipts).await? {
+            if let Some(r) = decode::<ReceiptValue>("receipts", &key, &bytes) {
+                index.receipts.insert((r.notifier.clone(), r.run.clone()), r.seq);
+                batch.receipts.push(ReceiptRecord {
+                    notifier: r.notifier,
+                    run: r.run,
+                    seq: r.seq,
+                    receipt: r.receipt,
+                });
+            }
+        }
+        let mut stale = Vec::new();
+        for (key, bytes) in load(&buckets.jobs).await? {
+            let Some(j) = decode::<JobValue>("jobs", &key, &bytes) else { continue };
+            let delivered = index
+                .receipts
+                .get(&(j.notifier.clone(), j.job.event.run.clone()))
+                .is_some_and(|seq| *seq >= j.job.event.seq);
+            if delivered {
+                // Delivered, its receipt recorded, but the job's removal was lost with the last leader.
+                stale.push(delete(&buckets.jobs, key));
+            } else {
+                batch.jobs.push(PutJob { notifier: j.notifier, id: j.id, job: j.job });
+            }
+        }
+        if !stale.is_empty() {
+            tracing::info!(jobs = stale.len(), "dropping jobs whose delivery was recorded");
+            try_join_all(stale).await.map_err(|e| ClusterError::nats("cannot drop delivered jobs", &e))?;
+        }
+        for (key, bytes) in load(&buckets.giveups).await? {
+            if let (Ok(id), Some(g)) = (key.parse::<u64>(), decode::<GiveUp>("giveups", &key, &bytes)) {
+                batch.give_ups.push((id, g));
+            }
+        }
+        batch.give_ups.sort_by_key(|(id, _)| *id);
+        if let Some(bytes) = buckets
+            .meta
+            .get("next_job_id")
+            .await
+            .map_err(|e| ClusterError::nats("cannot read the meta bucket", &e))?
+        {
+            batch.next_job_id = std::str::from_utf8(&bytes).ok().and_then(|s| s.parse().ok());
+        }
+        let memory = MemoryOutbox::new();
+        memory.commit(batch).await.map_err(|e| ClusterError::nats("cannot load the outbox", &e))?;
+        Ok(JetStreamOutbox { buckets, memory, index: std::sync::Mutex::new(index) })
+    }
+
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The bucket writes of one batch: puts first, then deletes.
+    async fn write_through(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        let b = &self.buckets;
+        let mut puts: Vec<Put> = Vec::new();
+        let mut deletes: Vec<Put> = Vec::new();
+        {
+            let mut index = self.index();
+            let mut touched: Vec<String> = Vec::new();
+            for event in &batch.events {
+                if event.seq < MADE_SEQ_BASE {
+                    let record = index
+                        .runs
+                        .entry(event.run.clone())
+                        .or_insert_with(|| RunRecord { state: RunState::default(), high_water: None });
+                    record.high_water = Some(record.high_water.map_or(event.seq, |hw| hw.max(event.seq)));
+                    touched.push(event.run.clone());
+                }
+                if !matches!(event.payload, Payload::BatchEnded(_)) {
+                    puts.push(put(&b.history, event_key(&event.run, event.seq), json(event)?));
+                }
+            }
+            for (run, state) in &batch.runs {
+                let record = index
+                    .runs
+                    .entry(run.clone())
+                    .or_insert_with(|| RunRecord { state: state.clone(), high_water: None });
+                record.state = state.clone();
+                touched.push(run.clone());
+            }
+            touched.sort();
+            touched.dedup();
+            for run in touched {
+                if let Some(record) = index.runs.get(&run) {
+                    puts.push(put(&b.runs, token(&run), json(record)?));
+                }
+            }
+            for job in &batch.jobs {
+                let value = JobValue { notifier: job.notifier.clone(), id: job.id, job: job.job.clone() };
+                puts.push(put(&b.jobs, job_key(&job.notifier, job.id), json(&value)?));
+            }
+            for r in &batch.receipts {
+                let key = (r.notifier.clone(), r.run.clone());
+                if index.receipts.get(&key).is_some_and(|seq| *seq > r.seq) {
+                    continue;
+                }
+                index.receipts.insert(key, r.seq);
+                let value = ReceiptValue {
+                    notifier: r.notifier.clone(),
+                    run: r.run.clone(),
+                    seq: r.seq,
+                    receipt: r.receipt.clone(),
+                };
+                puts.push(put(&b.receipts, receipt_key(&r.notifier, &r.run), json(&value)?));
+            }
+            for (id, g) in &batch.give_ups {
+                puts.push(put(&b.giveups, id.to_string(), json(g)?));
+            }
+            if let Some(id) = batch.next_job_id {
+                puts.push(put(&b.meta, "next_job_id".to_owned(), id.to_string().into_bytes()));
+            }
+            for done in &batch.done {
+                deletes.push(delete(&b.jobs, job_key(&done.notifier, done.id)));
+            }
+            for run in &batch.forget {
+                index.runs.remove(run);
+                deletes.push(delete(&b.runs, token(run)));
+                let keys: Vec<(String, String)> =
+                    index.receipts.keys().filter(|(_, r)| r == run).cloned().collect();
+                for key in keys {
+                    index.receipts.remove(&key);
+                    deletes.push(delete(&b.receipts, receipt_key(&key.0, &key.1)));
+                }
+            }
+        }
+        for run in &batch.forget {
+            for event in self.memory.events(run).await? {
+                deletes.push(delete(&b.history, event_key(&event.run, event.seq)));
+            }
+        }
+        try_join_all(puts).await.map_err(|e| store_err("cannot write to the JetStream buckets", e))?;
+        try_join_all(deletes).await.map_err(|e| store_err("cannot delete from the JetStream buckets", e))?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Outbox for JetStreamOutbox {
+    fn info(&self) -> OutboxInfo {
+        OutboxInfo::default()
+    }
+
+    async fn commit(&self, batch: WriteBatch) -> Result<Committed, StoreError> {
+        self.write_through(&batch).await?;
+        self.memory.commit(batch).await
+    }
+
+    async fn known(&self, keys: Vec<(String, u64)>) -> Result<Vec<bool>, StoreError> {
+        let made: Vec<(String, u64)> = keys.iter().filter(|(_, s)| *s >= MADE_SEQ_BASE).cloned().collect();
+        let mut made_known = self.memory.known(made).await?.into_iter();
+        let index = self.index();
+        Ok(keys
+            .iter()
+            .map(|(run, seq)| match *seq >= MADE_SEQ_BASE {
+                true => made_known.next().unwrap_or(false),
+                false => index.runs.get(run).and_then(|r| r.high_water).is_some_and(|hw| *seq <= hw),
+            })
+            .collect())
+    }
+
+    async fn runs(&self) -> Result<HashMap<String, RunState>, StoreError> {
+        self.memory.runs().await
+    }
+
+    async fn next_job_id(&self) -> Result<u64, StoreError> {
+        self.memory.next_job_id().await
+    }
+
+    async fn job_counts(&self) -> Result<HashMap<String, u64>, StoreError> {
+        self.memory.job_counts().await
+    }
+
+    async fn jobs(
+        &self,
+        notifier: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, JobRecord)>, StoreError> {
+        self.memory.jobs(notifier, after, limit).await
+    }
+
+    async fn latest_receipt(&self, notifier: &str, run: &str) -> Result<Option<Receipt>, StoreError> {
+        self.memory.latest_receipt(notifier, run).await
+    }
+
+    async fn loss_history(&self, run: &str) -> Result<Vec<LossPoint>, StoreError> {
+        self.memory.loss_history(run).await
+    }
+
+    async fn events(&self, run: &str) -> Result<Vec<Event>, StoreError> {
+        self.memory.events(run).await
+    }
+
+    async fn give_ups(&self) -> Result<Vec<GiveUp>, StoreError> {
+        self.memory.give_ups().await
+    }
+}
