@@ -76,7 +76,9 @@ pub async fn serve(config: &Config, registry: &Registry) -> Result<(), DaemonErr
         None => None,
     };
     let names: Vec<String> = notifiers.iter().map(|n| format!("{} ({})", n.name, n.kind)).collect();
-    let options = Options::new(d.stall_after).with_rules(config.rules.clone());
+    let options = Options::new(d.stall_after)
+        .with_rules(config.rules.clone())
+        .with_slow_rank_factor(d.slow_rank_factor);
     let dispatcher = Dispatcher::start(std::sync::Arc::new(store), notifiers, options).await?;
     let handle = dispatcher.handle();
     let replayed = forwarder::replay_orphans(&d.state_dir, &handle).await;

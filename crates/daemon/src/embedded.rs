@@ -187,7 +187,9 @@ async fn link(
     let started = async {
         let registry = crate::builtins::registry();
         let notifiers = crate::daemon::build_notifiers(&config, &registry)?;
-        let options = Options::new(d.stall_after).with_rules(config.rules.clone());
+        let options = Options::new(d.stall_after)
+            .with_rules(config.rules.clone())
+            .with_slow_rank_factor(d.slow_rank_factor);
         Dispatcher::start(Arc::new(MemoryOutbox::new()), notifiers, options).await
     }
     .await;

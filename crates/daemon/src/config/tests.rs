@@ -465,3 +465,24 @@ fn values_serde_cannot_tell_apart() {
         assert!(err.starts_with(&format!("{f}:{expected}")), "{text}\n-> {err}\nexpected: {expected}");
     }
 }
+
+#[test]
+fn slow_rank_factor_defaults_to_one_and_a_half_and_must_be_more_than_one() {
+    assert_eq!(parse_ok("").daemon.slow_rank_factor, 1.5);
+    assert_eq!(parse_ok("[daemon]\nslow_rank_factor = 2\n").daemon.slow_rank_factor, 2.0);
+    assert_eq!(parse_ok("[daemon]\nslow_rank_factor = 1.25\n").daemon.slow_rank_factor, 1.25);
+    let f = "/etc/herald/herald.toml";
+    for (text, expected) in [
+        (
+            "[daemon]\nslow_rank_factor = 1\n",
+            format!("{f}:2:20: daemon.slow_rank_factor: must be a number more than 1"),
+        ),
+        (
+            "[daemon]\nslow_rank_factor = \"2\"\n",
+            format!("{f}:2:20: daemon.slow_rank_factor: expected a number, found string"),
+        ),
+    ] {
+        let err = parse_err(text);
+        assert!(err.starts_with(&expected), "{text}\n-> {err}\nexpected: {expected}");
+    }
+}
