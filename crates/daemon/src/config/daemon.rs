@@ -30,6 +30,9 @@ pub struct DaemonConfig {
     pub state_dir: PathBuf,
     /// A run silent this long gets `run_stalled`, default `15m`.
     pub stall_after: Duration,
+    /// A rank of a distributed job whose epoch takes more than this times the job's median epoch, two epochs
+    /// running, gets `rank_slow`; default `1.5`, more than 1.
+    pub slow_rank_factor: f64,
     /// How long shutdown waits for deliveries in flight, default `30s`.
     pub drain_timeout: Duration,
     /// The address people reach the daemon at, for links in notifications; none by default.
@@ -40,7 +43,7 @@ pub struct DaemonConfig {
 }
 
 /// Every key `[daemon]` takes, as the message for an unknown one lists them.
-pub(super) const DAEMON_KEYS: [&str; 9] = [
+pub(super) const DAEMON_KEYS: [&str; 10] = [
     "listen",
     "socket",
     "token",
@@ -50,6 +53,7 @@ pub(super) const DAEMON_KEYS: [&str; 9] = [
     "drain_timeout",
     "public_url",
     "dashboard",
+    "slow_rank_factor",
 ];
 
 /// The keys of `[daemon]` as written (`token_file` is read into `token` by the pre-pass).
@@ -72,6 +76,8 @@ struct DaemonKeys {
     public_url: Option<String>,
     #[serde(default, deserialize_with = "values::string")]
     dashboard: Option<String>,
+    #[serde(default, deserialize_with = "values::number")]
+    slow_rank_factor: Option<f64>,
 }
 
 /// Read `[daemon]` (`None`: the file has none, so every default).
@@ -132,6 +138,11 @@ impl DaemonKeys {
         if stall_after.is_zero() {
             return Err(ConfigError::for_key("stall_after", "must be more than zero"));
         }
+        let slow_rank_factor = self.slow_rank_factor.unwrap_or(1.5);
+        if !(slow_rank_factor.is_finite() && slow_rank_factor > 1.0) {
+            let message = format!("must be a number more than 1, such as 1.5 (found {slow_rank_factor})");
+            return Err(ConfigError::for_key("slow_rank_factor", message));
+        }
         let public_url = match self.public_url {
             Some(s) if !(s.starts_with("http://") || s.starts_with("https://")) => {
                 let message = "must start with `http://` or `https://`, such as `https://herald.example.com`";
@@ -152,6 +163,7 @@ impl DaemonKeys {
             token,
             state_dir,
             stall_after,
+            slow_rank_factor,
             drain_timeout: self.drain_timeout.unwrap_or(Duration::from_secs(30)),
             public_url,
             dashboard,
