@@ -15,7 +15,16 @@ from support import ClientTest
 import herald
 from fake_daemon import FakeDaemon
 
-_JOB_VARS = ("HERALD_JOB", "SLURM_JOB_ID", "SLURM_STEP_ID", "TORCHELASTIC_RUN_ID", "WORLD_SIZE", "RANK", "LOCAL_RANK")
+_JOB_VARS = (
+    "HERALD_JOB",
+    "SLURM_JOB_ID",
+    "SLURM_STEP_ID",
+    "SLURM_NTASKS",
+    "TORCHELASTIC_RUN_ID",
+    "WORLD_SIZE",
+    "RANK",
+    "LOCAL_RANK",
+)
 
 
 def clean_env(**env: str) -> Dict[str, str]:
@@ -143,6 +152,14 @@ class Ranks(ClientTest):
 
     def test_without_a_job_id_a_non_zero_rank_stays_quiet_as_before(self) -> None:
         self.assertEqual(self.events_of({"RANK": "1", "WORLD_SIZE": "2"}), [])
+
+    def test_herald_job_alone_makes_a_job_and_a_single_slurm_task_does_not(self) -> None:
+        self.assertEqual(self.events_of({"HERALD_JOB": "mine"})[0]["job"], "mine")
+        start = self.events_of({"SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0", "SLURM_NTASKS": "1"})[0]
+        self.assertNotIn("job", start)
+        self.assertEqual(start["world_size"], 1)
+        start = self.events_of({"SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0", "SLURM_NTASKS": "4", "RANK": "0"})[0]
+        self.assertEqual((start["job"], start["world_size"]), ("4242.0", 4))
 
     def test_a_single_process_sends_no_job(self) -> None:
         start = self.events_of({})[0]

@@ -47,14 +47,15 @@ def detect_rank() -> int:
 
 
 def detect_world_size() -> Optional[int]:
-    """The number of ranks: ``WORLD_SIZE`` (torchrun, Lightning, accelerate), else ``torch.distributed``'s world
-    size when it is initialized, else None (unknown)."""
-    value = os.environ.get("WORLD_SIZE", "").strip()
-    if value:
-        try:
-            return max(1, int(value))
-        except ValueError:
-            log.warning("herald: WORLD_SIZE=%r is not an integer; ignored", value)
+    """The number of ranks: ``WORLD_SIZE`` (torchrun, Lightning, accelerate), else SLURM's ``SLURM_NTASKS``, else
+    ``torch.distributed``'s world size when it is initialized, else None (unknown)."""
+    for var in ("WORLD_SIZE", "SLURM_NTASKS"):
+        value = os.environ.get(var, "").strip()
+        if value:
+            try:
+                return max(1, int(value))
+            except ValueError:
+                log.warning("herald: %s=%r is not an integer; ignored", var, value)
     dist = _torch_distributed()
     if dist is not None:
         try:
@@ -292,7 +293,7 @@ class Run:
         if self.ranks == "all" and self.started_at is None:
             if self.world_size is None:
                 self.world_size = detect_world_size()
-            if self.job is None and (self.world_size or 1) > 1:
+            if self.job is None and ((self.world_size or 1) > 1 or os.environ.get("HERALD_JOB", "").strip()):
                 self.job = detect_job()
         self.started_at = time.time()
         _open_runs.add(self)
