@@ -56,6 +56,7 @@ pub async fn run(
     let store = lease::bucket(&js, &names, target.replicas, lease).await?;
     let node = format!("{}/{}", herald_daemon::local_hostname(), std::process::id());
     tracing::info!(node = %node, "deliverer ready; competing for the lease");
+    herald_daemon::sdnotify::notify("READY=1\nSTATUS=competing for the lease");
     loop {
         if *stop.borrow() {
             return Ok(());
