@@ -248,6 +248,77 @@ fn train_without_a_daemon_notifies_from_its_own_process() {
     assert_eq!(kinds, ["run_started", "epoch_ended", "epoch_ended", "run_finished"], "{kinds:?}");
 }
 
+/// `herald` as on a fresh machine: an empty home (no configuration file, no daemon's outbox), no
+/// `$HERALD_CONFIG`, no D-Bus session bus (so the built-in default is the console alone).
+pub(crate) fn first_run(home: &Path) -> std::process::Command {
+    std::fs::create_dir_all(home).expect("create the empty home");
+    let mut cmd = herald();
+    cmd.env("HOME", home)
+        .env("XDG_RUNTIME_DIR", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("HERALD_CONFIG")
+        .env_remove("DBUS_SESSION_BUS_ADDRESS");
+    cmd
+}
+
+/// The output of a first `herald train`, stdout then stderr, as one terminal shows both.
+fn first_train(name: &str, extra: &[&std::ffi::OsStr]) -> (Output, String) {
+    let dir = scratch(name);
+    let out = first_run(&dir.join("home"))
+        .args(["train", "--epochs", "3", "--threads", "1", "--name", "first", "--data"])
+        .arg(digits())
+        .args(extra)
+        .output()
+        .expect("herald train runs");
+    let terminal = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "herald train failed:\n{terminal}");
+    assert!(
+        terminal.contains("no daemon answers: notifying from this process"),
+        "a daemon answers at 127.0.0.1:7878 on this machine; the first-run tests need none:\n{terminal}"
+    );
+    (out, terminal)
+}
+
+#[test]
+fn a_first_herald_train_prints_the_table_once_and_a_finish_line() {
+    let (out, terminal) = first_train("first-run", &[]);
+    let headers = terminal.matches("epoch     train_loss").count();
+    assert_eq!(headers, 1, "the table is printed once, by the trainer:\n{terminal}");
+    assert_eq!(text(&out.stdout).lines().count(), 4, "the header and three rows:\n{terminal}");
+    let stderr = text(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.iter().filter(|l| l.contains(" started (pid ")).count(), 1, "{terminal}");
+    assert_eq!(
+        lines.iter().filter(|l| l.contains("first on ") && l.contains(" completed after ")).count(),
+        1,
+        "{terminal}"
+    );
+    assert_eq!(lines.iter().filter(|l| l.starts_with("herald: best accuracy ")).count(), 1, "{terminal}");
+    // Nothing per epoch: the console's blocks (`── first: epoch 1/3 ──`) and summaries stay away.
+    assert!(!stderr.contains("──") && !stderr.contains("epoch 1/3 ·"), "{terminal}");
+    assert_eq!(lines.len(), 4, "the link, start, finish and best lines only:\n{terminal}");
+}
+
+#[test]
+fn a_first_herald_train_with_plot_says_where_the_plot_went() {
+    let dir = scratch("first-run-plot");
+    let plot = dir.join("loss.png");
+    let (out, terminal) =
+        first_train("first-run-plot-home", &[std::ffi::OsStr::new("--plot"), plot.as_os_str()]);
+    assert_eq!(terminal.matches("epoch     train_loss").count(), 1, "{terminal}");
+    let stderr = text(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    let lr = dir.join("loss-lr.png");
+    assert_eq!(
+        last,
+        format!("herald: loss plot: {} (learning rate: {})", plot.display(), lr.display()),
+        "{terminal}"
+    );
+    assert_png(&plot);
+    assert_png(&lr);
+}
+
 /// Ctrl-C as a terminal sends it: SIGINT to the whole process group of `child`, which `process_group(0)` made
 /// its own (the `herald` it started has replaced itself with `herald-train`; a plugin it ran would be there too).
 fn ctrl_c(child: &std::process::Child) {

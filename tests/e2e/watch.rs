@@ -51,6 +51,29 @@ fn watch_reports_a_failing_commands_exit_code_and_stderr_tail() {
 }
 
 #[test]
+fn a_first_herald_watch_says_one_line_per_fact_beside_the_commands_output() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let out = crate::train::first_run(home.path())
+        .args(["watch", "--name", "job", "--", "sh", "-c", "echo out; echo err >&2; exit 3"])
+        .output()
+        .expect("herald watch");
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut lines: Vec<&str> = stderr.lines().collect();
+    // The console's lines come from another thread: their order against the command's is not fixed.
+    lines.sort_unstable();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert_eq!(lines[0], "err", "{stderr}");
+    assert!(
+        lines[1].starts_with("herald: job on ") && lines[1].ends_with(": exited with code 3"),
+        "{stderr}"
+    );
+    assert!(lines[1].contains(" failed"), "{stderr}");
+    assert!(lines[2].starts_with("herald: job on ") && lines[2].contains(" started (pid "), "{stderr}");
+}
+
+#[test]
 fn the_forwarder_spools_while_the_daemon_is_down_and_replays() {
     let hook = Receiver::start(|_, _| Reply::Ok);
     let dir = tempfile::tempdir().expect("temp dir");

@@ -34,7 +34,22 @@ pub fn default_config() -> String {
 /// [`default_config`] for a session with or without a session bus. A bus with no notification server behind
 /// it fails deliveries as retryable, so the desktop's are given up after ten minutes rather than a day.
 pub fn default_config_for(session_bus: bool) -> String {
-    let console = "[[notifier]]\ntype = \"console\"\n";
+    defaults(session_bus, "[[notifier]]\ntype = \"console\"\n")
+}
+
+/// The configuration used when there is no file, for a process whose own output shares the console
+/// notifier's terminal (`herald train`'s results table, the command `herald watch` runs): the console says
+/// only what that output does not (`format = "lines"`), and desktop notifications as in [`default_config`].
+pub fn default_config_beside_output() -> String {
+    default_config_beside_output_for(herald_desktop::session_bus_available())
+}
+
+/// [`default_config_beside_output`] for a session with or without a session bus.
+pub fn default_config_beside_output_for(session_bus: bool) -> String {
+    defaults(session_bus, "[[notifier]]\ntype = \"console\"\nformat = \"lines\"\n")
+}
+
+fn defaults(session_bus: bool, console: &str) -> String {
     let desktop = "[[notifier]]\ntype = \"desktop\"\nmax_age = \"10m\"\n";
     if session_bus { format!("{console}{desktop}") } else { console.to_owned() }
 }
@@ -75,6 +90,23 @@ mod tests {
         }
         for (kind, description) in super::registry().kinds() {
             assert!(!description.is_empty(), "{kind} has a description");
+        }
+    }
+
+    #[test]
+    fn beside_a_trainers_output_the_default_console_writes_lines() {
+        let env = |name: &str| (name == "HOME").then(|| "/home/test".to_owned());
+        for bus in [false, true] {
+            for (text, lines) in [
+                (super::default_config_for(bus), false),
+                (super::default_config_beside_output_for(bus), true),
+            ] {
+                let config = crate::config::parse_with(&text, crate::config::BUILT_IN, &env)
+                    .unwrap_or_else(|e| panic!("{e}\n{text}"));
+                assert_eq!(config.notifiers.len(), if bus { 2 } else { 1 }, "{text}");
+                assert!(config.build_notifiers(&super::registry()).is_ok(), "{text}");
+                assert_eq!(text.contains("format = \"lines\""), lines, "{text}");
+            }
         }
     }
 }

@@ -2,7 +2,8 @@
 //! `run_started`, then `run_finished` with the exit code and duration, or `run_failed` with the exit status
 //! or signal and the last 20 lines of stderr. stdout and stderr pass through unchanged; herald exits with the
 //! command's code (128 + the signal number when a signal killed it). `herald stop RUN` sends the command
-//! SIGTERM. Events go to the daemon (spooled while it is down) or, without one, straight to the notifiers.
+//! SIGTERM. Events go to the daemon (spooled while it is down) or, without one, straight to the notifiers
+//! (with no configuration file, the console's `format = "lines"`: the command's output shares the terminal).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead as _, Write as _};
@@ -48,7 +49,10 @@ fn signal_name(sig: i32) -> &'static str {
 }
 
 pub fn run(config_path: Option<&Path>, args: Args) -> Result<()> {
-    let config = crate::serve::load_config(config_path)?;
+    // The command's output is on this terminal: with no configuration file, the console notifier says one
+    // line per fact (started, finished, failed), not a block each.
+    let config =
+        herald_daemon::config::load_beside_output(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let Some(program) = args.command.first() else { bail!("give a command to run after `--`") };
     let name = args.name.clone().unwrap_or_else(|| {
         Path::new(program).file_name().map_or_else(|| program.clone(), |f| f.to_string_lossy().into_owned())

@@ -174,7 +174,9 @@ fn run(args: TrainArgs) -> Result<ExitCode> {
     let consumer = if args.events_stderr {
         Consumer::Printer(spawn_event_printer(rx))
     } else {
-        let config = herald_daemon::config::load(args.config.as_deref())?;
+        // The results table is on this terminal: with no configuration file, the console notifier says only
+        // what the table does not.
+        let config = herald_daemon::config::load_beside_output(args.config.as_deref())?;
         let link = herald_daemon::spawn_for_trainer(&config, rx, stop.clone())?;
         eprintln!("herald: {}", describe(link.mode()));
         Consumer::Link(link)
@@ -216,7 +218,7 @@ fn run(args: TrainArgs) -> Result<ExitCode> {
         let lr_path = lr_plot_path(path);
         let png = herald_plot::plot_lr(&schedule)?;
         std::fs::write(&lr_path, png).with_context(|| format!("cannot write {}", lr_path.display()))?;
-        eprintln!("herald: wrote {} and {}", path.display(), lr_path.display());
+        eprintln!("herald: loss plot: {} (learning rate: {})", path.display(), lr_path.display());
     }
     if interrupted.load(Ordering::Acquire) {
         eprintln!("herald: {CTRL_C_REASON}: the run was reported as stopped");

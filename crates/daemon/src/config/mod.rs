@@ -75,10 +75,27 @@ pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
     load_with(explicit, &process_env)
 }
 
+/// [`load`] for a process whose own output shares the terminal with the console notifier (`herald train`,
+/// `herald watch`): the same files, but with none the built-in default is
+/// `crate::builtins::default_config_beside_output` (the console in `format = "lines"`, so the trainer's
+/// results table is not printed twice). A configuration file says for itself what its console does.
+pub fn load_beside_output(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+    load_or(explicit, &process_env, &crate::builtins::default_config_beside_output)
+}
+
 /// [`load`] with the environment given as a function (for tests and embedding).
 pub fn load_with(
     explicit: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    load_or(explicit, env, &crate::builtins::default_config)
+}
+
+/// [`load_with`], with `default` giving the configuration text used when no file is found.
+fn load_or(
+    explicit: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+    default: &dyn Fn() -> String,
 ) -> Result<Config, ConfigError> {
     if let Some(path) = explicit {
         return read(path, env);
@@ -96,7 +113,7 @@ pub fn load_with(
             }
         }
     }
-    parse_with(&crate::builtins::default_config(), BUILT_IN, env)
+    parse_with(&default(), BUILT_IN, env)
 }
 
 /// Where the configuration is looked for when neither `--config` nor `$HERALD_CONFIG` say:
