@@ -101,6 +101,7 @@ impl Nats {
     fn wait_ready(&mut self) {
         let url = self.url();
         let log = self.log.clone();
+        let token = self.args.iter().position(|a| a == "--auth").and_then(|i| self.args.get(i + 1)).cloned();
         wait_for("nats-server with JetStream", Duration::from_secs(30), || {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!(
@@ -109,7 +110,11 @@ impl Nats {
                 );
             }
             rt().block_on(async {
-                let client = async_nats::connect(&url).await.ok()?;
+                let options = match &token {
+                    Some(t) => async_nats::ConnectOptions::with_token(t.clone()),
+                    None => async_nats::ConnectOptions::new(),
+                };
+                let client = options.connect(&url).await.ok()?;
                 let js = async_nats::jetstream::new(client);
                 js.query_account().await.ok().map(|_| ())
             })
@@ -368,6 +373,14 @@ pub struct Deliverer {
 impl Deliverer {
     /// Start a deliverer in `dir` with a webhook notifier to `hook_port`.
     pub fn start(dir: &Path, servers: &[String], replicas: usize, hook_port: u16) -> Deliverer {
+        let hook = format!(
+            "[[notifier]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\ntimeout = \"2s\"\n"
+        );
+        Deliverer::with_notifier(dir, servers, replicas, &hook)
+    }
+
+    /// Start a deliverer in `dir` with this `[[notifier]]` table.
+    pub fn with_notifier(dir: &Path, servers: &[String], replicas: usize, notifier: &str) -> Deliverer {
         std::fs::create_dir_all(dir).expect("deliverer dir");
         let servers: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
         let text = format!(
@@ -383,11 +396,7 @@ role = "deliver"
 replicas = {replicas}
 lease = "{LEASE_S}s"
 
-[[notifier]]
-name = "hook"
-type = "webhook"
-url = "http://127.0.0.1:{hook_port}/hook"
-timeout = "2s"
+{notifier}
 "#,
             port = free_port(),
             dir = dir.display(),
@@ -570,4 +579,149 @@ fn cluster_two_deliverers_deliver_each_notification_once_and_take_over_after_kil
         "the next delivery came {failover:?} after the kill"
     );
     drop(servers);
+}
+
+/// Run `herald serve` with `config` and expect it to stop by itself with an error; returns its output.
+fn serve_fails(dir: &Path, config: &str) -> String {
+    std::fs::create_dir_all(dir).expect("dir");
+    let path = dir.join("herald.toml");
+    std::fs::write(&path, config).expect("write the config");
+    let mut child = crate::KillOnDrop(
+        crate::herald()
+            .arg("--config")
+            .arg(&path)
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start herald serve"),
+    );
+    let status = wait_for("herald serve to refuse to start", Duration::from_secs(30), || {
+        child.0.try_wait().ok().flatten()
+    });
+    let mut out = String::new();
+    if let Some(mut e) = child.0.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut out);
+    }
+    assert!(!status.success(), "herald serve should have failed:\n{out}");
+    assert!(!out.contains("panicked"), "a panic instead of an error:\n{out}");
+    out
+}
+
+#[test]
+fn cluster_bad_settings_stop_a_node_with_a_clear_error() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let nats_dir = tmp.path().join("nats");
+    std::fs::create_dir_all(&nats_dir).expect("nats dir");
+    let nats = Nats::start(&nats_dir, "n1", port, &["--auth".to_owned(), "s3cret".to_owned()]);
+    let servers = format!("servers = [\"{}\"]", nats.url());
+    let daemon = |dir: &Path| {
+        format!(
+            "[daemon]\nlisten = \"127.0.0.1:{}\"\nsocket = \"\"\nstate_dir = \"{}/state\"\n",
+            free_port(),
+            dir.display()
+        )
+    };
+    let hook = "[[notifier]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\n";
+    let check = |name: &str, cluster: &str, notifier: &str, expected: &str| {
+        let dir = tmp.path().join(name);
+        let out = serve_fails(&dir, &format!("{}\n[cluster]\n{cluster}\n{notifier}", daemon(&dir)));
+        assert!(out.contains(expected), "{name}: expected `{expected}` in:\n{out}");
+    };
+    check(
+        "wrong-token",
+        &format!("{servers}\nrole = \"edge\"\ntoken = \"wrong\""),
+        "",
+        "the servers refused the credentials: check [cluster] token",
+    );
+    check(
+        "no-notifier",
+        &format!("{servers}\nrole = \"deliver\"\ntoken = \"s3cret\""),
+        "",
+        "cluster.role: a deliverer needs at least one [[notifier]]",
+    );
+    check(
+        "unreachable",
+        &format!("servers = [\"nats://127.0.0.1:{}\"]\nrole = \"deliver\"", free_port()),
+        hook,
+        "cannot connect to the NATS servers",
+    );
+    // A stream of the same name made by something else, with other subjects and retention.
+    rt().block_on(async {
+        let client = async_nats::ConnectOptions::with_token("s3cret".into())
+            .connect(nats.url())
+            .await
+            .expect("connect with the token");
+        let js = async_nats::jetstream::new(client);
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "herald-events".into(),
+            subjects: vec!["elsewhere.>".into()],
+            retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+            ..Default::default()
+        })
+        .await
+        .expect("create the foreign stream");
+    });
+    check(
+        "foreign-stream",
+        &format!("{servers}\nrole = \"edge\"\ntoken = \"s3cret\""),
+        "",
+        "the stream herald-events exists with other settings",
+    );
+}
+
+#[test]
+fn cluster_telegram_live_message_is_edited_across_a_failover_and_only_the_leader_polls() {
+    const TOKEN: &str = "777000:E2E-cluster_token";
+    const CHAT: i64 = 4242;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let bot = runtime.block_on(herald_fakes::telegram::FakeTelegram::start(TOKEN));
+    let messages = || bot.bot_messages(CHAT);
+    let wait = |what: &str, check: &dyn Fn(&[herald_fakes::telegram::Message]) -> bool| {
+        wait_for(what, Duration::from_secs(40), || {
+            let m = messages();
+            check(&m).then_some(m)
+        })
+    };
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let nats = Nats::single(&tmp.path().join("nats"));
+    let urls = vec![nats.url()];
+    let edge_dir = tmp.path().join("edge");
+    std::fs::create_dir_all(&edge_dir).expect("edge dir");
+    let port = free_port();
+    let edge = Daemon::start(&edge_dir, port, &edge_config(&edge_dir, port, &urls, 1));
+    let phone = format!(
+        "[[notifier]]\nname = \"phone\"\ntype = \"telegram\"\ntoken = \"{TOKEN}\"\nchat_id = {CHAT}\napi_url = \"{}\"\n",
+        bot.url
+    );
+    let mut deliverers: Vec<Deliverer> = (0..2)
+        .map(|i| Deliverer::with_notifier(&tmp.path().join(format!("d{i}")), &urls, 1, &phone))
+        .collect();
+    let run = "2026-11-30T15:00:00-9-0-7e1e";
+    assert_eq!(edge.post(&started(run, "elsewhere", 1)).0, 202);
+    wait("the live message", &|m| m.len() == 1);
+    assert_eq!(edge.post(&epoch(run, 1, 0)).0, 202);
+    let first = wait("the first edit", &|m| m.len() == 1 && m[0].edits == 1);
+    // The leader dies; the other takes over and edits the same message.
+    let leader = wait_for("a leader", Duration::from_secs(20), || leader_pid(&nats.url()));
+    deliverers.iter_mut().find(|d| d.pid() == Some(leader)).expect("the leader is ours").kill9();
+    assert_eq!(edge.post(&epoch(run, 2, 1)).0, 202);
+    let m = wait("the edit by the new leader", &|m| m.len() == 1 && m[0].edits == 2);
+    assert_eq!(m[0].message_id, first[0].message_id, "the live message is edited, not sent again");
+    assert_ne!(leader_pid(&nats.url()), Some(leader));
+    assert_eq!(edge.post(&finished(run, 3)).0, 202);
+    let m = wait("the finish message", &|m| m.len() >= 2 && m[0].edits >= 3);
+    assert_eq!(
+        m.iter().filter(|x| x.text.contains("started") && x.edits == 0).count(),
+        0,
+        "no second live message: {m:?}"
+    );
+    // Both leaders polled (the first before its death, the second since), never at once.
+    wait_for("the new leader to poll getUpdates", Duration::from_secs(20), || {
+        (bot.polls_taken() >= 2).then_some(())
+    });
+    assert_eq!(bot.conflicts(), 0, "two deliverers polled getUpdates at once");
+    drop(runtime);
 }

@@ -5,7 +5,8 @@
 //! checks: the token (401), HTML parse mode (400 `can't parse entities`), 1..4096 characters of visible text
 //! (UTF-16 units), captions up to 1024, `editMessageText` of a message that exists (`message to edit not
 //! found`) with new content (`message is not modified`). It keeps the messages of each chat, serves queued
-//! updates (user messages, button presses) by `offset` with long polling, answers 429 with `retry_after` when
+//! updates (user messages, button presses) by `offset` with long polling (a second `getUpdates` while one is
+//! open gets 409 Conflict, as from Telegram: one poller per bot), answers 429 with `retry_after` when
 //! told to, and records every call.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -105,6 +106,22 @@ struct State {
     failures: VecDeque<Failure>,
     commands: Option<Value>,
     callback_answers: Vec<Params>,
+    /// `getUpdates` calls being answered now.
+    polls: usize,
+    /// `getUpdates` calls answered 409 because another was being answered.
+    conflicts: usize,
+    /// `getUpdates` calls taken (not answered 409), counted when they arrive.
+    polls_taken: usize,
+}
+
+/// Counts one `getUpdates` call as being answered until dropped (also when the caller goes away).
+struct Polling(Arc<Mutex<State>>);
+
+impl Drop for Polling {
+    fn drop(&mut self) {
+        let mut st = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.polls = st.polls.saturating_sub(1);
+    }
 }
 
 /// The fake Bot API; clone freely (all clones share the state).
@@ -142,6 +159,17 @@ impl FakeTelegram {
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How many `getUpdates` calls were answered 409 because another poll of the bot was open.
+    pub fn conflicts(&self) -> usize {
+        self.state().conflicts
+    }
+
+    /// How many `getUpdates` calls arrived and were taken (a long poll counts at once, not when answered as
+    /// [`calls`](FakeTelegram::calls) does).
+    pub fn polls_taken(&self) -> usize {
+        self.state().polls_taken
     }
 
     /// Every call so far, in arrival order.
@@ -539,6 +567,18 @@ impl FakeTelegram {
     }
 
     async fn get_updates(&self, params: &Params) -> (u16, Value) {
+        // Telegram allows one poller per bot: a second concurrent `getUpdates` gets 409 Conflict.
+        let _polling = {
+            let mut st = self.state();
+            if st.polls > 0 {
+                st.conflicts += 1;
+                let description = "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running";
+                return (409, json!({"ok": false, "error_code": 409, "description": description}));
+            }
+            st.polls += 1;
+            st.polls_taken += 1;
+            Polling(self.state.clone())
+        };
         let offset = params.i64("offset").unwrap_or(0);
         let timeout = Duration::from_secs(params.i64("timeout").unwrap_or(0).clamp(0, 50) as u64);
         let limit = params.i64("limit").unwrap_or(100).clamp(1, 100) as usize;
@@ -636,5 +676,26 @@ mod tests {
         assert_eq!(fake.pending_updates(), 0);
         assert_eq!(fake.calls()[0].sent_as, "SendMessage");
         assert_eq!(fake.calls()[0].method, "sendMessage");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_second_concurrent_get_updates_gets_409() {
+        let fake = FakeTelegram::start("1:abc").await;
+        let url = format!("{}/bot1:abc/getUpdates", fake.url);
+        let first = tokio::spawn({
+            let url = url.clone();
+            async move { post(&url, json!({"offset": 0, "timeout": 2})).await }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while fake.state().polls == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the first poll never arrived");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (s, v) = post(&url, json!({"offset": 0, "timeout": 0})).await;
+        assert_eq!((s, v["error_code"].as_i64()), (409, Some(409)), "{v}");
+        assert_eq!(fake.conflicts(), 1);
+        assert_eq!(first.await.expect("first poll").0, 200);
+        let (s, _) = post(&url, json!({"offset": 0, "timeout": 0})).await;
+        assert_eq!((s, fake.conflicts()), (200, 1), "one poll at a time is fine");
     }
 }
