@@ -233,7 +233,9 @@ impl<'a> Group<'a> {
 
     /// Keep the health line of each job an event touched in its anchor's context, where notifiers read it
     /// under the job's table (`4/4 ranks · slowest: rank 3 on gpu-b, +38%`).
+    /// A job whose last rank just ended gets its end here, at once (the run watch would take a look).
     fn refresh_jobs(&mut self, touched: &BTreeSet<String>) {
+        let mut ends = Vec::new();
         let updates: Vec<(String, String)> = {
             let shared = self.shared.runs();
             let group = &self.fx.runs;
@@ -247,12 +249,36 @@ impl<'a> Group<'a> {
             for view in jobs::group(facts) {
                 if let Some(anchor) = view.anchor() {
                     latest.insert(view.job.clone(), (anchor.run.to_owned(), view.health()));
+                    if let Some(end) = jobs::job_end(&view, self.now) {
+                        ends.push((anchor.run.to_owned(), end));
+                    }
                 }
             }
             latest.into_values().collect()
         };
         for (anchor, health) in updates {
             Group::state(self.shared, &mut self.fx.runs, &anchor).context.health = Some(health);
+        }
+        for (anchor, end) in ends {
+            let st = Group::state(self.shared, &mut self.fx.runs, &anchor);
+            let made = Event::now(anchor, MADE_SEQ_BASE + st.made, end);
+            st.made += 1;
+            for (i, slot) in self.shared.slots.iter().enumerate() {
+                if runs::accepts(&slot.routing, st, &made) {
+                    let job = JobRecord {
+                        event: made.clone(),
+                        attempt: 0,
+                        not_before_ms: 0,
+                        created_ms: self.now,
+                        last_error: None,
+                    };
+                    self.batch.jobs.push(PutJob { notifier: slot.name.clone(), id: self.next_id, job });
+                    self.next_id += 1;
+                    *self.fx.added.entry(i).or_default() += 1;
+                }
+            }
+            st.apply(&made, true, self.now);
+            self.batch.events.push(made);
         }
     }
 

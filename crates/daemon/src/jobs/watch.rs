@@ -79,9 +79,7 @@ pub fn decide(view: &JobView<'_>, w: &Watch) -> Vec<Payload> {
         out.push(stalled.into());
     }
     out.extend(slow(view, w).into_iter().map(Payload::from));
-    if view.finished() {
-        out.push(finish(view, w).into());
-    }
+    out.extend(job_end(view, w.now_ms).map(Payload::from));
     out
 }
 
@@ -166,10 +164,14 @@ fn slow(view: &JobView<'_>, w: &Watch) -> Vec<RankSlow> {
     out
 }
 
-/// The job's end: every rank done; its status is the worst of theirs.
-fn finish(view: &JobView<'_>, w: &Watch) -> RunFinished {
+/// The job's end, once every rank is done and it was not made yet: its status is the worst of theirs. The
+/// writer makes it as the last rank's end comes in; the watch, when the last rank vanished instead.
+pub fn job_end(view: &JobView<'_>, now_ms: u64) -> Option<RunFinished> {
+    if !view.finished() || view.anchor().is_none_or(|a| a.member.said.finished) {
+        return None;
+    }
     let status = view.status();
-    let ended = view.ranks.values().map(|r| r.last_ms).max().unwrap_or(w.now_ms);
+    let ended = view.ranks.values().map(|r| r.last_ms).max().unwrap_or(now_ms);
     let count = |s: herald_event::RunStatus| view.ranks.values().filter(|r| r.ended == Some(s)).count();
     let gone = view.ranks.values().filter(|r| r.gone && r.ended.is_none()).count();
     let mut said = vec![];
@@ -183,10 +185,10 @@ fn finish(view: &JobView<'_>, w: &Watch) -> RunFinished {
             said.push(format!("{n} {word}"));
         }
     }
-    RunFinished {
+    Some(RunFinished {
         status,
         reason: format!("all {} ranks of job {} ended: {}", view.ranks.len(), view.job, said.join(", ")),
         duration_s: ended.saturating_sub(view.first_ms) as f64 / 1000.0,
         best: None,
-    }
+    })
 }
