@@ -82,7 +82,7 @@ pub struct RuleMemory {
     pub best: Option<(f64, u32)>,
     /// Epochs since the metric last improved (plateau).
     pub since_best: u32,
-    /// The run's epoch durations, seconds, oldest first (slow_epoch; the latest few hundred).
+    /// The run's epoch durations, seconds, oldest first (slow_epoch; the latest 64).
     pub epoch_s: Vec<f64>,
 }
 

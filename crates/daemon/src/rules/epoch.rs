@@ -12,8 +12,9 @@ use super::{alert, memory, num, once};
 use crate::rules::{RuleConfig, RuleKind};
 use crate::runs::{RuleMemory, RunState, epoch_values, lower_is_better};
 
-/// Epoch durations a `slow_epoch` rule keeps per run for its median.
-const MAX_DURATIONS: usize = 256;
+/// Epoch durations a `slow_epoch` rule keeps per run for its median: the latest 64, so that the memory stays
+/// small in the run's stored record and the median tracks a run whose epochs change pace.
+const MAX_DURATIONS: usize = 64;
 /// Earlier epochs a `slow_epoch` rule needs before it judges one (the first is often slow: warm-up, caches).
 const MIN_DURATIONS: usize = 2;
 
