@@ -92,21 +92,4 @@ mod tests {
             assert!(!description.is_empty(), "{kind} has a description");
         }
     }
-
-    #[test]
-    fn beside_a_trainers_output_the_default_console_writes_lines() {
-        let env = |name: &str| (name == "HOME").then(|| "/home/test".to_owned());
-        for bus in [false, true] {
-            for (text, lines) in [
-                (super::default_config_for(bus), false),
-                (super::default_config_beside_output_for(bus), true),
-            ] {
-                let config = crate::config::parse_with(&text, crate::config::BUILT_IN, &env)
-                    .unwrap_or_else(|e| panic!("{e}\n{text}"));
-                assert_eq!(config.notifiers.len(), if bus { 2 } else { 1 }, "{text}");
-                assert!(config.build_notifiers(&super::registry()).is_ok(), "{text}");
-                assert_eq!(text.contains("format = \"lines\""), lines, "{text}");
-            }
-        }
-    }
 }

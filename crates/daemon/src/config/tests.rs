@@ -71,6 +71,21 @@ fn defaults() {
 }
 
 #[test]
+fn beside_a_trainers_output_the_built_in_console_writes_lines() {
+    let registry = crate::builtins::registry();
+    for bus in [false, true] {
+        let text = crate::builtins::default_config_beside_output_for(bus);
+        let c = parse_with(&text, BUILT_IN, &env).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let kinds: Vec<&str> = c.notifiers.iter().map(|n| n.kind.as_str()).collect();
+        assert_eq!(kinds, if bus { vec!["console", "desktop"] } else { vec!["console"] });
+        assert_eq!(c.notifiers[0].table.get("format").and_then(Value::as_str), Some("lines"));
+        c.build_notifiers(&registry).expect("the trainer's built-in default builds");
+        let own = parse_with(&default_config_for(bus), BUILT_IN, &env).expect("the built-in default parses");
+        assert_eq!(own.notifiers[0].table.get("format"), None, "herald serve's console writes blocks");
+    }
+}
+
+#[test]
 fn full_daemon_and_routing() {
     let c = parse_ok(
         r#"
