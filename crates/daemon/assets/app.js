@@ -53,6 +53,25 @@
     if (!r.ok) throw new Error((body.error && body.error.message) || ("HTTP " + r.status));
     return body;
   }
+  // Put `rows` (new <tr data-run>) into `tbody`, keeping the rows and cells that did not change, so that a
+  // live update does not take the focus or a pointer away from a link.
+  function patchRows(tbody, rows) {
+    const old = new Map(Array.from(tbody.children).map((tr) => [tr.dataset.run, tr]));
+    rows.forEach((tr, i) => {
+      const prev = old.get(tr.dataset.run);
+      let keep = tr;
+      if (prev && prev.cells.length === tr.cells.length) {
+        Array.from(tr.cells).forEach((c, j) => {
+          const was = prev.cells[j];
+          if (was.textContent !== c.textContent || was.className !== c.className) was.replaceWith(c);
+        });
+        keep = prev;
+      }
+      old.delete(tr.dataset.run);
+      if (tbody.children[i] !== keep) tbody.insertBefore(keep, tbody.children[i] || null);
+    });
+    for (const tr of old.values()) tr.remove();
+  }
   function stateBadge(state) { return el("span", { class: "state " + state, text: state }); }
   // Coalesce bursts of events into one refresh at most every `ms`.
   function throttle(fn, ms) {
@@ -68,7 +87,8 @@
 
   // ---- the stream ------------------------------------------------------------------------------------------
   const TYPES = ["run_started", "epoch_started", "batch_ended", "epoch_ended", "run_finished", "run_failed",
-    "run_stalled", "run_lost", "message", "status", "resync"];
+    "run_stalled", "run_lost", "message", "heartbeat", "alert", "rank_stalled", "rank_lost", "rank_failed",
+    "rank_slow", "ranks_missing", "status", "resync"];
   function stream(handlers) {
     const live = document.getElementById("live");
     const es = new EventSource("/v1/stream");
@@ -116,7 +136,7 @@
           cell(best, "wide"),
           cell(age(r.last_event_ms)));
       });
-      tbody.replaceChildren(...out);
+      patchRows(tbody, out);
       document.getElementById("empty").hidden = rows.length > 0 || name.value !== "" || state.value !== "";
     }
     async function load() {
@@ -210,6 +230,7 @@
         case "run_stalled": return "stalled: no event for a while";
         case "run_lost": return "lost: the process exited without reporting";
         case "message": return "message: " + (e.title || "") + (e.text ? " " + e.text : "");
+        case "alert": return "alert (" + (e.level || "info") + "): " + (e.title || "") + (e.text ? " " + e.text : "");
         default: return e.type;
       }
     }

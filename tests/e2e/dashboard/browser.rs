@@ -348,3 +348,65 @@ fn dashboard_in_chromium_updates_live_stops_a_run_shows_names_as_text_and_logs_n
     // The page fits a phone: nothing wider than the screen but the tables' own scrolling boxes.
     assert_eq!(b.js("return document.documentElement.scrollWidth <= 390"), json!(true));
 }
+
+#[test]
+fn dashboard_in_chromium_follows_a_herald_train_run_and_its_stop_button_ends_it() {
+    let d = Dash::start();
+    let base = format!("http://127.0.0.1:{}", d.port);
+    let digits = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/digits.csv.gz");
+    // Batch size 1: epochs of 1438 batches, long enough for the page to see the run going.
+    let mut trainer = crate::KillOnDrop(
+        crate::herald()
+            .arg("--config")
+            .arg(&d.daemon.config)
+            .args([
+                "train",
+                "--epochs",
+                "50",
+                "--bs",
+                "1",
+                "--threads",
+                "1",
+                "--name",
+                "in-the-browser",
+                "--data",
+            ])
+            .arg(&digits)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start herald train"),
+    );
+    let b = Browser::start();
+    b.open(&format!("{base}/"));
+    b.wait_js("the run on the list", "return document.querySelectorAll('#runs tbody a').length === 1");
+    b.click("#runs tbody a");
+    b.wait_js(
+        "the run's page",
+        "return document.getElementById('run-name').textContent === 'in-the-browser'",
+    );
+    b.js("window.notReloaded = true; return true");
+    wait_for("an epoch row on the page", Duration::from_secs(90), || {
+        (b.js("return document.querySelectorAll('#results tbody tr').length >= 1") == json!(true))
+            .then_some(())
+    });
+    let points = b.js("return Number(document.getElementById('chart').dataset.points || 0)");
+    b.wait_js(
+        "more curve points",
+        &format!("return Number(document.getElementById('chart').dataset.points) > {points}"),
+    );
+    assert_eq!(b.js("return window.notReloaded === true"), json!(true), "the page was not reloaded");
+
+    b.click("#stop");
+    b.wait_js("the confirmation", "return document.getElementById('stop-dialog').open");
+    b.click("#stop-confirm");
+    let status = wait_for("herald train to exit after Stop", Duration::from_secs(90), || {
+        trainer.0.try_wait().expect("poll herald train")
+    });
+    assert!(status.success(), "herald train: {status}");
+    b.wait_js(
+        "`stopped` on the page",
+        "return document.getElementById('run-state').textContent === 'stopped'",
+    );
+    b.assert_no_console_errors("a herald train run's page");
+}
