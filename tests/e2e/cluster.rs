@@ -725,3 +725,53 @@ fn cluster_telegram_live_message_is_edited_across_a_failover_and_only_the_leader
     assert_eq!(bot.conflicts(), 0, "two deliverers polled getUpdates at once");
     drop(runtime);
 }
+
+#[test]
+fn cluster_stop_from_the_phone_at_the_leader_reaches_the_run_on_its_edge() {
+    const TOKEN: &str = "777000:E2E-stop_token";
+    const CHAT: i64 = 4343;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let bot = runtime.block_on(herald_fakes::telegram::FakeTelegram::start(TOKEN));
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let nats = Nats::single(&tmp.path().join("nats"));
+    let urls = vec![nats.url()];
+    let edge_dir = tmp.path().join("edge");
+    std::fs::create_dir_all(&edge_dir).expect("edge dir");
+    let port = free_port();
+    let edge = Daemon::start(&edge_dir, port, &edge_config(&edge_dir, port, &urls, 1));
+    let phone = format!(
+        "[[notifier]]\nname = \"phone\"\ntype = \"telegram\"\ntoken = \"{TOKEN}\"\nchat_id = {CHAT}\napi_url = \"{}\"\n",
+        bot.url
+    );
+    let _leader = Deliverer::with_notifier(&tmp.path().join("d0"), &urls, 1, &phone);
+    let run = "phone-stop-cluster";
+    assert_eq!(edge.post(&started(run, "elsewhere", 1)).0, 202);
+    wait_for("the live message", Duration::from_secs(40), || {
+        (!bot.bot_messages(CHAT).is_empty()).then_some(())
+    });
+    wait_for("the leader to poll for commands", Duration::from_secs(20), || {
+        (bot.polls_taken() >= 1).then_some(())
+    });
+    bot.user_message(CHAT, 5, &format!("/stop {run}"));
+    let question = wait_for("the stop question", Duration::from_secs(40), || {
+        bot.bot_messages(CHAT).into_iter().find(|m| m.reply_markup.is_some())
+    });
+    let data = question
+        .reply_markup
+        .as_ref()
+        .and_then(|k| k["inline_keyboard"][0][0]["callback_data"].as_str())
+        .expect("a stop button")
+        .to_owned();
+    bot.press_button(CHAT, question.message_id, 5, &data);
+    // The trainer posts on; one of its next posts to its own edge is answered with control.stop.
+    let mut seq = 1;
+    let reply = wait_for("control.stop at the edge", Duration::from_secs(20), || {
+        let (code, reply) = edge.post(&message(run, seq, "still training"));
+        seq += 1;
+        assert_eq!(code, 202, "{reply}");
+        (reply["control"][run]["stop"] == true).then_some(reply)
+    });
+    assert!(reply["control"][run]["reason"].as_str().is_some_and(|r| !r.is_empty()), "{reply}");
+    drop(runtime);
+}

@@ -7,8 +7,9 @@
 //! again, and `known` drops what was applied. A new leader re-creates the consumer from its acknowledged
 //! floor, so it does not wait for the dead leader's acknowledgement timeout. Only the leader's dispatcher
 //! runs, so only it polls Telegram's `getUpdates` and makes `run_stalled`; it does not look for lost
-//! processes (`run_lost` comes from the edge on the run's machine). Losing the lease stops the dispatcher
-//! at once.
+//! processes (`run_lost` comes from the edge on the run's machine). The leader writes the stop requests
+//! its dispatcher gets (Telegram's `/stop`) to the stops bucket for the edges (`stops.rs`). Losing the lease
+//! stops the dispatcher at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,7 @@ use crate::connect::{Target, connect, ensure_stream};
 use crate::error::ClusterError;
 use crate::lease;
 use crate::outbox::JetStreamOutbox;
+use crate::stops;
 
 /// Events handed to the dispatcher at once.
 const BATCH: usize = 500;
@@ -115,6 +117,14 @@ async fn lead(
     options.hostname = String::new();
     let dispatcher = Dispatcher::start(Arc::new(outbox), notifiers, options).await?;
     let handle = dispatcher.handle();
+    let (done_tx, done) = watch::channel(false);
+    let publisher = match stops::bucket(js, &names, target.replicas).await {
+        Ok(store) => Some(tokio::spawn(stops::publish(handle.clone(), store, done))),
+        Err(e) => {
+            tracing::warn!(error = %e, "stop requests from here cannot reach the edges");
+            None
+        }
+    };
     let consumer = consumer_from_floor(js, &names).await;
     let term = match consumer {
         Ok(consumer) => loop {
@@ -141,6 +151,10 @@ async fn lead(
         Ok(Term::Stopped) => config.daemon.drain_timeout,
         _ => Duration::ZERO,
     };
+    let _ = done_tx.send(true);
+    if let Some(publisher) = publisher {
+        let _ = publisher.await;
+    }
     dispatcher.shutdown(drain).await;
     let _ = release_tx.send(matches!(term, Ok(Term::Stopped)));
     drop(release_tx);

@@ -5,7 +5,8 @@
 //! daemon as on one machine whose only notifier forwards every event to the stream `<prefix>-events`
 //! (`forward.rs`). A **deliverer** (`deliver.rs`) competes for the lease (`lease.rs`); the leader runs the
 //! daemon's dispatcher over the [`JetStreamOutbox`] (`outbox.rs`), fed from the stream. The stream, its
-//! subjects and buckets are named by `names.rs`; `connect.rs` reaches the servers and checks the stream.
+//! subjects and buckets are named by `names.rs`; `connect.rs` reaches the servers and checks the stream;
+//! stop requests travel from the leader to the edges through a bucket (`stops.rs`).
 //! This crate does not change the daemon: it configures it and gives it another outbox.
 
 mod connect;
@@ -16,6 +17,7 @@ mod forward;
 mod lease;
 pub mod names;
 mod outbox;
+mod stops;
 
 use herald_daemon::config::Config;
 use herald_plugin::Registry;
@@ -52,17 +54,23 @@ pub async fn serve(config: &Config, registry: &Registry) -> Result<(), ClusterEr
     check_reachable(&target).await?;
     let edge = edge_config(config, &target);
     let edge_registry = edge::registry(registry);
-    if !role.deliver() {
-        return Ok(herald_daemon::serve(&edge, &edge_registry).await?);
-    }
-    // Both: the edge's daemon handles the signals; the deliverer stops when it returns.
+    // The edge's daemon handles the signals; what runs beside it stops when it returns.
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let deliverer = tokio::spawn(deliver::run(config.clone(), registry.clone(), target, cluster.lease, stop));
+    let d = &config.daemon;
+    let token = d.token.as_ref().map(|t| t.expose().to_owned());
+    let local = herald_daemon::Client::new(d.listen, token, std::time::Duration::from_secs(5))
+        .map_err(|e| ClusterError::nats("cannot make a client for the local API", &e))?;
+    let watcher = tokio::spawn(stops::watch(target.clone(), local, stop.clone()));
+    let deliverer = role
+        .deliver()
+        .then(|| tokio::spawn(deliver::run(config.clone(), registry.clone(), target, cluster.lease, stop)));
     let served = herald_daemon::serve(&edge, &edge_registry).await;
     let _ = stop_tx.send(true);
-    let delivered = deliverer.await.map_err(|e| ClusterError::nats("the deliverer task failed", &e))?;
-    served?;
-    delivered
+    let _ = watcher.await;
+    if let Some(deliverer) = deliverer {
+        deliverer.await.map_err(|e| ClusterError::nats("the deliverer task failed", &e))??;
+    }
+    Ok(served?)
 }
 
 async fn shutdown_signal() -> &'static str {
