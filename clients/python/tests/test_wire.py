@@ -48,7 +48,7 @@ class WireTest(unittest.TestCase):
     def test_time_and_run_id(self) -> None:
         self.assertEqual(_wire.rfc3339(1795772766.12), "2026-11-27T09:46:06.120Z")
         rid = _wire.new_run_id(1795772766.0)
-        self.assertRegex(rid, r"^20261127T094606Z-\d+-\d+$")
+        self.assertRegex(rid, r"^20261127T094606Z-\d+-\d+-[0-9a-f]{8}$")
         self.assertNotEqual(_wire.new_run_id(), _wire.new_run_id())
 
     def test_hyper_values_become_json(self) -> None:

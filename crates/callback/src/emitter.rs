@@ -13,8 +13,9 @@
 //!   first metric, or `valid_loss` when there is none; names with `loss` or `error` in them are minimised,
 //!   others maximised.
 //!
-//! Each `fit` is a run with its own id (`<UTC timestamp>-<pid>-<counter>`, unique per process and, with the
-//! millisecond timestamp, across processes) and `seq` from 0 without gaps: a dropped event takes no number.
+//! Each `fit` is a run with its own id (`<UTC timestamp>-<pid>-<counter>-<random>`, unique per process and,
+//! with the millisecond timestamp and the random part, across processes and machines) and `seq` from 0
+//! without gaps: a dropped event takes no number.
 //! The emitter runs at order 100, after the built-in callbacks, so it reports the flags and values they set.
 //!
 //! # Distributed jobs
@@ -301,17 +302,24 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-/// A new run id: `<UTC yyyymmddThhmmss.mmmZ>-<pid>-<counter>`, unique per process by the counter and across
-/// processes by pid and time.
+/// A new run id: `<UTC yyyymmddThhmmss.mmmZ>-<pid>-<counter>-<8 random hex digits>`, unique per process by
+/// the counter, across processes by pid and time, and across machines (where pids and clocks can meet, as in
+/// cluster mode) by the random part, without asking the host anything. Older ids without the random part
+/// are still valid: a run id is any string.
 pub fn new_run_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    // std's RandomState is seeded from the operating system's random source: no dependency needed.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(n);
+    let random = hasher.finish() as u32;
     let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
     format!(
-        "{y:04}{mo:02}{d:02}T{:02}{:02}{:02}.{:03}Z-{}-{n}",
+        "{y:04}{mo:02}{d:02}T{:02}{:02}{:02}.{:03}Z-{}-{n}-{random:08x}",
         rem / 3600,
         (rem / 60) % 60,
         rem % 60,
@@ -619,6 +627,9 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.contains(&format!("-{}-", std::process::id())), "{a}");
         assert!(a.len() > 20 && a.is_ascii(), "{a}");
+        // The random part that keeps ids apart across machines.
+        let random = a.rsplit('-').next().unwrap_or_default();
+        assert!(random.len() == 8 && random.chars().all(|c| c.is_ascii_hexdigit()), "{a}");
     }
 
     #[test]

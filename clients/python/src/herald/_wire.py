@@ -11,6 +11,7 @@ import itertools
 import json
 import math
 import os
+import secrets
 import threading
 import time
 from datetime import datetime, timezone
@@ -26,14 +27,16 @@ _run_counter_lock = threading.Lock()
 
 
 def new_run_id(now: Optional[float] = None) -> str:
-    """A run id unique per run: UTC start time, process id and a per-process counter.
+    """A run id unique per run: UTC start time, process id, a per-process counter and 8 random hex digits
+    (so that two machines never make the same id, as in cluster mode, without asking the host).
 
-    Looks like ``20261127T094606Z-4242-0``, the shape the Rust trainer uses.
+    Looks like ``20261127T094606Z-4242-0-9f3a0c1e``, the shape the Rust trainer uses. Older ids without the
+    random part stay valid: a run id is any string.
     """
     stamp = datetime.fromtimestamp(time.time() if now is None else now, tz=timezone.utc)
     with _run_counter_lock:
         n = next(_run_counter)
-    return f"{stamp:%Y%m%dT%H%M%SZ}-{os.getpid()}-{n}"
+    return f"{stamp:%Y%m%dT%H%M%SZ}-{os.getpid()}-{n}-{secrets.token_hex(4)}"
 
 
 def rfc3339(t: float) -> str:
