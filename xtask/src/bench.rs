@@ -9,6 +9,8 @@ use crate::{cargo, step};
 
 #[path = "bench_apprise.rs"]
 mod apprise;
+#[path = "bench_cluster.rs"]
+mod cluster;
 #[path = "bench_daemon.rs"]
 mod daemon;
 #[path = "bench_trainer.rs"]
@@ -25,11 +27,12 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             cargo(&["bench", "-p", "herald-plugin-host", "--bench", "plugins", "--", "--warm-up-time", "1"]),
         ),
         Some("daemon") => daemon::run(root, &args[1..]),
+        Some("cluster") => cluster::run(root, &args[1..]),
         Some("apprise") => apprise::run(root, &args[1..]),
         Some("trainer") => trainer::run(root, &args[1..]),
         Some(other) => {
-            bail!("unknown benchmark `{other}`: expected emitter, trainer, daemon, plugins or apprise")
+            bail!("unknown benchmark `{other}`: expected emitter, trainer, daemon, cluster, plugins or apprise")
         }
-        None => bail!("name a benchmark: emitter, trainer, daemon, plugins or apprise"),
+        None => bail!("name a benchmark: emitter, trainer, daemon, cluster, plugins or apprise"),
     }
 }
