@@ -6,11 +6,13 @@
 //! `Nats-Msg-Id: <run>/<seq>`, so that a replay within the stream's duplicate window is dropped by the
 //! server, and succeeds only once JetStream has acknowledged it (stored on a quorum of replicas). While NATS
 //! is unreachable every attempt fails as retryable, asking to be retried within a second, and the trainer's
-//! posts are answered as usual: training never waits for NATS.
+//! posts are answered as usual: training never waits for NATS. The edge's own daemon-made events get
+//! sequence numbers of their own range in the stream ([`stream_seq`]).
 
 use std::time::Duration;
 
 use async_nats::jetstream;
+use herald_daemon::runs::MADE_SEQ_BASE;
 use herald_event::{EventKind, encode_event};
 use herald_plugin::{ConfigError, DeliveryError, Health, Notification, Notifier, Receipt, parse_table};
 use tokio::sync::OnceCell;
@@ -57,6 +59,19 @@ impl Forwarder {
     }
 }
 
+/// Where an edge's daemon-made events (`run_lost`, alerts: sequence numbers from [`MADE_SEQ_BASE`]) go in
+/// the stream: [`MADE_SEQ_BASE`] + 2^40 up, apart from those the leader makes itself (from
+/// [`MADE_SEQ_BASE`]), so the leader never takes one for the other.
+pub const EDGE_MADE_BASE: u64 = MADE_SEQ_BASE + (1 << 40);
+
+/// The sequence number an event has in the stream.
+pub fn stream_seq(seq: u64) -> u64 {
+    match seq.checked_sub(MADE_SEQ_BASE) {
+        Some(n) if seq < EDGE_MADE_BASE => EDGE_MADE_BASE.saturating_add(n),
+        _ => seq,
+    }
+}
+
 /// The event types an edge forwards: all of them but `run_stalled`, which the leader makes (it sees every
 /// edge's runs; an edge's own stall watch would report a run twice).
 pub fn forwarded_events() -> Vec<EventKind> {
@@ -70,7 +85,9 @@ impl Notifier for Forwarder {
     }
 
     async fn deliver(&self, n: &Notification) -> Result<Receipt, DeliveryError> {
-        let event = &n.event;
+        let mut event = n.event.clone();
+        event.seq = stream_seq(event.seq);
+        let event = &event;
         let payload = encode_event(event)
             .map_err(|e| DeliveryError::permanent(format!("cannot encode the event: {e}")))?;
         let retry = |what: &str, e: &dyn std::fmt::Display| {
@@ -98,5 +115,21 @@ impl Notifier for Forwarder {
                 },
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_edges_made_events_never_meet_the_leaders() {
+        assert_eq!(stream_seq(0), 0);
+        assert_eq!(stream_seq(MADE_SEQ_BASE - 1), MADE_SEQ_BASE - 1, "a sender's events keep their numbers");
+        assert_eq!(stream_seq(MADE_SEQ_BASE), EDGE_MADE_BASE);
+        assert_eq!(stream_seq(MADE_SEQ_BASE + 3), EDGE_MADE_BASE + 3);
+        assert_eq!(stream_seq(EDGE_MADE_BASE + 3), EDGE_MADE_BASE + 3, "already mapped: kept");
+        assert!(!forwarded_events().contains(&EventKind::RunStalled), "the leader makes run_stalled");
+        assert!(forwarded_events().contains(&EventKind::BatchEnded));
     }
 }
