@@ -233,7 +233,8 @@ impl<'a> Group<'a> {
 
     /// Keep the health line of each job an event touched in its anchor's context, where notifiers read it
     /// under the job's table (`4/4 ranks · slowest: rank 3 on gpu-b, +38%`).
-    /// A job whose last rank just ended gets its end here, at once (the run watch would take a look).
+    /// A rank's failure and the end of a job whose last rank just ended are made here, at once (the run watch
+    /// would take a look).
     fn refresh_jobs(&mut self, touched: &BTreeSet<String>) {
         let mut ends = Vec::new();
         let updates: Vec<(String, String)> = {
@@ -249,8 +250,10 @@ impl<'a> Group<'a> {
             for view in jobs::group(facts) {
                 if let Some(anchor) = view.anchor() {
                     latest.insert(view.job.clone(), (anchor.run.to_owned(), view.health()));
+                    let run = anchor.run.to_owned();
+                    ends.extend(jobs::failures(&view).into_iter().map(|p| (run.clone(), p)));
                     if let Some(end) = jobs::job_end(&view, self.now) {
-                        ends.push((anchor.run.to_owned(), end));
+                        ends.push((run, end.into()));
                     }
                 }
             }
@@ -259,9 +262,9 @@ impl<'a> Group<'a> {
         for (anchor, health) in updates {
             Group::state(self.shared, &mut self.fx.runs, &anchor).context.health = Some(health);
         }
-        for (anchor, end) in ends {
+        for (anchor, payload) in ends {
             let st = Group::state(self.shared, &mut self.fx.runs, &anchor);
-            let made = Event::now(anchor, MADE_SEQ_BASE + st.made, end);
+            let made = Event::now(anchor, MADE_SEQ_BASE + st.made, payload);
             st.made += 1;
             for (i, slot) in self.shared.slots.iter().enumerate() {
                 if runs::accepts(&slot.routing, st, &made) {

@@ -20,4 +20,4 @@ mod tests;
 
 pub use member::{EPOCHS_KEPT, Member, Said};
 pub use view::{JobView, RankFacts, group};
-pub use watch::{Watch, decide, job_end, stall_threshold};
+pub use watch::{Watch, decide, failures, job_end, stall_threshold};

@@ -30,18 +30,15 @@ pub fn decide(view: &JobView<'_>, w: &Watch) -> Vec<Payload> {
     let Some(anchor) = view.anchor() else { return Vec::new() };
     let said = &anchor.member.said;
     let mut out = Vec::new();
-    if said.finished {
-        return out;
-    }
-    let job = view.job.clone();
-    if let Some(n) = view.world_size
+    if !said.finished
+        && let Some(n) = view.world_size
         && !said.missing
         && view.ranks.len() < n as usize
         && w.now_ms.saturating_sub(view.first_ms) > w.stall_after.as_millis() as u64
     {
         out.push(
             RanksMissing {
-                job: job.clone(),
+                job: view.job.clone(),
                 world_size: n,
                 seen: view.ranks.keys().copied().collect(),
                 missing: (0..n).filter(|r| !view.ranks.contains_key(r)).collect(),
@@ -50,22 +47,36 @@ pub fn decide(view: &JobView<'_>, w: &Watch) -> Vec<Payload> {
             .into(),
         );
     }
+    // A rank's failure or loss is said even when the job's end came first.
+    out.extend(failures(view));
+    if !said.finished {
+        out.extend(stalled(view, w).map(Payload::from));
+        out.extend(slow(view, w).into_iter().map(Payload::from));
+    }
+    out.extend(job_end(view, w.now_ms).map(Payload::from));
+    out
+}
+
+/// `rank_lost` for each rank whose process is gone and `rank_failed` for each rank other than 0 that failed
+/// (rank 0's failure is its stream's own `run_failed`), those not said yet. The writer makes these as the
+/// events come in, the watch when a process vanished.
+pub fn failures(view: &JobView<'_>) -> Vec<Payload> {
+    let Some(anchor) = view.anchor() else { return Vec::new() };
+    let said = &anchor.member.said;
+    let mut out = Vec::new();
     for (rank, f) in &view.ranks {
         if f.gone && f.ended.is_none() && !said.lost.contains(rank) {
             let reason = LOST_REASON.to_owned();
-            out.push(
-                RankLost { job: job.clone(), rank: *rank, host: f.host.to_owned(), pid: f.pid, reason }
-                    .into(),
-            );
+            let job = view.job.clone();
+            out.push(RankLost { job, rank: *rank, host: f.host.to_owned(), pid: f.pid, reason }.into());
         }
-        // Rank 0's failure is its stream's own `run_failed`.
         if *rank != 0
             && !said.failed.contains(rank)
             && let Some((error, traceback)) = &f.member.failure
         {
             out.push(
                 RankFailed {
-                    job: job.clone(),
+                    job: view.job.clone(),
                     rank: *rank,
                     host: f.host.to_owned(),
                     error: error.clone(),
@@ -75,11 +86,6 @@ pub fn decide(view: &JobView<'_>, w: &Watch) -> Vec<Payload> {
             );
         }
     }
-    if let Some(stalled) = stalled(view, w) {
-        out.push(stalled.into());
-    }
-    out.extend(slow(view, w).into_iter().map(Payload::from));
-    out.extend(job_end(view, w.now_ms).map(Payload::from));
     out
 }
 
