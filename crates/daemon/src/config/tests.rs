@@ -86,6 +86,13 @@ fn beside_a_trainers_output_the_built_in_console_writes_lines() {
 }
 
 #[test]
+fn the_dashboard_listens_where_configured_and_localhost_means_loopback() {
+    let c = parse_ok("[daemon]\ndashboard = \"localhost:7879\"\n");
+    assert_eq!(c.daemon.dashboard, Some("127.0.0.1:7879".parse().expect("valid address")));
+    assert_eq!(parse_ok("").daemon.dashboard, None);
+}
+
+#[test]
 fn full_daemon_and_routing() {
     let c = parse_ok(
         r#"
@@ -97,7 +104,6 @@ state_dir = "~/herald-state"
 stall_after = "5m"
 drain_timeout = "10s"
 public_url = "https://herald.example.com/"
-dashboard = "localhost:7879"
 
 [[notifier]]
 name = "hook"
@@ -121,7 +127,6 @@ max_age = "1h"
     assert_eq!(d.state_dir, PathBuf::from("/home/ada/herald-state"));
     assert_eq!((d.stall_after, d.drain_timeout), (Duration::from_secs(300), Duration::from_secs(10)));
     assert_eq!(d.public_url.as_deref(), Some("https://herald.example.com"));
-    assert_eq!(d.dashboard, Some("127.0.0.1:7879".parse().expect("valid address")));
     let n = &c.notifiers[0];
     assert_eq!((n.name.as_str(), n.kind.as_str()), ("hook", "webhook"));
     let r = &n.routing;
