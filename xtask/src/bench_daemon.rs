@@ -1,4 +1,5 @@
-//! `cargo xtask bench daemon`: the daemon's figures, measured against the release binary on this machine.
+//! `cargo xtask bench daemon`: the daemon's figures, measured against the `profiling` build (release with
+//! symbols) on this machine.
 //!
 //! - ingest throughput over HTTP and the Unix socket: four clients on keep-alive connections, single events
 //!   and batches of 500 (`batch_ended` events: stored durably with their loss history, routed nowhere);
@@ -287,13 +288,14 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// `args`: `--no-build` uses the release binary already built (the build is the slow part on a busy machine).
+/// `args`: `--no-build` uses the binary already built (the build is the slow part on a busy machine). The
+/// binary is the `profiling` build: release optimisations with symbols, so a profiler can read it.
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     if !args.iter().any(|a| a == "--no-build") {
-        step("build herald (release)", cargo(&["build", "--release", "-p", "herald"]))?;
+        step("build herald (profiling)", cargo(&["build", "--profile", "profiling", "-p", "herald"]))?;
     }
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let bin = target.join("release/herald");
+    let bin = target.join("profiling/herald");
     let dir = std::env::temp_dir().join(format!("herald-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let base = Instant::now();
@@ -404,7 +406,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
 
     println!(
-        "\nherald daemon benchmark ({CLIENTS} clients, {} s per ingest phase, release build)",
+        "\nherald daemon benchmark ({CLIENTS} clients, {} s per ingest phase, profiling build)",
         PHASE.as_secs()
     );
     println!("  ingest HTTP, single events     {:>10.0} events/s", http_single);

@@ -59,8 +59,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     crate::setup::run(root)?;
     ensure_fastai(root)?;
     step(
-        "build the herald-tch bench (release)",
-        cargo(&["build", "--release", "--quiet", "-p", "herald-tch", "--example", "bench_trainer"]),
+        "build the herald-tch bench (profiling)",
+        cargo(&["build", "--profile=profiling", "--quiet", "-p", "herald-tch", "--example", "bench_trainer"]),
     )?;
     let out = root.join("bench-out");
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -86,7 +86,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     };
 
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into);
-    let herald_bin = target.join("release/examples/bench_trainer");
+    let herald_bin = target.join("profiling/examples/bench_trainer");
     let herald_json = out.join("herald.json");
     let torch_json = out.join("torch.json");
     let fastai_json = out.join("fastai.json");
