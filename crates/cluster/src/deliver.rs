@@ -53,7 +53,21 @@ pub async fn run(
     build_notifiers(&config, &registry)?;
     let client = connect(&target, "herald-deliver").await?;
     let js = jetstream::new(client);
-    ensure_stream(&js, &target).await?;
+    // A JetStream cluster just started may still be electing its leader: wait for it a while.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match ensure_stream(&js, &target).await {
+            Ok(()) => break,
+            Err(e @ ClusterError::Nats { .. }) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "JetStream does not answer yet; waiting");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return Ok(()),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let names = target.names();
     let store = lease::bucket(&js, &names, target.replicas, lease).await?;
     let node = format!("{}/{}", herald_daemon::local_hostname(), std::process::id());

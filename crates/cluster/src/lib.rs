@@ -92,12 +92,19 @@ async fn check_reachable(target: &Target) -> Result<(), ClusterError> {
             let js = async_nats::jetstream::new(client.clone());
             let checked = ensure_stream(&js, target).await;
             let _ = client.drain().await;
-            checked
+            match checked {
+                Err(err @ ClusterError::Nats { .. }) => {
+                    tracing::warn!(error = %err, "JetStream does not answer yet; events wait in the outbox until it does");
+                    Ok(())
+                }
+                other => other,
+            }
         }
         Err(err @ ClusterError::Connect { .. }) if !err.to_string().contains("refused the credentials") => {
             tracing::warn!(error = %err, "NATS is not reachable now; events wait in the outbox until it is");
             Ok(())
         }
+
         Err(err) => Err(err),
     }
 }
