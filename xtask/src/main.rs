@@ -75,9 +75,13 @@ fn test(root: &Path) -> Result<()> {
 fn demo(root: &Path, args: &[String]) -> Result<()> {
     // Only torch: the Python test frameworks and the notifier tests' Debian packages are for `test`.
     setup::for_demo(root)?;
-    step("build herald (release)", cargo(&["build", "--release", "-p", "herald", "-p", "herald-train"]))?;
+    // The `demo` profile: optimized, without release's slow whole-program LTO (see Cargo.toml).
+    step(
+        "build herald (demo profile)",
+        cargo(&["build", "--profile", "demo", "-p", "herald", "-p", "herald-train"]),
+    )?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let bin = target.join("release/herald");
+    let bin = target.join("demo/herald");
     let mut cmd = Command::new(&bin);
     cmd.arg("train").args(args);
     eprintln!("xtask: herald train");
