@@ -12,27 +12,63 @@ use crate::event::{Event, EventKind, PROTOCOL_VERSION, Payload};
 /// Why bytes are not a valid event or batch of events.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DecodeError {
+    /// The bytes are not UTF-8.
     #[error("body is not valid UTF-8 (invalid byte at offset {offset})")]
-    InvalidUtf8 { offset: usize },
+    InvalidUtf8 {
+        /// Byte offset of the first invalid byte.
+        offset: usize,
+    },
+    /// The body holds no event: empty, only whitespace, or an empty array.
     #[error("body holds no event")]
     Empty,
+    /// The body is not well-formed JSON.
     #[error("malformed JSON: {message}")]
-    Syntax { message: String },
+    Syntax {
+        /// serde_json's description, with line and column.
+        message: String,
+    },
+    /// An event is a JSON value other than an object.
     #[error("an event must be a JSON object, found {found}")]
-    NotAnObject { found: &'static str },
+    NotAnObject {
+        /// What it is instead (`an array`, `a string`, `null`, ...).
+        found: &'static str,
+    },
+    /// A required field is absent.
     #[error("missing field `{field}`")]
-    MissingField { field: String },
+    MissingField {
+        /// The absent field's name.
+        field: String,
+    },
+    /// `v` is newer than this build reads.
     #[error(
         "protocol version {found} is newer than {supported}, the newest this build reads: upgrade herald"
     )]
-    UnsupportedVersion { found: u64, supported: u32 },
+    UnsupportedVersion {
+        /// The event's `v`.
+        found: u64,
+        /// The newest version this build reads ([`PROTOCOL_VERSION`]).
+        supported: u32,
+    },
+    /// `type` names no known event.
     #[error("unknown event type `{found}`")]
-    UnknownType { found: String },
+    UnknownType {
+        /// The `type` as sent.
+        found: String,
+    },
+    /// A field has the wrong type or value (a string for a number, NaN where it must be finite).
     #[error("invalid `{kind}` event: {message}")]
-    Invalid { kind: String, message: String },
+    Invalid {
+        /// The event's `type`, or `envelope` for the common fields.
+        kind: String,
+        /// What is wrong, naming the field.
+        message: String,
+    },
+    /// An element of a batch is bad; the whole batch is refused.
     #[error("event {index}: {source}")]
     AtIndex {
+        /// The element's index in the batch, 0-based.
         index: usize,
+        /// What is wrong with it.
         #[source]
         source: Box<DecodeError>,
     },

@@ -49,21 +49,37 @@ impl Event {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Payload {
+    /// `run_started`: a run began (who, where, what it will train).
     RunStarted(RunStarted),
+    /// `epoch_started`: an epoch began.
     EpochStarted(EpochStarted),
+    /// `batch_ended`: a training batch ended (high frequency, may be dropped).
     BatchEnded(BatchEnded),
+    /// `epoch_ended`: an epoch ended, with its row of the results table.
     EpochEnded(EpochEnded),
+    /// `run_finished`: the run ended without an error.
     RunFinished(RunFinished),
+    /// `run_failed`: the run ended with an error.
     RunFailed(RunFailed),
+    /// `message`: free text from a run or a script.
     Message(Message),
+    /// `heartbeat`: the run is alive.
     Heartbeat(Heartbeat),
+    /// `run_stalled`: (daemon-made) the run has been silent past the stall threshold.
     RunStalled(RunStalled),
+    /// `run_lost`: (daemon-made) the run's process is gone without reporting an end.
     RunLost(RunLost),
+    /// `alert`: something needs attention (a rule fired, or a client said so).
     Alert(Alert),
+    /// `rank_stalled`: (daemon-made) ranks of a job fell silent.
     RankStalled(RankStalled),
+    /// `rank_lost`: (daemon-made) a rank's process is gone without reporting an end.
     RankLost(RankLost),
+    /// `rank_failed`: (daemon-made) a rank other than 0 sent `run_failed`.
     RankFailed(RankFailed),
+    /// `rank_slow`: (daemon-made) a rank's epochs are much slower than the job's median.
     RankSlow(RankSlow),
+    /// `ranks_missing`: (daemon-made) fewer ranks started than the job's world size.
     RanksMissing(RanksMissing),
 }
 
@@ -71,21 +87,37 @@ pub enum Payload {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
+    /// `run_started` ([`RunStarted`]).
     RunStarted,
+    /// `epoch_started` ([`EpochStarted`]).
     EpochStarted,
+    /// `batch_ended` ([`BatchEnded`]).
     BatchEnded,
+    /// `epoch_ended` ([`EpochEnded`]).
     EpochEnded,
+    /// `run_finished` ([`RunFinished`]).
     RunFinished,
+    /// `run_failed` ([`RunFailed`]).
     RunFailed,
+    /// `message` ([`Message`]).
     Message,
+    /// `heartbeat` ([`Heartbeat`]).
     Heartbeat,
+    /// `run_stalled` ([`RunStalled`]).
     RunStalled,
+    /// `run_lost` ([`RunLost`]).
     RunLost,
+    /// `alert` ([`Alert`]).
     Alert,
+    /// `rank_stalled` ([`RankStalled`]).
     RankStalled,
+    /// `rank_lost` ([`RankLost`]).
     RankLost,
+    /// `rank_failed` ([`RankFailed`]).
     RankFailed,
+    /// `rank_slow` ([`RankSlow`]).
     RankSlow,
+    /// `ranks_missing` ([`RanksMissing`]).
     RanksMissing,
 }
 
@@ -251,6 +283,7 @@ pub struct RunStarted {
 /// `epoch_started`: an epoch began (0-based).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochStarted {
+    /// Epoch, 0-based.
     pub epoch: u32,
 }
 
@@ -299,12 +332,16 @@ pub struct EpochEnded {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
+    /// Training ran to its end.
     Completed,
+    /// Something ended it early: a stop request (`/stop` from a phone) or a callback (early stopping).
     Stopped,
+    /// It failed, as told by a client that has no error text (with one it sends `run_failed`).
     Failed,
 }
 
 impl RunStatus {
+    /// The wire name: `completed`, `stopped` or `failed`.
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Completed => "completed",
@@ -317,20 +354,26 @@ impl RunStatus {
 /// The best value a run reached for one metric.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Best {
+    /// The metric's name (`accuracy`), or `valid_loss`.
     pub name: String,
+    /// Its best value over the run.
     #[serde(with = "number::finite")]
     pub value: f64,
+    /// The epoch (0-based) that reached it.
     pub epoch: u32,
 }
 
 /// `run_finished`: the run ended without an error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunFinished {
+    /// How it ended.
     pub status: RunStatus,
     /// Why it ended, in words.
     pub reason: String,
+    /// Wall time of the whole run, seconds.
     #[serde(with = "number::finite")]
     pub duration_s: f64,
+    /// The best value of the first metric (or `valid_loss`), when the client tracks one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best: Option<Best>,
 }
@@ -338,7 +381,9 @@ pub struct RunFinished {
 /// `run_failed`: the run ended with an error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunFailed {
+    /// The error, one line (`shape mismatch: ...`).
     pub error: String,
+    /// The traceback or backtrace, when the client has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceback: Option<String>,
 }
@@ -347,17 +392,23 @@ pub struct RunFailed {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Level {
+    /// For information (the default of a `message`).
     #[default]
     Info,
+    /// Worth a look (the default of an `alert`).
     Warning,
+    /// Something broke.
     Error,
 }
 
 /// `message`: free text from a run or a script.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
+    /// A short title (`nightly backup`).
     pub title: String,
+    /// The body, plain text.
     pub text: String,
+    /// Severity; `info` when absent.
     #[serde(default)]
     pub level: Level,
 }
@@ -369,6 +420,7 @@ pub struct Heartbeat {}
 /// `run_stalled` (made by the daemon): no event from the run for `silent_s` seconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunStalled {
+    /// Seconds since the run's latest event.
     #[serde(with = "number::finite")]
     pub silent_s: f64,
     /// The threshold that was crossed, seconds.
@@ -379,7 +431,9 @@ pub struct RunStalled {
 /// `run_lost` (made by the daemon): the run's process is gone without reporting an end.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunLost {
+    /// The process id that is gone (on the run's host).
     pub pid: u32,
+    /// How the daemon knows, and the likely causes, in words.
     pub reason: String,
 }
 
@@ -390,7 +444,9 @@ pub struct Alert {
     /// The rule that fired; absent for an alert a client sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// A short title (`loss is NaN`).
     pub title: String,
+    /// The body, plain text.
     pub text: String,
     /// `warning` when absent.
     #[serde(default = "warning")]
@@ -403,6 +459,7 @@ pub struct Alert {
 /// Where a rank of a job was last heard from (in [`RankStalled`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RankSeen {
+    /// The rank, 0-based.
     pub rank: u32,
     /// The host the rank runs on.
     pub host: String,
@@ -420,6 +477,7 @@ pub struct RankSeen {
 /// report, or every rank did (`all`: the job is hung). One event per job, naming every silent rank.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RankStalled {
+    /// The job's id.
     pub job: String,
     /// The silent ranks, lowest first, with where and when each was last heard from.
     pub ranks: Vec<RankSeen>,
@@ -434,20 +492,30 @@ pub struct RankStalled {
 /// `rank_lost` (made by the daemon): a rank's process is gone without reporting an end.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RankLost {
+    /// The job's id.
     pub job: String,
+    /// The lost rank.
     pub rank: u32,
+    /// The host it ran on.
     pub host: String,
+    /// Its process id on that host.
     pub pid: u32,
+    /// How the daemon knows, and the likely causes, in words.
     pub reason: String,
 }
 
 /// `rank_failed` (made by the daemon): a rank sent `run_failed`; its error and traceback, and where it ran.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RankFailed {
+    /// The job's id.
     pub job: String,
+    /// The failed rank.
     pub rank: u32,
+    /// The host it ran on.
     pub host: String,
+    /// The rank's error, one line.
     pub error: String,
+    /// The rank's traceback, when it sent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceback: Option<String>,
 }
@@ -456,8 +524,11 @@ pub struct RankFailed {
 /// ranks, two epochs running. Once per rank per job, again only after it recovered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RankSlow {
+    /// The job's id.
     pub job: String,
+    /// The slow rank.
     pub rank: u32,
+    /// The host it runs on.
     pub host: String,
     /// The epoch (0-based) of the second slow epoch.
     pub epoch: u32,
@@ -475,7 +546,9 @@ pub struct RankSlow {
 /// `ranks_missing` (made by the daemon): fewer than `world_size` ranks started within `after_s` of the first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RanksMissing {
+    /// The job's id.
     pub job: String,
+    /// The ranks the job announced.
     pub world_size: u32,
     /// The ranks that started, lowest first.
     pub seen: Vec<u32>,
@@ -525,14 +598,17 @@ impl Metrics {
         self.0.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
     }
 
+    /// The `(name, value)` pairs, in column order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
         self.0.iter().map(|(n, v)| (n.as_str(), *v))
     }
 
+    /// The number of metrics.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// Whether there are no metrics.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -15,8 +15,11 @@ const NAME_WIDTH: usize = 8;
 /// One cell of a results-table row.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Cell {
+    /// An integer, written as is (the epoch).
     Int(u64),
+    /// A number, written with six decimals.
     Float(f64),
+    /// No value, written `#na#` (as fastprogress does).
     Missing,
     /// A duration in seconds, written `mm:ss` or `h:mm:ss`.
     Time(f64),
