@@ -30,12 +30,16 @@ pub struct Target {
     pub prefix: String,
     /// Replicas of the stream and buckets.
     pub replicas: usize,
+    /// The token to authenticate with, if the servers want one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// The user name to authenticate with (used with `password`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The password of `user`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// The text of a NATS `.creds` file (a user JWT and its NKey seed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creds: Option<String>,
     /// A file holding the CA certificate (PEM) for TLS to the servers.
