@@ -36,8 +36,9 @@ pub struct RunControl {
 pub struct GiveUp {
     /// The notifier's name.
     pub notifier: String,
-    /// The run and sequence number of the event.
+    /// The run of the event.
     pub run: String,
+    /// The event's sequence number in its run.
     pub seq: u64,
     /// The event type.
     #[serde(rename = "type")]
@@ -81,15 +82,19 @@ pub struct OutboxView {
 pub struct RunSnapshot {
     /// The run id.
     pub run: String,
-    /// The run's name, host, process id and rank, as it reported them.
+    /// The run's name, as it reported it (the run id when it never did).
     pub name: String,
+    /// The host the run trains on.
     pub host: String,
+    /// The training process's id on that host.
     pub pid: u32,
+    /// The run's distributed rank; 0 for single-process runs.
     pub rank: u32,
     /// running, completed, stopped, failed, stalled, lost, or messages (a run id used only for messages).
     pub state: String,
-    /// Epochs planned and done.
+    /// Epochs planned.
     pub n_epochs: u32,
+    /// Epochs done (`epoch_ended` received).
     pub epochs_done: usize,
     /// The latest epoch's results.
     pub last_epoch: Option<EpochEnded>,
@@ -110,8 +115,9 @@ pub struct RunSnapshot {
 /// One notifier's row in [`Status`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NotifierView {
-    /// The notifier's name and type.
+    /// The notifier's name in the configuration.
     pub name: String,
+    /// Its type (`telegram`, `exec`, ...), `type` in JSON.
     #[serde(rename = "type")]
     pub kind: String,
     /// Deliveries waiting.

@@ -12,12 +12,34 @@ use crate::api::{IngestReply, Status};
 /// Why a call to the daemon failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// No daemon answered (connection refused or timed out).
     #[error("no herald daemon answers at {url}: {message} (start one with `herald serve`)")]
-    Unreachable { url: String, message: String },
+    Unreachable {
+        /// The daemon's address as tried.
+        url: String,
+        /// What the connection attempt said.
+        message: String,
+    },
+    /// The daemon answered with an error status.
     #[error("the daemon refused the request ({status} {code}): {message}")]
-    Rejected { status: u16, code: String, message: String, index: Option<usize> },
+    Rejected {
+        /// The HTTP status (5xx: worth retrying).
+        status: u16,
+        /// The daemon's error code (`invalid_event`, `unauthorized`, ...).
+        code: String,
+        /// The daemon's explanation.
+        message: String,
+        /// For a batch, the index of the event it refused.
+        index: Option<usize>,
+    },
+    /// The daemon answered something this client cannot read.
     #[error("unexpected answer from the daemon at {url}: {message}")]
-    Protocol { url: String, message: String },
+    Protocol {
+        /// The daemon's address.
+        url: String,
+        /// What was wrong with the answer.
+        message: String,
+    },
 }
 
 impl ClientError {

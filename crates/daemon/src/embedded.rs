@@ -32,10 +32,18 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkMode {
     /// To the daemon at this URL.
-    Daemon { url: String },
+    Daemon {
+        /// The daemon's address.
+        url: String,
+    },
     /// No daemon answers, but this machine runs one (its outbox exists): events are spooled to this file
     /// and sent once the daemon is back (or replayed by the daemon at its next start).
-    Spool { url: String, spool: PathBuf },
+    Spool {
+        /// The daemon's address, tried again as events come.
+        url: String,
+        /// The spool file events are appended to meanwhile.
+        spool: PathBuf,
+    },
     /// To the configured notifiers from this process.
     InProcess,
 }
@@ -79,6 +87,7 @@ pub struct TrainerLink {
 }
 
 impl TrainerLink {
+    /// Where this trainer's events go, as chosen at start.
     pub fn mode(&self) -> &LinkMode {
         &self.mode
     }

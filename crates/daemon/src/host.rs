@@ -50,6 +50,7 @@ struct Numbers {
 }
 
 impl DaemonHost {
+    /// The host for notifiers' commands, answering from the dispatcher behind `handle`; run numbers start at 1.
     pub fn new(handle: Handle) -> DaemonHost {
         DaemonHost { handle, numbers: Mutex::new(Numbers { by_run: HashMap::new(), next: 1 }) }
     }

@@ -23,8 +23,11 @@ pub const MADE_SEQ_BASE: u64 = 1 << 48;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Ending {
+    /// `run_finished` with `completed`.
     Completed,
+    /// `run_finished` with `stopped`.
     Stopped,
+    /// `run_failed`, or `run_finished` with `failed`.
     Failed,
 }
 
@@ -35,8 +38,9 @@ pub struct RunState {
     pub context: RunContext,
     /// Whether a `run_started` arrived (only started runs are watched for stalls and lost processes).
     pub started: bool,
-    /// Milliseconds since the Unix epoch of the first and the latest event from the run itself.
+    /// When the first event from the run itself arrived, milliseconds since the Unix epoch.
     pub first_ms: u64,
+    /// When the latest event from the run itself arrived, milliseconds since the Unix epoch.
     pub last_event_ms: u64,
     /// Events received from the run (duplicates not counted).
     pub events: u64,
@@ -87,6 +91,7 @@ pub struct RuleMemory {
 }
 
 impl RunState {
+    /// A record of run `run` before any of its events (its name is its id until it says one).
     pub fn new(run: &str) -> RunState {
         RunState { context: RunContext::new(run), ..RunState::default() }
     }

@@ -56,7 +56,12 @@ pub enum ClusterAuth {
     /// `token` (or `token_file`).
     Token(Secret),
     /// `user` with `password` (or `password_file`).
-    UserPassword { user: String, password: Secret },
+    UserPassword {
+        /// The user name.
+        user: String,
+        /// Its password.
+        password: Secret,
+    },
     /// The text of a NATS `.creds` file (`creds_file`): a user JWT and its NKey seed.
     Creds(Secret),
 }

@@ -40,13 +40,35 @@ pub enum RuleKind {
     /// A NaN or infinite loss (batch or epoch) or metric.
     Nan,
     /// The metric crosses `value`: `metric op value` becomes true.
-    Threshold { metric: String, op: Op, value: f64 },
+    Threshold {
+        /// The metric: `train_loss`, `valid_loss` or a metric name.
+        metric: String,
+        /// The comparison.
+        op: Op,
+        /// The threshold.
+        value: f64,
+    },
     /// No improvement of the metric by more than `min_delta` for `patience` epochs (losses improve downwards).
-    Plateau { metric: String, patience: u32, min_delta: f64 },
+    Plateau {
+        /// The metric watched.
+        metric: String,
+        /// Epochs without improvement before the rule fires.
+        patience: u32,
+        /// The smallest change that counts as an improvement.
+        min_delta: f64,
+    },
     /// The metric is worse than its best so far by `factor` (a loss at 1.5 times its minimum).
-    Diverging { metric: String, factor: f64 },
+    Diverging {
+        /// The metric watched.
+        metric: String,
+        /// How many times worse than the best the value must be.
+        factor: f64,
+    },
     /// An epoch longer than `factor` times the run's median epoch (from the third epoch on).
-    SlowEpoch { factor: f64 },
+    SlowEpoch {
+        /// How many times the median epoch an epoch must take.
+        factor: f64,
+    },
     /// Every run matching `runs` has ended (completed, stopped, failed or lost).
     AllFinished,
 }
@@ -54,9 +76,13 @@ pub enum RuleKind {
 /// The comparison of a threshold rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
+    /// `>`.
     Gt,
+    /// `>=`.
     Ge,
+    /// `<`.
     Lt,
+    /// `<=`.
     Le,
 }
 
@@ -64,6 +90,7 @@ impl Op {
     /// Every operator, as written in the configuration.
     pub const ALL: [Op; 4] = [Op::Gt, Op::Ge, Op::Lt, Op::Le];
 
+    /// The operator as written in the configuration (`>`, `>=`, `<`, `<=`).
     pub fn as_str(self) -> &'static str {
         match self {
             Op::Gt => ">",

@@ -19,6 +19,7 @@ pub const EPOCHS_KEPT: usize = 64;
 pub struct Member {
     /// The job id the run's `run_started` named.
     pub job: String,
+    /// The run's rank in the job, 0-based.
     pub rank: u32,
     /// The world size the run reported, if it did.
     pub world_size: Option<u32>,

@@ -22,15 +22,19 @@ use super::member::Member;
 pub struct RankFacts<'a> {
     /// The run id.
     pub run: &'a str,
+    /// The host the run trains on.
     pub host: &'a str,
+    /// The training process's id on that host.
     pub pid: u32,
-    /// When the run's first and latest events arrived, milliseconds since the Unix epoch.
+    /// When the run's first event arrived, milliseconds since the Unix epoch.
     pub first_ms: u64,
+    /// When its latest event arrived, milliseconds since the Unix epoch.
     pub last_ms: u64,
     /// How the run ended, if it did.
     pub ended: Option<RunStatus>,
     /// The run's process is known to be gone (the caller's pid check) without an end.
     pub gone: bool,
+    /// What the run said of its job: id, rank, world size.
     pub member: &'a Member,
 }
 
@@ -44,6 +48,7 @@ impl RankFacts<'_> {
 /// One instance of a job.
 #[derive(Debug, Clone)]
 pub struct JobView<'a> {
+    /// The job id.
     pub job: String,
     /// The world size: rank 0's, else the largest reported; None when no rank said.
     pub world_size: Option<u32>,

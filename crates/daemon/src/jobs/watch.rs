@@ -17,6 +17,7 @@ pub struct Watch {
     pub stall_after: Duration,
     /// `slow_rank_factor`: an epoch slower than this times the median is slow.
     pub slow_rank_factor: f64,
+    /// The time of this check, milliseconds since the Unix epoch.
     pub now_ms: u64,
     /// When the daemon started: silence while it was down does not count.
     pub started_ms: u64,

@@ -107,8 +107,9 @@ pub struct DoneJob {
 pub struct ReceiptRecord {
     /// The notifier's name.
     pub notifier: String,
-    /// The run and the delivered event's sequence number.
+    /// The run.
     pub run: String,
+    /// The delivered event's sequence number.
     pub seq: u64,
     /// The notifier's receipt (a live message's id, say).
     pub receipt: Receipt,
@@ -119,8 +120,9 @@ pub struct ReceiptRecord {
 pub struct LossPoint {
     /// The `batch_ended` event's sequence number.
     pub seq: u64,
-    /// Its epoch and batch.
+    /// Its epoch, 0-based.
     pub epoch: u32,
+    /// Its batch within the epoch, 0-based.
     pub batch: u64,
     /// The smoothed training loss.
     pub smooth_loss: f64,

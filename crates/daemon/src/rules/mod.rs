@@ -30,7 +30,9 @@ pub type EachRun<'a> = dyn Fn(&mut dyn FnMut(&RunState)) + 'a;
 /// An alert a rule made, and the notifiers it goes to (`None`: every notifier that routes `alert`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fired<'a> {
+    /// The `alert` to append to the run's stream.
     pub alert: Alert,
+    /// The rule's `notifiers`, when it names some.
     pub notifiers: Option<&'a [String]>,
 }
 
@@ -43,15 +45,18 @@ pub struct Rules {
 }
 
 impl Rules {
+    /// The configured rules, in configuration order.
     pub fn new(rules: Vec<RuleConfig>) -> Rules {
         let watches_batches = rules.iter().any(|r| r.kind == RuleKind::Nan);
         Rules { rules, watches_batches }
     }
 
+    /// Whether no rule is configured (then evaluation costs nothing).
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
 
+    /// The rules, in configuration order.
     pub fn rules(&self) -> &[RuleConfig] {
         &self.rules
     }
