@@ -29,6 +29,7 @@ use axum::http::HeaderMap;
 /// Multipart file parts are listed apart.
 #[derive(Debug, Clone, Default)]
 pub struct Params {
+    /// Every non-file parameter by name.
     pub fields: serde_json::Map<String, serde_json::Value>,
     /// `(field name, file name, bytes)` of each multipart file part.
     pub files: Vec<(String, Option<String>, Vec<u8>)>,
@@ -37,6 +38,7 @@ pub struct Params {
 }
 
 impl Params {
+    /// Parameter `key` as text (a non-string value as its JSON); `None` when absent or null.
     pub fn str(&self, key: &str) -> Option<String> {
         match self.fields.get(key)? {
             serde_json::Value::String(s) => Some(s.clone()),
@@ -45,6 +47,7 @@ impl Params {
         }
     }
 
+    /// Parameter `key` as an integer, from a JSON number or a numeric string.
     pub fn i64(&self, key: &str) -> Option<i64> {
         match self.fields.get(key)? {
             serde_json::Value::Number(n) => n.as_i64(),
@@ -53,6 +56,7 @@ impl Params {
         }
     }
 
+    /// Parameter `key` as a flag: `true`, `"true"` or `"1"`; false otherwise or when absent.
     pub fn bool(&self, key: &str) -> bool {
         match self.fields.get(key) {
             Some(serde_json::Value::Bool(b)) => *b,

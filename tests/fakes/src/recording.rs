@@ -14,18 +14,25 @@ use axum::response::{IntoResponse, Response};
 /// One request as the fake saw it.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    /// The HTTP method.
     pub method: Method,
+    /// The path, without the query string.
     pub path: String,
+    /// The query string, without `?`, when there was one.
     pub query: Option<String>,
+    /// The request headers.
     pub headers: HeaderMap,
+    /// The body's bytes.
     pub body: Vec<u8>,
 }
 
 impl Recorded {
+    /// Header `name`'s value, when present and visible ASCII.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// The body as text (invalid UTF-8 replaced).
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
@@ -34,12 +41,16 @@ impl Recorded {
 /// An answer: status, extra headers, body.
 #[derive(Debug, Clone)]
 pub struct Answer {
+    /// The HTTP status.
     pub status: u16,
+    /// Headers to add, `(name, value)`.
     pub headers: Vec<(&'static str, String)>,
+    /// The body.
     pub body: String,
 }
 
 impl Answer {
+    /// A JSON answer with this status (`content-type: application/json`).
     pub fn json(status: u16, body: serde_json::Value) -> Answer {
         Answer {
             status,
@@ -48,6 +59,7 @@ impl Answer {
         }
     }
 
+    /// The same answer with one more header.
     pub fn with_header(mut self, name: &'static str, value: &str) -> Answer {
         self.headers.push((name, value.to_owned()));
         self
@@ -60,10 +72,12 @@ struct Inner {
     script: VecDeque<Answer>,
 }
 
+/// The recording fake; clones share its record and script.
 #[derive(Clone)]
 pub struct Fake {
     inner: Arc<Mutex<Inner>>,
     default: Arc<dyn Fn(&Recorded) -> Answer + Send + Sync>,
+    /// Its base URL, `http://127.0.0.1:<port>`.
     pub base: String,
 }
 
@@ -87,10 +101,12 @@ impl Fake {
         self.inner.lock().expect("fake lock").script.extend(answers);
     }
 
+    /// Every request so far, in arrival order.
     pub fn requests(&self) -> Vec<Recorded> {
         self.inner.lock().expect("fake lock").requests.clone()
     }
 
+    /// The latest request; panics when none arrived (a test's failed expectation).
     pub fn last(&self) -> Recorded {
         self.requests().last().cloned().expect("the fake received a request")
     }

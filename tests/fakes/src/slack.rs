@@ -23,25 +23,36 @@ pub const CHANNEL_ID: &str = "C0HERALD1";
 pub struct Call {
     /// `chat.postMessage`, `webhook`, `upload`, ...
     pub method: String,
+    /// The call's parameters, however they were sent.
     pub params: Params,
+    /// The request headers, by lowercase name.
     pub headers: HashMap<String, String>,
     /// Bytes of a raw upload.
     pub raw_len: usize,
+    /// The HTTP status answered.
     pub status: u16,
     /// Slack's `error` when `ok` was false.
     pub error: Option<String>,
+    /// When it arrived.
     pub at: Instant,
 }
 
 /// A message as it stands now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
+    /// The channel id it was posted in.
     pub channel: String,
+    /// Its timestamp, Slack's message id.
     pub ts: String,
+    /// The parent's `ts`, for a reply in a thread.
     pub thread_ts: Option<String>,
+    /// The text as last posted or updated.
     pub text: String,
+    /// The Block Kit blocks as last posted or updated, if any.
     pub blocks: Option<Value>,
+    /// A thread reply also shown in the channel.
     pub reply_broadcast: bool,
+    /// How many times `chat.update` changed it.
     pub edits: u32,
     /// Files shared into this message (`files.completeUploadExternal`): `(file id, title, bytes)`.
     pub files: Vec<(String, String, usize)>,
@@ -63,11 +74,13 @@ struct State {
 pub struct FakeSlack {
     /// Base URL: the Web API is `{url}/api/`, webhooks `{url}/services/...`.
     pub url: String,
+    /// The bot token the Web API accepts.
     pub token: String,
     state: Arc<Mutex<State>>,
 }
 
 impl FakeSlack {
+    /// Starts the fake on 127.0.0.1 (a free port), accepting `token`.
     pub async fn start(token: &str) -> FakeSlack {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("bound address");
@@ -92,10 +105,12 @@ impl FakeSlack {
         format!("{}/services/T000/B000/secretpart", self.url)
     }
 
+    /// Every call so far, in arrival order.
     pub fn calls(&self) -> Vec<Call> {
         self.state().calls.clone()
     }
 
+    /// The calls to `method` (`chat.postMessage`), in arrival order.
     pub fn calls_to(&self, method: &str) -> Vec<Call> {
         self.state().calls.iter().filter(|c| c.method == method).cloned().collect()
     }

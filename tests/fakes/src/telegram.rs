@@ -43,6 +43,7 @@ pub struct Call {
     pub method: String,
     /// The method name as it appeared in the path (`SendMessage`).
     pub sent_as: String,
+    /// The call's parameters, however they were sent.
     pub params: Params,
     /// The HTTP status answered.
     pub status: u16,
@@ -53,14 +54,17 @@ pub struct Call {
 }
 
 impl Call {
+    /// The `chat_id` parameter, when numeric.
     pub fn chat_id(&self) -> Option<i64> {
         self.params.i64("chat_id")
     }
 
+    /// The `text` parameter.
     pub fn text(&self) -> Option<String> {
         self.params.str("text")
     }
 
+    /// Whether the fake answered 200.
     pub fn ok(&self) -> bool {
         self.status == 200
     }
@@ -69,7 +73,9 @@ impl Call {
 /// A message in a chat, as it stands now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
+    /// The chat it is in.
     pub chat_id: i64,
+    /// Its id within the chat.
     pub message_id: i64,
     /// Sent by the bot (false: a user's message).
     pub from_bot: bool,
@@ -83,6 +89,7 @@ pub struct Message {
     pub photo: Option<usize>,
     /// How many times it was edited.
     pub edits: u32,
+    /// The inline keyboard as last sent or edited, if any.
     pub reply_markup: Option<Value>,
 }
 
