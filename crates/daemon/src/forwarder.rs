@@ -90,8 +90,7 @@ pub async fn run(
     let mut retry = RETRY_FIRST;
     let mut next_try = tokio::time::Instant::now();
     let mut stopped = std::collections::HashSet::new();
-    let handle_reply = |reply: crate::api::IngestReply,
-                        stopped: &mut std::collections::HashSet<String>| {
+    let handle_reply = |reply: crate::api::IngestReply, stopped: &mut std::collections::HashSet<String>| {
         for (run, control) in reply.control {
             if control.stop && stopped.insert(run.clone()) {
                 let reason = control.reason.unwrap_or_else(|| "stop requested through the daemon".into());
@@ -277,8 +276,7 @@ pub async fn replay_orphans(state_dir: &Path, ingest: &crate::handle::Handle) ->
         if path.extension().and_then(|e| e.to_str()) != Some("ndjson") {
             continue;
         }
-        if spool_owner(&path)
-            .is_some_and(|pid| pid != std::process::id() && crate::periodic::pid_alive(pid))
+        if spool_owner(&path).is_some_and(|pid| pid != std::process::id() && crate::periodic::pid_alive(pid))
         {
             continue;
         }

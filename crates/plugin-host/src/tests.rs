@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use herald_event::{Event, Message};
 use herald_plugin::{
-    Capabilities, DeliveryError, Health, Host, HostError, Notification, Receipt, RunContext, RunSummary,
-    RunDetail, render,
+    Capabilities, DeliveryError, Health, Host, HostError, Notification, Receipt, RunContext, RunDetail,
+    RunSummary, render,
 };
 
 use super::*;

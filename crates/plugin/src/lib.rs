@@ -33,7 +33,7 @@ mod table;
 
 pub use config::{ConfigError, default_true, parse_table};
 pub use duration::{format_duration, parse_duration};
-pub use host::{Host, HostError, RunSummary, RunDetail};
+pub use host::{Host, HostError, RunDetail, RunSummary};
 pub use notifier::{
     Capabilities, DeliveryError, Health, Image, Notification, Notifier, Receipt, RunContext, error_chain,
 };
@@ -41,5 +41,5 @@ pub use notifier_type::NotifierType;
 pub use progress::DeliveryProgress;
 pub use registry::{Constructor, Registry};
 pub use secret::Secret;
-pub use table::TableLayout;
 pub use serve::{ServeError, serve, serve_type};
+pub use table::TableLayout;

@@ -114,7 +114,7 @@ mod tests {
     use serde::Deserialize;
 
     use super::*;
-    use crate::host::{HostError, RunSummary, RunDetail};
+    use crate::host::{HostError, RunDetail, RunSummary};
     use crate::render::notification;
     use crate::{Receipt, RunContext};
 

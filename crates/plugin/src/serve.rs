@@ -26,7 +26,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWrite
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::ConfigError;
-use crate::host::{Host, HostError, RunSummary, RunDetail};
+use crate::host::{Host, HostError, RunDetail, RunSummary};
 use crate::notifier::{DeliveryError, Notifier};
 use crate::notifier_type::NotifierType;
 use crate::protocol::{self, HostMessage, MAX_LINE, PluginMessage};

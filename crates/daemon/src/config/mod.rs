@@ -166,7 +166,8 @@ fn sections(src: &source::Source) -> Result<Config, ConfigError> {
             "rule" => rules = rule::list(src, value)?,
             "cluster" => cluster = Some(cluster::section(src, value)?),
             other => {
-                let message = "unknown section; expected `[daemon]`, `[[notifier]]`, `[[rule]]` or `[cluster]`";
+                let message =
+                    "unknown section; expected `[daemon]`, `[[notifier]]`, `[[rule]]` or `[cluster]`";
                 return Err(src.err(&key.span(), other, message));
             }
         }
@@ -177,7 +178,8 @@ fn sections(src: &source::Source) -> Result<Config, ConfigError> {
     };
     let rules = rule::finish(rules, &notifiers)?;
     if let Some(c) = cluster.as_ref().filter(|c| c.role.deliver() && notifiers.is_empty()) {
-        let message = "a deliverer needs at least one [[notifier]] to deliver to; add one, or set `role = \"edge\"`";
+        let message =
+            "a deliverer needs at least one [[notifier]] to deliver to; add one, or set `role = \"edge\"`";
         let (line, column) = c.role_at;
         return Err(ConfigError::for_key("cluster.role", message).at(line, column));
     }
