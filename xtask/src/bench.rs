@@ -31,7 +31,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         Some("apprise") => apprise::run(root, &args[1..]),
         Some("trainer") => trainer::run(root, &args[1..]),
         Some(other) => {
-            bail!("unknown benchmark `{other}`: expected emitter, trainer, daemon, cluster, plugins or apprise")
+            bail!(
+                "unknown benchmark `{other}`: expected emitter, trainer, daemon, cluster, plugins or apprise"
+            )
         }
         None => bail!("name a benchmark: emitter, trainer, daemon, cluster, plugins or apprise"),
     }
