@@ -12,6 +12,7 @@ mod cli;
 mod cluster;
 mod daemon;
 mod dashboard;
+mod install;
 mod jobs;
 mod plugins;
 mod python;
