@@ -20,7 +20,7 @@ use crate::jobs;
 use crate::outbox::{Committed, DoneJob, JobRecord, PutJob, ReceiptRecord, StoreError, WriteBatch};
 use crate::rules::{Fired, Rules};
 use crate::runs::{self, MADE_SEQ_BASE, RunState};
-use crate::shared::{Outcome, Shared, WriteOp, now_ms};
+use crate::shared::{Outcome, Shared, Slot, WriteOp, now_ms};
 
 /// Operations grouped per batch at most.
 pub(crate) const MAX_GROUP: usize = 512;
@@ -186,20 +186,13 @@ impl<'a> Group<'a> {
                 }
                 self.stored.insert((event.run.clone(), event.seq));
             }
-            for (i, slot) in self.shared.slots.iter().enumerate() {
-                if runs::accepts(&slot.routing, st, event) {
-                    let job = JobRecord {
-                        event: event.clone(),
-                        attempt: 0,
-                        not_before_ms: 0,
-                        created_ms: self.now,
-                        last_error: None,
-                    };
-                    self.batch.jobs.push(PutJob { notifier: slot.name.clone(), id: self.next_id, job });
-                    self.next_id += 1;
-                    *self.fx.added.entry(i).or_default() += 1;
-                }
+            Jobs {
+                now: self.now,
+                next_id: &mut self.next_id,
+                jobs: &mut self.batch.jobs,
+                added: &mut self.fx.added,
             }
+            .queue(&self.shared.slots, st, event, |_| true);
             st.apply(event, made, self.now);
             if let Some(m) = &st.job
                 && matches!(
@@ -266,20 +259,13 @@ impl<'a> Group<'a> {
             let st = Group::state(self.shared, &mut self.fx.runs, &anchor);
             let made = Event::now(anchor, MADE_SEQ_BASE + st.made, payload);
             st.made += 1;
-            for (i, slot) in self.shared.slots.iter().enumerate() {
-                if runs::accepts(&slot.routing, st, &made) {
-                    let job = JobRecord {
-                        event: made.clone(),
-                        attempt: 0,
-                        not_before_ms: 0,
-                        created_ms: self.now,
-                        last_error: None,
-                    };
-                    self.batch.jobs.push(PutJob { notifier: slot.name.clone(), id: self.next_id, job });
-                    self.next_id += 1;
-                    *self.fx.added.entry(i).or_default() += 1;
-                }
+            Jobs {
+                now: self.now,
+                next_id: &mut self.next_id,
+                jobs: &mut self.batch.jobs,
+                added: &mut self.fx.added,
             }
+            .queue(&self.shared.slots, st, &made, |_| true);
             st.apply(&made, true, self.now);
             self.batch.events.push(made);
         }
@@ -312,21 +298,14 @@ impl<'a> Group<'a> {
             tracing::info!(run = %event.run, rule = alert.rule.as_deref().unwrap_or_default(), "alert rule fired");
             let made = Event::now(event.run.clone(), MADE_SEQ_BASE + st.made, alert);
             st.made += 1;
-            for (i, slot) in self.shared.slots.iter().enumerate() {
-                let named = notifiers.is_none_or(|names| names.contains(&slot.name));
-                if named && runs::accepts(&slot.routing, &st, &made) {
-                    let job = JobRecord {
-                        event: made.clone(),
-                        attempt: 0,
-                        not_before_ms: 0,
-                        created_ms: self.now,
-                        last_error: None,
-                    };
-                    self.batch.jobs.push(PutJob { notifier: slot.name.clone(), id: self.next_id, job });
-                    self.next_id += 1;
-                    *self.fx.added.entry(i).or_default() += 1;
-                }
+            let named = |slot: &Slot| notifiers.as_ref().is_none_or(|names| names.contains(&slot.name));
+            Jobs {
+                now: self.now,
+                next_id: &mut self.next_id,
+                jobs: &mut self.batch.jobs,
+                added: &mut self.fx.added,
             }
+            .queue(&self.shared.slots, &st, &made, named);
             st.apply(&made, true, self.now);
             self.batch.events.push(made);
         }
@@ -434,6 +413,34 @@ impl<'a> Group<'a> {
             self.batch.next_job_id = Some(self.next_id);
         }
         (self.batch, self.fx, self.next_id)
+    }
+}
+
+/// Where a group puts the delivery jobs it makes: numbered from `next_id`, counted per notifier slot.
+struct Jobs<'g> {
+    now: u64,
+    next_id: &'g mut u64,
+    jobs: &'g mut Vec<PutJob>,
+    added: &'g mut HashMap<usize, u64>,
+}
+
+impl Jobs<'_> {
+    /// One job for `event` per notifier whose routing takes it (and that `named` lets through).
+    fn queue(&mut self, slots: &[Arc<Slot>], st: &RunState, event: &Event, named: impl Fn(&Slot) -> bool) {
+        for (i, slot) in slots.iter().enumerate() {
+            if named(slot) && runs::accepts(&slot.routing, st, event) {
+                let job = JobRecord {
+                    event: event.clone(),
+                    attempt: 0,
+                    not_before_ms: 0,
+                    created_ms: self.now,
+                    last_error: None,
+                };
+                self.jobs.push(PutJob { notifier: slot.name.clone(), id: *self.next_id, job });
+                *self.next_id += 1;
+                *self.added.entry(i).or_default() += 1;
+            }
+        }
     }
 }
 
