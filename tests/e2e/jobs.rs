@@ -200,7 +200,9 @@ fn a_rank_killed_with_kill_9_is_named_by_rank_lost_with_its_host() {
 #[test]
 fn a_rank_twice_as_slow_gets_exactly_one_rank_slow() {
     let (hook, d, dir) = webhook_daemon(r#"stall_after = "60s""#);
-    let mut job = Job::start(dir.path(), d.port, "slow", 5, 4, 0.1);
+    // The job watch looks every 5 s (a quarter of the 60 s stall window, at most 5 s): rank 2 must stay slow
+    // for longer than that, or the job can end between two looks. 14 epochs of 0.8 s give it about 10 s.
+    let mut job = Job::start(dir.path(), d.port, "slow", 14, 4, 0.1);
     let status = job.wait(LONG);
     assert!(status.success(), "torchrun failed: {}", job.log());
     let hits = wait_for("the job's end at the webhook", LONG, || {
