@@ -33,7 +33,10 @@ mod table;
 
 pub use config::{ConfigError, default_true, parse_table};
 pub use duration::{format_duration, parse_duration};
-pub use host::{Host, HostError, RunDetail, RunSummary};
+pub use host::{
+    FiredFor, Host, HostError, MuteEntry, OPS, RuleChange, RuleEntry, RuleList, RunDetail, RunSummary,
+    WatchRequest,
+};
 pub use notifier::{
     Capabilities, DeliveryError, Health, Image, Notification, Notifier, Receipt, RunContext, error_chain,
 };
