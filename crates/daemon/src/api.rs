@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use herald_event::EpochEnded;
-use herald_plugin::Health;
+use herald_plugin::{Health, Receipt};
 use serde::{Deserialize, Serialize};
 
 /// What an ingest answers: how many events were accepted and each run's control state.
@@ -49,6 +49,24 @@ pub struct GiveUp {
     pub attempts: u32,
     /// When the daemon gave up (ms since the Unix epoch).
     pub at_ms: u64,
+}
+
+/// A delivery a notifier made, as the worker saw it (kept in memory, the latest per run and notifier).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecentDelivery {
+    /// The notifier's name.
+    pub notifier: String,
+    /// The run of the event.
+    pub run: String,
+    /// The event's sequence number in its run.
+    pub seq: u64,
+    /// The event type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When it was delivered (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// What the service answered (a message id, for services that give one).
+    pub receipt: Receipt,
 }
 
 /// The daemon's state as `GET /v1/status` returns it.
@@ -138,4 +156,8 @@ pub struct NotifierView {
     pub last_delivery_ms: Option<u64>,
     /// The latest give-ups, oldest first.
     pub recent_give_ups: Vec<GiveUp>,
+    /// Until when the notifier waits because its service said to slow down (HTTP 429 or `Retry-After`), ms
+    /// since the Unix epoch; `None` when it never did since the start. In the past once the wait is over.
+    #[serde(default)]
+    pub rate_limited_until_ms: Option<u64>,
 }

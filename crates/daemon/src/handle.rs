@@ -126,6 +126,7 @@ impl Handle {
                     last_error: f.last_error.clone(),
                     last_delivery_ms: f.last_delivery_ms,
                     recent_give_ups: f.give_ups.iter().cloned().collect(),
+                    rate_limited_until_ms: f.rate_limited_until_ms,
                 }
             })
             .collect();

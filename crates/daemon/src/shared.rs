@@ -15,7 +15,7 @@ use herald_event::{Event, EventKind};
 use herald_plugin::{Health, Notifier, Receipt};
 use tokio::sync::{Notify, broadcast, oneshot};
 
-use crate::api::{GiveUp, IngestReply};
+use crate::api::{GiveUp, IngestReply, RecentDelivery};
 use crate::config::{Routing, RuleConfig};
 use crate::outbox::{JobRecord, Outbox};
 use crate::runs::RunState;
@@ -140,6 +140,25 @@ pub(crate) struct Facts {
     pub last_error: Option<String>,
     pub last_delivery_ms: Option<u64>,
     pub give_ups: VecDeque<GiveUp>,
+    /// Until when the service asked the notifier to wait (429, `Retry-After`), ms since the Unix epoch.
+    pub rate_limited_until_ms: Option<u64>,
+    /// The latest delivery of each run, for the latest [`RECENT_DELIVERIES`] runs, oldest first.
+    pub deliveries: VecDeque<RecentDelivery>,
+}
+
+/// Runs whose latest delivery a notifier's [`Facts`] keep.
+pub(crate) const RECENT_DELIVERIES: usize = 256;
+
+impl Facts {
+    /// Note a delivery: it replaces the run's earlier one, and the oldest run is forgotten past the bound.
+    pub fn delivered(&mut self, d: RecentDelivery) {
+        self.last_delivery_ms = Some(d.at_ms);
+        self.deliveries.retain(|old| old.run != d.run);
+        self.deliveries.push_back(d);
+        while self.deliveries.len() > RECENT_DELIVERIES {
+            self.deliveries.pop_front();
+        }
+    }
 }
 
 /// A notifier as the workers see it.

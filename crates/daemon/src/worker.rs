@@ -16,6 +16,7 @@ use herald_event::{EventKind, Payload};
 use herald_plugin::{DeliveryError, Notification, Receipt, RunContext, render};
 use tokio::sync::{mpsc, watch};
 
+use crate::api::RecentDelivery;
 use crate::limits::{self, TokenBucket};
 use crate::outbox::JobRecord;
 use crate::shared::{Outcome, Phase, Shared, Slot, WriteOp, now_ms};
@@ -277,7 +278,14 @@ impl Worker {
                 self.window.remove(&id);
                 self.last_sent_ms.insert(run.clone(), now);
                 self.previous.insert(run, Some(receipt.clone()));
-                stats.facts().last_delivery_ms = Some(now);
+                stats.facts().delivered(RecentDelivery {
+                    notifier: self.slot.name.clone(),
+                    run: job.event.run.clone(),
+                    seq: job.event.seq,
+                    kind: job.event.kind().as_str().to_owned(),
+                    at_ms: now,
+                    receipt: receipt.clone(),
+                });
                 tracing::debug!(notifier = %self.slot.name, run = %job.event.run, seq = job.event.seq, "delivered");
                 self.report(id, &job, Outcome::Delivered(receipt)).await;
             }
@@ -291,6 +299,9 @@ impl Worker {
                 }
                 let failures = job.attempt + 1;
                 let delay = err.retry_after.unwrap_or_else(|| limits::backoff(failures, limits::jitter()));
+                if err.retry_after.is_some() || err.code.as_deref() == Some("http_429") {
+                    stats.facts().rate_limited_until_ms = Some(now + delay.as_millis() as u64);
+                }
                 let max_age = self.slot.routing.max_age.as_millis() as u64;
                 let too_old = now + delay.as_millis() as u64 > job.created_ms.saturating_add(max_age);
                 if !err.retryable || too_old {
