@@ -61,6 +61,8 @@ mod tests {
                 epoch: (i / 10) as u32,
                 batch: i % 10,
                 smooth_loss: 1.0 / (i + 1) as f64,
+                lr: 1e-3,
+                wall_ms: 0,
             })
             .collect();
         ctx.epochs.push(EpochEnded {

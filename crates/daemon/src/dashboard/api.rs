@@ -17,16 +17,11 @@ use herald_plugin::{Receipt, RunContext};
 use serde::Serialize;
 use serde_json::json;
 
-use super::{Dash, downsample, form_pairs};
+use super::{Dash, form_pairs};
 use crate::api::GiveUp;
-use crate::outbox::LossPoint;
 use crate::runs::RunState;
 use crate::shared::now_ms;
 
-/// Points a loss series has at most when the request does not say.
-pub const DEFAULT_POINTS: usize = 2000;
-/// The most points a request may ask for.
-pub const MAX_POINTS: usize = 100_000;
 /// Runs listed at most when the request does not say.
 const DEFAULT_LIMIT: usize = 1000;
 /// Lifecycle events a run's page shows at most (the latest).
@@ -45,7 +40,7 @@ impl DashError {
         DashError { status, code, message: message.into() }
     }
 
-    fn bad_request(message: impl Into<String>) -> DashError {
+    pub(super) fn bad_request(message: impl Into<String>) -> DashError {
         DashError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
@@ -222,7 +217,7 @@ pub struct RunDetail {
     pub now_ms: u64,
 }
 
-fn state_of(dash: &Dash, run: &str) -> Result<RunState, DashError> {
+pub(super) fn state_of(dash: &Dash, run: &str) -> Result<RunState, DashError> {
     dash.handle.shared().runs().get(run).cloned().ok_or_else(|| DashError::unknown_run(run))
 }
 
@@ -248,106 +243,6 @@ pub async fn get_run(
         });
     }
     Ok(Json(RunDetail { run: row(&run, &st), context: st.context, events, deliveries, now_ms: now_ms() }))
-}
-
-/// One epoch's point on the chart.
-#[derive(Debug, Serialize)]
-pub struct EpochMark {
-    pub epoch: u32,
-    /// The batch axis position of the epoch's end.
-    pub x: f64,
-    pub train_loss: f64,
-    pub valid_loss: Option<f64>,
-}
-
-/// `GET /v1/runs/{run}/loss`: the answer, in columns (as uPlot takes them).
-#[derive(Debug, Serialize)]
-pub struct LossSeries {
-    pub run: String,
-    /// Points stored before downsampling.
-    pub total: usize,
-    /// Global batch index of each point kept (batches of earlier epochs counted).
-    pub x: Vec<f64>,
-    /// The smoothed training loss at each point kept.
-    pub smooth_loss: Vec<f64>,
-    /// The learning rate at each point kept: empty, since the outbox keeps only the smoothed loss per batch.
-    pub lr: Vec<f64>,
-    /// Each epoch's end, with its train and valid loss.
-    pub epochs: Vec<EpochMark>,
-}
-
-/// The global batch index of each point, and where each epoch ends on that axis.
-fn batch_axis(points: &[LossPoint], ctx: &RunContext) -> (Vec<f64>, BTreeMap<u32, f64>) {
-    // Batches per epoch: as the run said, else as many as the history shows.
-    let mut sizes: BTreeMap<u32, u64> = BTreeMap::new();
-    for p in points {
-        let n = sizes.entry(p.epoch).or_default();
-        *n = (*n).max(p.batch.saturating_add(1));
-    }
-    for e in &ctx.epochs {
-        sizes.entry(e.epoch).or_default();
-    }
-    let mut start: BTreeMap<u32, f64> = BTreeMap::new();
-    let mut ends: BTreeMap<u32, f64> = BTreeMap::new();
-    let mut at = 0.0;
-    for (&epoch, &seen) in &sizes {
-        let size = if ctx.batches_per_epoch > 0 { ctx.batches_per_epoch } else { seen };
-        if ctx.batches_per_epoch > 0 {
-            at = epoch as f64 * size as f64;
-        }
-        start.insert(epoch, at);
-        at += size as f64;
-        ends.insert(epoch, at);
-    }
-    let xs = points.iter().map(|p| start.get(&p.epoch).copied().unwrap_or(0.0) + p.batch as f64).collect();
-    (xs, ends)
-}
-
-/// The series of a run, at most `max_points` points (min-max downsampling keeps its extremes).
-pub fn loss_series(run: &str, points: &[LossPoint], ctx: &RunContext, max_points: usize) -> LossSeries {
-    let (xs, ends) = batch_axis(points, ctx);
-    let ys: Vec<f64> = points.iter().map(|p| p.smooth_loss).collect();
-    let keep = downsample::min_max(&ys, max_points);
-    LossSeries {
-        run: run.to_owned(),
-        total: points.len(),
-        x: keep.iter().map(|&i| xs[i]).collect(),
-        smooth_loss: keep.iter().map(|&i| ys[i]).collect(),
-        lr: Vec::new(),
-        epochs: ctx
-            .epochs
-            .iter()
-            .map(|e| EpochMark {
-                epoch: e.epoch,
-                x: ends.get(&e.epoch).copied().unwrap_or(0.0),
-                train_loss: e.train_loss,
-                valid_loss: e.valid_loss,
-            })
-            .collect(),
-    }
-}
-
-/// `GET /v1/runs/{run}/loss?points=N`: at most N points (default 2000, at most 100 000).
-pub async fn get_loss(
-    State(dash): State<Dash>,
-    Path(run): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Result<Json<LossSeries>, DashError> {
-    let mut max_points = DEFAULT_POINTS;
-    for (k, v) in form_pairs(query.as_deref().unwrap_or("")) {
-        match k.as_str() {
-            "points" => {
-                max_points =
-                    v.parse::<usize>().ok().filter(|n| (2..=MAX_POINTS).contains(n)).ok_or_else(|| {
-                        DashError::bad_request(format!("points `{v}`: give a number from 2 to {MAX_POINTS}"))
-                    })?;
-            }
-            _ => return Err(DashError::bad_request(format!("unknown parameter `{k}`: use points"))),
-        }
-    }
-    let st = state_of(&dash, &run)?;
-    let points = dash.handle.loss_history(&run).await?;
-    Ok(Json(loss_series(&run, &points, &st.context, max_points)))
 }
 
 /// `GET /v1/runs/{run}/plot.png`: the loss curve the phone gets at the run's end; 404 `no_plot` before there
@@ -426,34 +321,6 @@ mod tests {
             metrics: Metrics(vec![]),
             elapsed_s: 2.0,
         }
-    }
-
-    #[test]
-    fn the_batch_axis_counts_earlier_epochs() {
-        let points: Vec<LossPoint> = (0..6)
-            .map(|i| LossPoint { seq: i, epoch: (i / 3) as u32, batch: i % 3, smooth_loss: i as f64 })
-            .collect();
-        let mut ctx = RunContext::new("r");
-        ctx.epochs = vec![epoch(0, 0.5), epoch(1, 0.4)];
-        let s = loss_series("r", &points, &ctx, 100);
-        assert_eq!(s.x, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0], "the run did not say its batches per epoch");
-        assert_eq!(s.epochs.iter().map(|e| e.x).collect::<Vec<_>>(), [3.0, 6.0]);
-        ctx.batches_per_epoch = 10;
-        let s = loss_series("r", &points, &ctx, 100);
-        assert_eq!(s.x, [0.0, 1.0, 2.0, 10.0, 11.0, 12.0], "as the run said");
-        assert_eq!(s.epochs.iter().map(|e| e.x).collect::<Vec<_>>(), [10.0, 20.0]);
-        assert!(s.lr.is_empty(), "lr is not stored");
-    }
-
-    #[test]
-    fn long_series_are_cut_to_the_budget_keeping_extremes() {
-        let points: Vec<LossPoint> = (0..100_000)
-            .map(|i| LossPoint { seq: i, epoch: 0, batch: i, smooth_loss: ((i * 37) % 1000) as f64 })
-            .collect();
-        let s = loss_series("r", &points, &RunContext::new("r"), 500);
-        assert_eq!(s.total, 100_000);
-        assert!(s.x.len() <= 500 && s.x.len() == s.smooth_loss.len());
-        assert!(s.smooth_loss.contains(&0.0) && s.smooth_loss.contains(&999.0));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The web dashboard of `herald serve`: three pages (runs, one run, deliveries) and the read API and event
 //! stream they use, on a listener of its own (`[daemon] dashboard`).
 //!
-//! - `api.rs`: `GET /v1/runs`, `GET /v1/runs/{run}`, `GET /v1/runs/{run}/loss`, `GET /v1/runs/{run}/plot.png`
-//!   and the dashboard's `POST /v1/runs/{run}/stop` (the same [`Handle::request_stop`] as `herald stop`);
+//! - `api.rs`: `GET /v1/runs`, `GET /v1/runs/{run}`, `GET /v1/runs/{run}/plot.png` and the dashboard's
+//!   `POST /v1/runs/{run}/stop` (the same [`Handle::request_stop`] as `herald stop`);
+//! - `loss.rs`: `GET /v1/runs/{run}/loss`, the loss and lr series by batch and wall time, downsampled;
+//! - `deliveries.rs`: `GET /v1/deliveries`, the Deliveries page's figures (notifiers, outbox, per run);
 //! - `sse.rs`: `GET /v1/stream`, Server-Sent Events fed by the writer's committed events, with resume;
 //! - `downsample.rs`: min-max downsampling of long series (pure);
 //! - `auth.rs`: no login on loopback, a login form and a session cookie elsewhere, the CSRF token;
@@ -23,7 +25,9 @@ use crate::Handle;
 mod api;
 mod assets;
 mod auth;
+mod deliveries;
 mod downsample;
+mod loss;
 mod sse;
 
 pub(crate) use sse::Hub;
@@ -53,10 +57,11 @@ pub(crate) fn router(
         .route("/notifiers", get(assets::notifiers_page))
         .route("/v1/runs", get(api::list_runs))
         .route("/v1/runs/{run}", get(api::get_run))
-        .route("/v1/runs/{run}/loss", get(api::get_loss))
+        .route("/v1/runs/{run}/loss", get(loss::get_loss))
         .route("/v1/runs/{run}/plot.png", get(api::get_plot))
         .route("/v1/runs/{run}/stop", post(api::post_stop))
         .route("/v1/status", get(api::get_status))
+        .route("/v1/deliveries", get(deliveries::get_deliveries))
         .route("/v1/stream", get(sse::stream))
         .route_layer(middleware::from_fn_with_state(dash.clone(), auth::guard))
         .route("/login", get(auth::login_page).post(auth::login))
@@ -73,7 +78,7 @@ pub(crate) fn api_routes(handle: Handle, hub: Arc<Hub>, token: Option<&str>) -> 
     Router::new()
         .route("/v1/runs", get(api::list_runs))
         .route("/v1/runs/{run}", get(api::get_run))
-        .route("/v1/runs/{run}/loss", get(api::get_loss))
+        .route("/v1/runs/{run}/loss", get(loss::get_loss))
         .route("/v1/runs/{run}/plot.png", get(api::get_plot))
         .route("/v1/stream", get(sse::stream))
         .route_layer(middleware::from_fn_with_state(dash.clone(), auth::guard))

@@ -1,8 +1,9 @@
 //! [`RedbOutbox`]: the outbox in one redb file (`<state_dir>/outbox.redb`), what must survive `kill -9`.
 //!
 //! Tables: `runs` (run id -> [`RunState`] as JSON), `events` ((run, seq) -> lifecycle event as JSON, also the
-//! duplicate check), `loss` ((run, seq) -> (epoch, batch, smoothed loss) per `batch_ended`, the history behind
-//! plots and status), `jobs` ((notifier, job id) -> [`JobRecord`]: one delivery still to make),
+//! duplicate check), `loss_lr` ((run, seq) -> (epoch, batch, smoothed loss, lr, wall time) per `batch_ended`, the
+//! history behind plots, status and the dashboard's curves; outboxes written before it have a `loss` table
+//! without lr and time, still read), `jobs` ((notifier, job id) -> [`JobRecord`]: one delivery still to make),
 //! `receipt_log` ((notifier, run, seq) -> [`Receipt`]), `give_ups` (the latest give-ups, for status) and
 //! `meta` (the next job id). Outboxes written before receipts were keyed by sequence number have a
 //! `receipts` table ((notifier, run) -> the latest receipt), still read as a fallback. A job is removed in the
@@ -17,7 +18,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use herald_event::{Event, Payload};
+use herald_event::Event;
 use herald_plugin::Receipt;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -27,7 +28,10 @@ use crate::runs::RunState;
 
 const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
 const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
-const LOSS: TableDefinition<(&str, u64), (u32, u64, f64)> = TableDefinition::new("loss");
+/// The loss history of outboxes written before `loss_lr`: read, cleared with its runs, never written.
+const LEGACY_LOSS: TableDefinition<(&str, u64), (u32, u64, f64)> = TableDefinition::new("loss");
+/// (run, seq) -> (epoch, batch, smoothed loss, lr, wall time in ms) per `batch_ended`.
+const LOSS: TableDefinition<(&str, u64), (u32, u64, f64, f64, u64)> = TableDefinition::new("loss_lr");
 const JOBS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("jobs");
 const RECEIPT_LOG: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("receipt_log");
 /// The receipts table of outboxes written before `receipt_log`: read, cleared with its runs, never written.
@@ -94,6 +98,7 @@ impl RedbOutbox {
             let mut runs = txn.open_table(RUNS)?;
             let mut events = txn.open_table(EVENTS)?;
             let mut loss = txn.open_table(LOSS)?;
+            let mut legacy_loss = txn.open_table(LEGACY_LOSS)?;
             let mut jobs = txn.open_table(JOBS)?;
             let mut receipts = txn.open_table(RECEIPT_LOG)?;
             let mut legacy = txn.open_table(LEGACY_RECEIPTS)?;
@@ -104,13 +109,14 @@ impl RedbOutbox {
                 runs.remove(run)?;
                 events.retain_in((run, 0)..=(run, u64::MAX), |_, _| false)?;
                 loss.retain_in((run, 0)..=(run, u64::MAX), |_, _| false)?;
+                legacy_loss.retain_in((run, 0)..=(run, u64::MAX), |_, _| false)?;
                 receipts.retain(|k, _| k.1 != run)?;
                 legacy.retain(|k, _| k.1 != run)?;
             }
             for event in &batch.events {
                 let key = (event.run.as_str(), event.seq);
-                if let Payload::BatchEnded(b) = &event.payload {
-                    loss.insert(key, (b.epoch, b.batch, b.smooth_loss))?;
+                if let Some(p) = LossPoint::of(event) {
+                    loss.insert(key, (p.epoch, p.batch, p.smooth_loss, p.lr, p.wall_ms))?;
                 } else {
                     events.insert(key, serde_json::to_vec(event)?.as_slice())?;
                 }
@@ -149,10 +155,13 @@ impl RedbOutbox {
         let txn = self.db.begin_read()?;
         let events = txn.open_table(EVENTS)?;
         let loss = txn.open_table(LOSS)?;
+        let legacy_loss = txn.open_table(LEGACY_LOSS)?;
         let mut out = Vec::with_capacity(keys.len());
         for (run, seq) in keys {
             let key = (run.as_str(), *seq);
-            out.push(events.get(key)?.is_some() || loss.get(key)?.is_some());
+            out.push(
+                loss.get(key)?.is_some() || events.get(key)?.is_some() || legacy_loss.get(key)?.is_some(),
+            );
         }
         Ok(out)
     }
@@ -237,15 +246,30 @@ impl RedbOutbox {
         }
     }
 
-    /// A run's smoothed-loss history, in order.
+    /// A run's loss history, in order: `loss_lr`, with the points of the legacy `loss` table (no lr, no wall
+    /// time) of an outbox written before it merged in.
     pub fn load_loss_history(&self, run: &str) -> Result<Vec<LossPoint>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(LOSS)?;
         let mut out = Vec::new();
         for row in table.range((run, 0)..=(run, u64::MAX))? {
             let (k, v) = row?;
+            let (epoch, batch, smooth_loss, lr, wall_ms) = v.value();
+            out.push(LossPoint { seq: k.value().1, epoch, batch, smooth_loss, lr, wall_ms });
+        }
+        let legacy = match txn.open_table(LEGACY_LOSS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(out),
+            Err(e) => return Err(e.into()),
+        };
+        let before = out.len();
+        for row in legacy.range((run, 0)..=(run, u64::MAX))? {
+            let (k, v) = row?;
             let (epoch, batch, smooth_loss) = v.value();
-            out.push(LossPoint { seq: k.value().1, epoch, batch, smooth_loss });
+            out.push(LossPoint { seq: k.value().1, epoch, batch, smooth_loss, lr: f64::NAN, wall_ms: 0 });
+        }
+        if out.len() > before && before > 0 {
+            out.sort_by_key(|p| p.seq);
         }
         Ok(out)
     }

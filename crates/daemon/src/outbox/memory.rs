@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use herald_event::{Event, Payload};
+use herald_event::Event;
 use herald_plugin::Receipt;
 
 use super::{Committed, GIVE_UPS_KEPT, JobRecord, LossPoint, Outbox, OutboxInfo, StoreError, WriteBatch};
@@ -65,9 +65,7 @@ impl Outbox for MemoryOutbox {
         }
         for event in batch.events {
             let key = (event.run.clone(), event.seq);
-            if let Payload::BatchEnded(b) = &event.payload {
-                let point =
-                    LossPoint { seq: event.seq, epoch: b.epoch, batch: b.batch, smooth_loss: b.smooth_loss };
+            if let Some(point) = LossPoint::of(&event) {
                 t.loss.insert(key, point);
             } else {
                 t.events.insert(key, event);

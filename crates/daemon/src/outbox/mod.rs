@@ -80,6 +80,10 @@ pub struct JobRecord {
     /// The latest failure, for status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Held for the notifier's next digest (quiet hours, `digest`): delivered with the other held jobs as
+    /// one notification, from `not_before_ms` on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub digest: bool,
 }
 
 /// A job to store: new, or rescheduled after a failed attempt.
@@ -126,6 +130,27 @@ pub struct LossPoint {
     pub batch: u64,
     /// The smoothed training loss.
     pub smooth_loss: f64,
+    /// The batch's learning rate; NaN for points stored before the outbox kept it.
+    pub lr: f64,
+    /// When the batch ended (the event's time, ms since the Unix epoch); 0 for points stored before the
+    /// outbox kept it.
+    pub wall_ms: u64,
+}
+
+impl LossPoint {
+    /// The point a `batch_ended` event leaves in the history; None for any other event.
+    pub fn of(event: &Event) -> Option<LossPoint> {
+        let herald_event::Payload::BatchEnded(b) = &event.payload else { return None };
+        let wall_ms = u64::try_from(event.time.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        Some(LossPoint {
+            seq: event.seq,
+            epoch: b.epoch,
+            batch: b.batch,
+            smooth_loss: b.smooth_loss,
+            lr: b.lr,
+            wall_ms,
+        })
+    }
 }
 
 /// One group of writes, applied atomically: all of it is kept, or none.
@@ -215,7 +240,7 @@ pub trait Outbox: Send + Sync + 'static {
     /// The receipt of `notifier`'s latest delivery for `run` (the highest sequence number delivered).
     async fn latest_receipt(&self, notifier: &str, run: &str) -> Result<Option<Receipt>, StoreError>;
 
-    /// A run's smoothed-loss history, in sequence order.
+    /// A run's loss history (smoothed loss, learning rate and wall time per batch), in sequence order.
     async fn loss_history(&self, run: &str) -> Result<Vec<LossPoint>, StoreError>;
 
     /// A run's stored lifecycle events (everything but `batch_ended`), in sequence order.

@@ -10,7 +10,7 @@ fn message(run: &str, seq: u64) -> Event {
 }
 
 fn job(e: &Event) -> JobRecord {
-    JobRecord { event: e.clone(), attempt: 0, not_before_ms: 0, created_ms: 1, last_error: None }
+    JobRecord { event: e.clone(), attempt: 0, not_before_ms: 0, created_ms: 1, last_error: None, digest: false }
 }
 
 fn put(notifier: &str, id: u64, e: &Event) -> PutJob {
@@ -36,11 +36,12 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 fn events_are_deduplicated_by_run_and_seq() {
     block_on(async {
         for (name, store, _dir) in outboxes() {
-            let batch = Event::now(
+            let mut batch = Event::now(
                 "r",
                 2,
                 BatchEnded { epoch: 0, batch: 1, n_batches: 3, loss: 1.0, smooth_loss: 0.5, lr: 0.1 },
             );
+            batch.time = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("a time");
             let keys = vec![("r".to_owned(), 1), ("r".to_owned(), 2), ("q".to_owned(), 1)];
             let firsts: Vec<bool> =
                 store.known(keys.clone()).await.expect("read").iter().map(|k| !k).collect();
@@ -53,7 +54,14 @@ fn events_are_deduplicated_by_run_and_seq() {
             assert_eq!(store.events("r").await.expect("read").len(), 1, "{name}");
             assert_eq!(
                 store.loss_history("r").await.expect("read"),
-                vec![LossPoint { seq: 2, epoch: 0, batch: 1, smooth_loss: 0.5 }],
+                vec![LossPoint {
+                    seq: 2,
+                    epoch: 0,
+                    batch: 1,
+                    smooth_loss: 0.5,
+                    lr: 0.1,
+                    wall_ms: 1_800_000_000_000
+                }],
                 "{name}"
             );
         }
@@ -197,4 +205,44 @@ fn the_outbox_survives_reopening_and_refuses_a_second_opener() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&state).expect("stat").permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
+}
+
+#[test]
+fn an_outbox_from_before_lr_was_kept_still_reads_its_loss_history() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    {
+        let db = redb::Database::create(state.join("outbox.redb")).expect("create");
+        let txn = db.begin_write().expect("write");
+        {
+            let legacy: redb::TableDefinition<(&str, u64), (u32, u64, f64)> =
+                redb::TableDefinition::new("loss");
+            let mut t = txn.open_table(legacy).expect("table");
+            t.insert(("r", 1), (0, 0, 0.9)).expect("insert");
+            t.insert(("r", 3), (0, 2, 0.7)).expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let store = RedbOutbox::open(&state).expect("open");
+    let mut batch = Event::now(
+        "r",
+        2,
+        BatchEnded { epoch: 0, batch: 1, n_batches: 3, loss: 1.0, smooth_loss: 0.8, lr: 0.1 },
+    );
+    batch.time = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("a time");
+    block_on(async {
+        store.commit(WriteBatch { events: vec![batch], ..WriteBatch::default() }).await.expect("write");
+        let known = store.known(vec![("r".to_owned(), 1), ("r".to_owned(), 4)]).await.expect("read");
+        assert_eq!(known, vec![true, false], "old points still count as stored");
+        let h = store.loss_history("r").await.expect("read");
+        assert_eq!(
+            h.iter().map(|p| (p.seq, p.smooth_loss)).collect::<Vec<_>>(),
+            [(1, 0.9), (2, 0.8), (3, 0.7)]
+        );
+        assert!(h[0].lr.is_nan() && h[0].wall_ms == 0, "no lr or time for old points");
+        assert_eq!((h[1].lr, h[1].wall_ms), (0.1, 1_800_000_000_000));
+        store.commit(WriteBatch { forget: vec!["r".into()], ..WriteBatch::default() }).await.expect("forget");
+        assert!(store.loss_history("r").await.expect("read").is_empty(), "forgetting clears both tables");
+    });
 }
