@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use herald_event::Event;
+use herald_plugin::RuleList;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{IngestReply, NotifierView, OutboxView, RunControl, RunSnapshot, Status};
 use crate::error::DaemonError;
 use crate::outbox::LossPoint;
-use crate::runs::RunState;
+use crate::runs::{RunChange, RunState};
 use crate::shared::{Shared, WriteOp, now_ms};
 
 /// A cheap handle for submitting events and reading status; clone it freely.
@@ -78,6 +79,20 @@ impl Handle {
         let (reply, rx) = oneshot::channel();
         let op = WriteOp::Stop { run: run.to_owned(), reason: reason.to_owned(), reply: Some(reply) };
         self.ask(op, rx, "cannot store the stop request").await
+    }
+
+    /// Apply a change from the phone (a rule, a mute) to a run, stored with the run; `None` when the run is
+    /// unknown, else how many rules or mutes were added or removed.
+    pub async fn change_run(&self, run: &str, change: RunChange) -> Result<Option<usize>, DaemonError> {
+        let (reply, rx) = oneshot::channel();
+        let op = WriteOp::Change { run: run.to_owned(), change, reply: Some(reply) };
+        self.ask(op, rx, "cannot store the change").await
+    }
+
+    /// What `GET /v1/rules` and `herald rules` show: the configured and phone rules, each with the runs it
+    /// fired for, and the muted runs.
+    pub fn rules(&self) -> RuleList {
+        crate::rules::list::list(&self.shared.options.rules, &self.shared.runs(), now_ms())
     }
 
     /// The control state of one run (its stop request).

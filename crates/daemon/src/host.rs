@@ -5,16 +5,21 @@
 //! runs, for typing `/stop 2` on a phone), for one run by number, id or name (its results table and its loss
 //! curve, drawn by herald-plot from the run's stored history), and to stop a run: that sets the same stop
 //! flag as `herald stop`, which reaches the trainer in the answer to its next post (the curve is drawn by
-//! `plot.rs`). This module sends nothing itself and knows no service.
+//! `plot.rs`). Rules and mutes from the phone (`/watch`, `/unwatch`, `/mute`, `/unmute`) are checked here and
+//! stored on the run through the writer ([`Handle::change_run`]), so they survive a restart with the run
+//! table; `/rules` is [`Handle::rules`]. This module sends nothing itself and knows no service.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herald_plugin::{Host, HostError, Notifier, RunDetail, RunSummary};
+use herald_plugin::{
+    Host, HostError, Notifier, OPS, RuleChange, RuleList, RunDetail, RunSummary, WatchRequest,
+};
 
+use crate::config::Op;
 use crate::handle::Handle;
-use crate::runs::RunState;
+use crate::runs::{MAX_WATCHES, Mute, RunChange, RunState, Watch, epoch_values};
 use crate::shared::now_ms;
 
 /// Ended runs listed by `runs()`, newest first.
@@ -124,6 +129,34 @@ impl DaemonHost {
         }
         Err(HostError::NoSuchRun(key.to_owned()))
     }
+
+    /// Store a change to the run `id` and answer it as the phone shows it.
+    async fn change(
+        &self,
+        key: &str,
+        (number, id, st): (u32, String, RunState),
+        change: RunChange,
+        note: Option<String>,
+    ) -> Result<RuleChange, HostError> {
+        match self.handle.change_run(&id, change).await {
+            Ok(Some(count)) => Ok(RuleChange { summary: DaemonHost::summary(number, &id, &st), count, note }),
+            Ok(None) => Err(HostError::NoSuchRun(key.to_owned())),
+            Err(e) => Err(HostError::Other(format!("cannot store the change: {e}"))),
+        }
+    }
+}
+
+/// A note when the run has reported values but none of `metric` so far (a typo, most often).
+fn unseen_metric(st: &RunState, metric: &str) -> Option<String> {
+    let last = st.context.epochs.last()?;
+    let names: Vec<String> = epoch_values(last).into_iter().map(|(n, _)| n).collect();
+    if names.iter().any(|n| n == metric) || st.context.metric_names.iter().any(|n| n == metric) {
+        return None;
+    }
+    Some(format!(
+        "the run has reported no `{metric}` so far (it has {}); the rule waits for one",
+        names.join(", ")
+    ))
 }
 
 #[async_trait::async_trait]
@@ -170,6 +203,66 @@ impl Host for DaemonHost {
             Ok(false) => Err(HostError::NoSuchRun(key.to_owned())),
             Err(e) => Err(HostError::Other(format!("cannot store the stop request: {e}"))),
         }
+    }
+
+    async fn watch(&self, key: &str, rule: WatchRequest, by: &str) -> Result<RuleChange, HostError> {
+        let found = self.find(key)?;
+        let st = &found.2;
+        if Op::parse(&rule.op).is_none() {
+            let ops = OPS.join(" ");
+            return Err(HostError::Other(format!("unknown comparison `{}`: use one of {ops}", rule.op)));
+        }
+        if !rule.value.is_finite() {
+            return Err(HostError::Other(format!("the value must be a finite number, not `{}`", rule.value)));
+        }
+        if rule.metric.is_empty() {
+            return Err(HostError::Other("name the metric to watch".to_owned()));
+        }
+        if is_ended(st) {
+            return Err(HostError::Ended(st.context.name.clone()));
+        }
+        if st.watches.len() >= MAX_WATCHES {
+            return Err(HostError::Other(format!(
+                "run `{}` has {MAX_WATCHES} rules already: /unwatch some first",
+                st.context.name
+            )));
+        }
+        let note = unseen_metric(st, &rule.metric);
+        let watch = Watch {
+            metric: rule.metric,
+            op: rule.op,
+            value: rule.value,
+            by: by.to_owned(),
+            added_ms: now_ms(),
+            fired: None,
+        };
+        tracing::info!(run = %found.1, rule = %watch.name(), by, "rule added from the phone");
+        self.change(key, found, RunChange::Watch(watch), note).await
+    }
+
+    async fn unwatch(&self, key: &str, metric: Option<&str>) -> Result<RuleChange, HostError> {
+        let found = self.find(key)?;
+        self.change(key, found, RunChange::Unwatch { metric: metric.map(str::to_owned) }, None).await
+    }
+
+    async fn rules(&self) -> RuleList {
+        self.handle.rules()
+    }
+
+    async fn mute(&self, key: &str, duration: Option<Duration>, by: &str) -> Result<RuleChange, HostError> {
+        let found = self.find(key)?;
+        if is_ended(&found.2) {
+            return Err(HostError::Ended(found.2.context.name.clone()));
+        }
+        let until_ms =
+            duration.map(|d| now_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
+        tracing::info!(run = %found.1, ?duration, by, "run muted from the phone");
+        self.change(key, found, RunChange::Mute(Mute { until_ms, by: by.to_owned() }), None).await
+    }
+
+    async fn unmute(&self, key: &str) -> Result<RuleChange, HostError> {
+        let found = self.find(key)?;
+        self.change(key, found, RunChange::Unmute, None).await
     }
 }
 

@@ -2,9 +2,11 @@
 //!
 //! [`RunState`] is kept per run (in memory and in the outbox's `runs` table): the notifier context (name, host,
 //! hyperparameters, the results table), liveness (last event, longest epoch, the stalled and lost flags),
-//! the best value of each metric, and the stop request. [`accepts`] is the per-notifier routing rule applied
-//! at ingest: event types, ranks, `every_n_epochs` and `only_on_improvement`. `min_interval` is applied later
-//! by the worker, which alone knows when it last sent. Nothing here does I/O.
+//! the best value of each metric, the stop request, and what was set from the phone: threshold rules
+//! ([`Watch`]) and a [`Mute`], changed by a [`RunChange`]. [`accepts`] is the per-notifier routing rule applied
+//! at ingest: event types, ranks, `every_n_epochs` and `only_on_improvement`; [`muted`] holds back a muted
+//! run's routine updates from every notifier. `min_interval` is applied later by the worker, which alone knows
+//! when it last sent. Nothing here does I/O.
 
 use std::collections::BTreeMap;
 
@@ -72,6 +74,80 @@ pub struct RunState {
     /// it (see `jobs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<Member>,
+    /// Threshold rules added from the phone for this run (`/watch`), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watches: Vec<Watch>,
+    /// The run's routine updates are muted (`/mute`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mute: Option<Mute>,
+    /// How many alerts each rule (by name) has made for this run.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub alerted: BTreeMap<String, u32>,
+}
+
+/// Phone rules a run keeps at most (a `/watch` beyond them is refused).
+pub const MAX_WATCHES: usize = 32;
+
+/// A threshold rule added from the phone for one run: it fires once, when the metric crosses the value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Watch {
+    /// `train_loss`, `valid_loss` or a metric name.
+    pub metric: String,
+    /// `>`, `>=`, `<` or `<=` (`config::Op`).
+    pub op: String,
+    /// The value compared with.
+    pub value: f64,
+    /// Who added it (`@user`).
+    pub by: String,
+    /// When, milliseconds since the Unix epoch.
+    pub added_ms: u64,
+    /// The epoch it fired at; it fires no more after that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fired: Option<u32>,
+}
+
+impl Watch {
+    /// The rule's name, in its alerts and lists: `watch accuracy >= 0.98`.
+    pub fn name(&self) -> String {
+        format!("watch {}", self.condition())
+    }
+
+    /// `accuracy >= 0.98`.
+    pub fn condition(&self) -> String {
+        format!("{} {} {}", self.metric, self.op, self.value)
+    }
+}
+
+/// A run's routine updates held back (`/mute`): epochs, batches, heartbeats, so no live edits either.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mute {
+    /// When it ends, milliseconds since the Unix epoch (`None`: until `/unmute`).
+    pub until_ms: Option<u64>,
+    /// Who muted the run.
+    pub by: String,
+}
+
+impl Mute {
+    /// Whether the mute holds at `now_ms`.
+    pub fn active(&self, now_ms: u64) -> bool {
+        self.until_ms.is_none_or(|until| now_ms < until)
+    }
+}
+
+/// A change to a run made from the phone, applied by the writer with [`RunState::change`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunChange {
+    /// Add a threshold rule (one with the same metric, operator and value replaces it).
+    Watch(Watch),
+    /// Remove the phone rules, all or those on one metric.
+    Unwatch {
+        /// Only the rules on this metric.
+        metric: Option<String>,
+    },
+    /// Mute the run (replacing an earlier mute).
+    Mute(Mute),
+    /// End the mute.
+    Unmute,
 }
 
 /// What one alert rule remembers of one run.
@@ -100,6 +176,13 @@ impl RunState {
     /// sign of life.
     pub fn apply(&mut self, event: &Event, made: bool, now_ms: u64) {
         self.context.apply(event);
+        if made
+            && let Payload::Alert(a) = &event.payload
+            && let Some(rule) = &a.rule
+        {
+            let times = self.alerted.entry(rule.clone()).or_default();
+            *times = times.saturating_add(1);
+        }
         match &event.payload {
             Payload::RunStalled(_) => self.stalled = true,
             Payload::RunLost(_) => self.lost = true,
@@ -151,6 +234,30 @@ impl RunState {
             }
             Payload::RunFailed(_) => self.ended = Some(Ending::Failed),
             _ => {}
+        }
+    }
+
+    /// Apply a change from the phone; answers how many rules or mutes were added or removed.
+    pub fn change(&mut self, change: RunChange) -> usize {
+        match change {
+            RunChange::Watch(w) => {
+                self.watches.retain(|old| (&old.metric, &old.op, old.value) != (&w.metric, &w.op, w.value));
+                if self.watches.len() >= MAX_WATCHES {
+                    return 0;
+                }
+                self.watches.push(w);
+                1
+            }
+            RunChange::Unwatch { metric } => {
+                let before = self.watches.len();
+                self.watches.retain(|w| metric.as_ref().is_some_and(|m| *m != w.metric));
+                before - self.watches.len()
+            }
+            RunChange::Mute(m) => {
+                self.mute = Some(m);
+                1
+            }
+            RunChange::Unmute => usize::from(self.mute.take().is_some()),
         }
     }
 
@@ -290,6 +397,16 @@ pub fn accepts(routing: &Routing, run: &RunState, event: &Event) -> bool {
         Payload::EpochStarted(e) => nth_epoch(routing.every_n_epochs, e.epoch, run.context.n_epochs),
         _ => true,
     }
+}
+
+/// Whether `event` is held back because its run is muted at `now_ms`: routine updates only (epochs, batches,
+/// heartbeats), never a start, an end, a failure, a stall, a loss, a message or an alert.
+pub fn muted(run: &RunState, event: &Event, now_ms: u64) -> bool {
+    run.mute.as_ref().is_some_and(|m| m.active(now_ms))
+        && matches!(
+            event.kind(),
+            EventKind::EpochStarted | EventKind::EpochEnded | EventKind::BatchEnded | EventKind::Heartbeat
+        )
 }
 
 /// `every_n_epochs`: epochs n, 2n, ... (1-based) and always the last one.
@@ -459,6 +576,110 @@ mod tests {
         assert!(!st.stalled);
         assert_eq!(st.longest_epoch_s, 2.0);
         assert_eq!(st.state_word(), "running");
+    }
+
+    #[test]
+    fn a_muted_run_holds_back_routine_updates_only_until_the_mute_ends() {
+        let mut r = routing();
+        r.events.extend([
+            EventKind::BatchEnded,
+            EventKind::EpochStarted,
+            EventKind::Heartbeat,
+            EventKind::Alert,
+        ]);
+        let mut st = run_after(&[started(0)]);
+        st.change(RunChange::Mute(Mute { until_ms: Some(1_000), by: "@me".into() }));
+        let batch = Event::now(
+            "r",
+            1,
+            BatchEnded { epoch: 0, batch: 0, n_batches: 10, loss: 1.0, smooth_loss: 1.0, lr: 0.1 },
+        );
+        let finished = Event::now(
+            "r",
+            9,
+            RunFinished { status: RunStatus::Completed, reason: "done".into(), duration_s: 1.0, best: None },
+        );
+        let failed = Event::now("r", 9, RunFailed { error: "oom".into(), traceback: None });
+        let alert = Event::now(
+            "r",
+            MADE_SEQ_BASE,
+            herald_event::Alert {
+                rule: Some("t".into()),
+                title: "t".into(),
+                text: "x".into(),
+                level: Default::default(),
+                epoch: None,
+            },
+        );
+        let stalled =
+            Event::now("r", MADE_SEQ_BASE, herald_event::RunStalled { silent_s: 10.0, stall_after_s: 5.0 });
+        let lost = Event::now("r", MADE_SEQ_BASE, herald_event::RunLost { pid: 1, reason: "gone".into() });
+        let msg =
+            Event::now("r", 2, Message { title: "t".into(), text: "x".into(), level: Default::default() });
+        let heartbeat = Event::now("r", 3, herald_event::Heartbeat {});
+        let sent = |st: &RunState, events: &[&Event], now: u64| -> Vec<bool> {
+            events.iter().map(|e| accepts(&r, st, e) && !muted(st, e, now)).collect()
+        };
+        let routine =
+            [&epoch(0, 1.0, 0.5), &batch, &Event::now("r", 1, EpochStarted { epoch: 0 }), &heartbeat];
+        assert_eq!(sent(&st, &routine, 999), [false; 4], "muted");
+        assert_eq!(sent(&st, &routine, 1_000), [true; 4], "the mute has ended");
+        let always = [&finished, &failed, &alert, &stalled, &lost, &msg];
+        assert_eq!(sent(&st, &always, 999), [true; 6], "never muted");
+        // Until unmuted: no end; /unmute ends it, and a second /unmute changes nothing.
+        st.change(RunChange::Mute(Mute { until_ms: None, by: "@me".into() }));
+        assert_eq!(sent(&st, &routine, u64::MAX), [false; 4]);
+        assert_eq!(st.change(RunChange::Unmute), 1);
+        assert_eq!(st.change(RunChange::Unmute), 0);
+        assert_eq!(sent(&st, &routine, 0), [true; 4]);
+    }
+
+    #[test]
+    fn phone_rules_are_added_replaced_and_removed_by_metric_and_survive_a_restart() {
+        let mut st = run_after(&[started(0)]);
+        let watch = |metric: &str, op: &str, value: f64| Watch {
+            metric: metric.into(),
+            op: op.into(),
+            value,
+            by: "@me".into(),
+            added_ms: 1,
+            fired: None,
+        };
+        assert_eq!(st.change(RunChange::Watch(watch("accuracy", ">=", 0.9))), 1);
+        assert_eq!(st.change(RunChange::Watch(watch("accuracy", ">=", 0.9))), 1, "the same rule replaces");
+        assert_eq!(st.change(RunChange::Watch(watch("accuracy", ">=", 0.95))), 1);
+        assert_eq!(st.change(RunChange::Watch(watch("valid_loss", "<", 0.1))), 1);
+        st.change(RunChange::Mute(Mute { until_ms: None, by: "@me".into() }));
+        assert_eq!(st.watches.len(), 3);
+        assert_eq!(st.watches[0].name(), "watch accuracy >= 0.9");
+        let stored = serde_json::to_vec(&st).expect("encodes");
+        let mut back: RunState = serde_json::from_slice(&stored).expect("decodes");
+        assert_eq!((back.watches.clone(), back.mute.clone()), (st.watches.clone(), st.mute.clone()));
+        assert_eq!(back.change(RunChange::Unwatch { metric: Some("accuracy".into()) }), 2);
+        assert_eq!(back.change(RunChange::Unwatch { metric: Some("accuracy".into()) }), 0);
+        assert_eq!(back.change(RunChange::Unwatch { metric: None }), 1);
+        assert!(back.watches.is_empty());
+        for i in 0..MAX_WATCHES + 1 {
+            back.change(RunChange::Watch(watch("accuracy", ">", i as f64)));
+        }
+        assert_eq!(back.watches.len(), MAX_WATCHES, "bounded");
+    }
+
+    #[test]
+    fn a_run_counts_the_alerts_each_rule_made_for_it() {
+        let mut st = run_after(&[started(0)]);
+        let alert = |rule: Option<&str>| herald_event::Alert {
+            rule: rule.map(str::to_owned),
+            title: "t".into(),
+            text: "x".into(),
+            level: Default::default(),
+            epoch: None,
+        };
+        st.apply(&Event::now("r", MADE_SEQ_BASE, alert(Some("target"))), true, 2);
+        st.apply(&Event::now("r", MADE_SEQ_BASE + 1, alert(Some("target"))), true, 2);
+        st.apply(&Event::now("r", 5, alert(Some("client's own"))), false, 2);
+        st.apply(&Event::now("r", MADE_SEQ_BASE + 2, alert(None)), true, 2);
+        assert_eq!(st.alerted, BTreeMap::from([("target".to_owned(), 2)]));
     }
 
     #[test]

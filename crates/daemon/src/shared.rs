@@ -18,7 +18,7 @@ use tokio::sync::{Notify, broadcast, oneshot};
 use crate::api::{GiveUp, IngestReply, RecentDelivery};
 use crate::config::{Routing, RuleConfig};
 use crate::outbox::{JobRecord, Outbox};
-use crate::runs::RunState;
+use crate::runs::{RunChange, RunState};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -110,6 +110,9 @@ pub(crate) enum WriteOp {
     Finish { notifier: usize, job: u64, run: String, seq: u64, kind: EventKind, outcome: Outcome },
     /// Someone asked a run to stop; the answer is whether the run is known.
     Stop { run: String, reason: String, reply: Reply<bool> },
+    /// A change from the phone to a run (rules, mute); the answer is how many were added or removed, or
+    /// `None` for an unknown run.
+    Change { run: String, change: RunChange, reply: Reply<Option<usize>> },
     /// Runs to forget (compaction).
     Forget { runs: Vec<String> },
     /// Stop the writer after this group.

@@ -3,7 +3,7 @@
 //! Every write (ingested events, delivery outcomes, stop requests, daemon-made events, compaction) reaches
 //! the writer as a [`WriteOp`] over a bounded channel. The writer takes whatever is waiting (up to
 //! [`MAX_GROUP`]), decides each operation in memory (one function per kind: [`Group::ingest`],
-//! [`Group::finish`], [`Group::stop`], [`Group::forget`]), commits the group as one outbox batch, and only
+//! [`Group::finish`], [`Group::stop`], [`Group::change`], [`Group::forget`]), commits the group as one outbox batch, and only
 //! then updates the shared run table and counters and answers the senders. So an ingest is answered once its
 //! events and jobs are durable, and many clients share one commit. When a batch fails, its operations are
 //! tried one by one so that one bad operation does not sink the others.
@@ -19,7 +19,7 @@ use crate::api::{GiveUp, IngestReply, RunControl};
 use crate::jobs;
 use crate::outbox::{Committed, DoneJob, JobRecord, PutJob, ReceiptRecord, StoreError, WriteBatch};
 use crate::rules::{Fired, Rules};
-use crate::runs::{self, MADE_SEQ_BASE, RunState};
+use crate::runs::{self, MADE_SEQ_BASE, RunChange, RunState};
 use crate::shared::{Outcome, Shared, Slot, WriteOp, now_ms};
 
 /// Operations grouped per batch at most.
@@ -75,6 +75,7 @@ async fn commit(
                 group.finish(*notifier, *job, run, *seq, kind.as_str(), outcome);
             }
             WriteOp::Stop { run, reason, .. } => group.stop(index, run, reason),
+            WriteOp::Change { run, change, .. } => group.change(index, run, change),
             WriteOp::Forget { runs } => group.forget(runs),
             WriteOp::Exit => {}
         }
@@ -117,6 +118,7 @@ struct Effects {
     forget: Vec<String>,
     ingest_replies: Vec<(usize, IngestReply)>,
     stop_replies: Vec<(usize, bool)>,
+    change_replies: Vec<(usize, Option<usize>)>,
 }
 
 /// One group being decided: the batch to commit and what to do once it is committed.
@@ -194,6 +196,7 @@ impl<'a> Group<'a> {
             }
             .queue(&self.shared.slots, st, event, |_| true);
             st.apply(event, made, self.now);
+            let phone_rules = Rules::watches_run(st, event.kind());
             if let Some(m) = &st.job
                 && matches!(
                     event.kind(),
@@ -206,7 +209,7 @@ impl<'a> Group<'a> {
                 touched.insert(m.job.clone());
             }
             self.batch.events.push(event.clone());
-            if self.rules.watches(event.kind()) {
+            if phone_rules || self.rules.watches(event.kind()) {
                 self.alert(event);
             }
         }
@@ -388,6 +391,13 @@ impl<'a> Group<'a> {
         self.fx.stop_replies.push((index, !targets.is_empty()));
     }
 
+    /// Apply a change from the phone (rules, mute) to a known run.
+    fn change(&mut self, index: usize, run: &str, change: &RunChange) {
+        let known = self.fx.runs.contains_key(run) || self.shared.runs().contains_key(run);
+        let answer = known.then(|| Group::state(self.shared, &mut self.fx.runs, run).change(change.clone()));
+        self.fx.change_replies.push((index, answer));
+    }
+
     /// `f` of the run's state as this group sees it, or None for a run nobody knows.
     fn state_if_known<T>(
         shared: &Shared,
@@ -428,7 +438,7 @@ impl Jobs<'_> {
     /// One job for `event` per notifier whose routing takes it (and that `named` lets through).
     fn queue(&mut self, slots: &[Arc<Slot>], st: &RunState, event: &Event, named: impl Fn(&Slot) -> bool) {
         for (i, slot) in slots.iter().enumerate() {
-            if named(slot) && runs::accepts(&slot.routing, st, event) {
+            if named(slot) && runs::accepts(&slot.routing, st, event) && !runs::muted(st, event, self.now) {
                 let job = JobRecord {
                     event: event.clone(),
                     attempt: 0,
@@ -499,6 +509,13 @@ fn publish(shared: &Shared, ops: &mut [WriteOp], fx: Effects, committed: &Commit
             let _ = tx.send(Ok(known));
         }
     }
+    for (index, answer) in fx.change_replies {
+        if let Some(WriteOp::Change { reply: tx, .. }) = ops.get_mut(index)
+            && let Some(tx) = tx.take()
+        {
+            let _ = tx.send(Ok(answer));
+        }
+    }
     for event in events {
         // No subscriber left is fine.
         let _ = shared.events.send(event);
@@ -516,6 +533,11 @@ fn fail(ops: &mut [WriteOp], err: &StoreError) {
                 }
             }
             WriteOp::Stop { reply, .. } => {
+                if let Some(r) = reply.take() {
+                    let _ = r.send(Err(err.to_string()));
+                }
+            }
+            WriteOp::Change { reply, .. } => {
                 if let Some(r) = reply.take() {
                     let _ = r.send(Err(err.to_string()));
                 }

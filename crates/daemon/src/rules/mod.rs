@@ -8,12 +8,15 @@
 //! restart with the run table. A rule about a metric a run never reports says so once.
 //!
 //! The per-kind logic is one file per concern: `nan.rs` (batches and epochs), `epoch.rs` (threshold,
-//! plateau, diverging, slow_epoch), `sweep.rs` (all_finished, across runs); what a rule says and its `runs`
+//! plateau, diverging, slow_epoch), `sweep.rs` (all_finished, across runs), `phone.rs` (the threshold rules
+//! added from the phone, kept on the run: [`RunState::watches`]); what a rule says and its `runs`
 //! glob are configuration (`config/rule.rs`, `config/glob.rs`). This module is pure: no I/O, no clock, no locks. The writer is its only
 //! user: it makes the alerts as daemon events (`made`, sequence numbers from `MADE_SEQ_BASE`) and routes them.
 
 mod epoch;
+pub mod list;
 mod nan;
+mod phone;
 mod sweep;
 #[cfg(test)]
 mod tests;
@@ -62,7 +65,8 @@ impl Rules {
     }
 
     /// Whether an event of this type can make any rule fire or re-arm (a cheap test before
-    /// [`Rules::evaluate`]): never an alert, a batch only with a `nan` rule.
+    /// [`Rules::evaluate`]): never an alert, a batch only with a `nan` rule. A run's phone rules are
+    /// [`Rules::watches_run`]'s.
     pub fn watches(&self, kind: EventKind) -> bool {
         match kind {
             _ if self.rules.is_empty() => false,
@@ -72,11 +76,21 @@ impl Rules {
         }
     }
 
+    /// Whether the run's own phone rules look at an event of this type (an epoch's end, while one waits).
+    pub fn watches_run(st: &RunState, kind: EventKind) -> bool {
+        kind == EventKind::EpochEnded && st.watches.iter().any(|w| w.fired.is_none())
+    }
+
     /// Evaluate `event`, just accepted and applied to its run's state `st`. `others` calls its argument with
     /// the state of every other run the daemon knows (for `all_finished`). Alerts (the rules' own, or a
     /// client's) are never evaluated, so a rule cannot feed on its own output.
     pub fn evaluate<'r>(&'r self, st: &mut RunState, event: &Event, others: &EachRun<'_>) -> Vec<Fired<'r>> {
         let mut fired = Vec::new();
+        if let Payload::EpochEnded(e) = &event.payload
+            && !st.watches.is_empty()
+        {
+            fired.extend(phone::evaluate(st, e).into_iter().map(|alert| Fired { alert, notifiers: None }));
+        }
         if self.rules.is_empty() {
             return fired;
         }
