@@ -12,20 +12,27 @@ use super::{alert, memory, num, once};
 use crate::rules::{RuleConfig, RuleKind};
 use crate::runs::{RuleMemory, RunState, epoch_values, lower_is_better};
 
-/// Epoch durations a `slow_epoch` rule keeps per run for its median: the latest 64, so that the memory stays
-/// small in the run's stored record and the median tracks a run whose epochs change pace.
+/// Epoch durations kept per run for the `slow_epoch` median (once per run, shared by all its rules): the
+/// latest 64, so that the run's stored record stays small and the median tracks a run whose epochs change pace.
 const MAX_DURATIONS: usize = 64;
-/// Earlier epochs a `slow_epoch` rule needs before it judges one (the first is often slow: warm-up, caches).
+/// Earlier epochs needed before a `slow_epoch` rule judges one (the first is often slow: warm-up, caches).
 const MIN_DURATIONS: usize = 2;
 
-/// Evaluate one rule of an epoch kind against an `epoch_ended` of the run `st`.
-pub(super) fn evaluate(rule: &RuleConfig, st: &mut RunState, e: &EpochEnded) -> Option<Alert> {
+/// Evaluate one rule of an epoch kind against an `epoch_ended` of the run `st`; `median`: the median of the
+/// run's earlier epoch durations, when it has enough of them ([`pace`]).
+pub(super) fn evaluate(
+    rule: &RuleConfig,
+    st: &mut RunState,
+    e: &EpochEnded,
+    median: Option<f64>,
+) -> Option<Alert> {
     if !rule.runs.matches(&st.context.name) {
         return None;
     }
     let Some(metric) = rule.kind.metric() else {
         let RuleKind::SlowEpoch { factor } = rule.kind else { return None };
-        return slow_epoch(rule, memory(rule, st), e, factor);
+        let median = median?;
+        return slow_epoch(rule, memory(rule, st), e, factor, median);
     };
     // The run's best values hold every metric it reported a finite value of (this epoch included).
     let seen = st.best.contains_key(metric);
@@ -160,14 +167,25 @@ fn diverging(
     })
 }
 
-fn slow_epoch(rule: &RuleConfig, memory: &mut RuleMemory, e: &EpochEnded, factor: f64) -> Option<Alert> {
-    let took = e.elapsed_s;
-    let median = (memory.epoch_s.len() >= MIN_DURATIONS).then(|| median(&memory.epoch_s));
-    if memory.epoch_s.len() >= MAX_DURATIONS {
-        memory.epoch_s.remove(0);
+/// Take an epoch's duration (`took`) into a run's list of durations (oldest first, the latest
+/// [`MAX_DURATIONS`]); returns the median of the earlier ones, once there are enough to judge by.
+pub(super) fn pace(durations: &mut Vec<f64>, took: f64) -> Option<f64> {
+    let median = (durations.len() >= MIN_DURATIONS).then(|| median(durations));
+    if durations.len() >= MAX_DURATIONS {
+        durations.drain(..=durations.len() - MAX_DURATIONS);
     }
-    memory.epoch_s.push(took);
-    let median = median?;
+    durations.push(took);
+    median
+}
+
+fn slow_epoch(
+    rule: &RuleConfig,
+    memory: &mut RuleMemory,
+    e: &EpochEnded,
+    factor: f64,
+    median: f64,
+) -> Option<Alert> {
+    let took = e.elapsed_s;
     once(memory, took > factor * median, || {
         let ratio = if median > 0.0 {
             format!(", {} times", num((took / median * 10.0).round() / 10.0))

@@ -5,7 +5,9 @@
 //! against them, returning the `alert` payloads to make ([`Fired`]). A rule fires once per run and re-arms
 //! when its condition clears (a threshold crossed back, a plateau ended by an improvement, a finite loss);
 //! what a rule remembers of a run is the run's [`RuleMemory`] in [`RunState::rules`], so it survives a
-//! restart with the run table. A rule about a metric a run never reports says so once.
+//! restart with the run table. What every rule of a run shares (its latest epoch durations, for `slow_epoch`)
+//! is kept once per run, under the key [`SHARED`] of the same table, and updated once per `epoch_ended`
+//! however many rules read it. A rule about a metric a run never reports says so once.
 //!
 //! The per-kind logic is one file per concern: `nan.rs` (batches and epochs), `epoch.rs` (threshold,
 //! plateau, diverging, slow_epoch), `sweep.rs` (all_finished, across runs), `phone.rs` (the threshold rules
@@ -21,11 +23,15 @@ mod sweep;
 #[cfg(test)]
 mod tests;
 
-use herald_event::{Alert, Event, EventKind, Payload};
+use herald_event::{Alert, EpochEnded, Event, EventKind, Payload};
 
 pub use crate::config::{Glob, Op, RuleConfig, RuleKind};
 
 use crate::runs::{RuleMemory, RunState};
+
+/// The key in [`RunState::rules`] of what all the rules of a run share (its epoch durations, for
+/// `slow_epoch`), rather than a copy per rule. No rule has this name: rule names are never blank.
+pub const SHARED: &str = "";
 
 /// Calls its argument with the state of each other run the daemon knows (for `all_finished`).
 pub type EachRun<'a> = dyn Fn(&mut dyn FnMut(&RunState)) + 'a;
@@ -45,13 +51,16 @@ pub struct Rules {
     rules: Vec<RuleConfig>,
     /// Whether any rule looks at `batch_ended` (only `nan` does), so that batches cost nothing otherwise.
     watches_batches: bool,
+    /// Whether any rule is a `slow_epoch` rule (then the run's epoch durations are kept, once per run).
+    watches_pace: bool,
 }
 
 impl Rules {
     /// The configured rules, in configuration order.
     pub fn new(rules: Vec<RuleConfig>) -> Rules {
         let watches_batches = rules.iter().any(|r| r.kind == RuleKind::Nan);
-        Rules { rules, watches_batches }
+        let watches_pace = rules.iter().any(|r| matches!(r.kind, RuleKind::SlowEpoch { .. }));
+        Rules { rules, watches_batches, watches_pace }
     }
 
     /// Whether no rule is configured (then evaluation costs nothing).
@@ -107,11 +116,13 @@ impl Rules {
                 return fired;
             }
             Payload::EpochEnded(e) => {
+                // The median of the run's earlier epochs, computed once for all its `slow_epoch` rules.
+                let pace = self.pace(st, e);
                 for rule in &self.rules {
                     let alert = match &rule.kind {
                         RuleKind::Nan => watching(rule, st).and_then(|m| nan::epoch(rule, m, e)),
                         RuleKind::AllFinished => None,
-                        _ => epoch::evaluate(rule, st, e),
+                        _ => epoch::evaluate(rule, st, e, pace),
                     };
                     if let Some(alert) = alert {
                         fired.push(Fired { alert, notifiers: rule.notifiers.as_deref() });
@@ -121,14 +132,32 @@ impl Rules {
             Payload::Alert(_) => return fired,
             _ => {}
         }
-        // Every event but a batch: a run's end may complete a set, and a sign of life re-arms the run's
-        // `all_finished` rules.
+        // Every event but a batch or an alert: a run's end may complete a set; any other event of a running run
+        // re-arms its `all_finished` rules (cheaply: the other runs are looked at only at an end).
         for rule in self.rules.iter().filter(|r| r.kind == RuleKind::AllFinished) {
-            if let Some(alert) = sweep::evaluate(rule, st, others) {
+            if let Some(alert) = sweep::evaluate(rule, st, event, others) {
                 fired.push(Fired { alert, notifiers: rule.notifiers.as_deref() });
             }
         }
         fired
+    }
+
+    /// The median duration of the run's earlier epochs when some `slow_epoch` rule watches the run and it has
+    /// enough of them; takes this epoch's duration into the run's shared list ([`SHARED`]) either way.
+    fn pace(&self, st: &mut RunState, e: &EpochEnded) -> Option<f64> {
+        let watched = self.watches_pace
+            && self
+                .rules
+                .iter()
+                .any(|r| matches!(r.kind, RuleKind::SlowEpoch { .. }) && r.runs.matches(&st.context.name));
+        if !watched {
+            return None;
+        }
+        let shared = match st.rules.get_mut(SHARED) {
+            Some(m) => m,
+            None => st.rules.entry(SHARED.to_owned()).or_default(),
+        };
+        epoch::pace(&mut shared.epoch_s, e.elapsed_s)
     }
 }
 

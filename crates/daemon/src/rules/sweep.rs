@@ -1,11 +1,15 @@
 //! `kind = "all_finished"`: every started run whose name matches the rule's `runs` has ended: completed,
 //! stopped, failed or lost. "Tell me when the last job of my sweep finished."
 //!
-//! Evaluated when a run ends (or is declared lost): the alert belongs to the run whose end completed the set.
-//! A run that starts again, or sends anything after it was declared lost, re-arms the rule for itself; a new
-//! matching run that starts and ends fires it again (the next sweep under the same pattern).
+//! Judged at each end of a run (its `run_finished`, `run_failed`, or the daemon's `run_lost`): the alert
+//! belongs to the run whose end completed the set. Each end event is an end after the run was running (a run
+//! ends once; it ends again only after it started again, or sent something after it was declared lost), so
+//! each re-arms the rule for that run before judging: a lost run that comes back, even with batches only,
+//! and then ends fires the rule again; a new matching run that starts and ends fires it again (the next sweep
+//! under the same pattern). Batches are never looked at (the hot path); other events of an ended run (a late
+//! message) never fire it, and the other runs are walked only at an end.
 
-use herald_event::Alert;
+use herald_event::{Alert, Event, Payload};
 
 use super::{alert, memory, once};
 use crate::rules::{EachRun, RuleConfig};
@@ -22,17 +26,25 @@ fn ended(st: &RunState) -> Option<&'static str> {
     }
 }
 
-pub(super) fn evaluate(rule: &RuleConfig, st: &mut RunState, others: &EachRun<'_>) -> Option<Alert> {
+/// Judge `rule` at `event` (neither a batch nor an alert), just applied to its run `st`.
+pub(super) fn evaluate(
+    rule: &RuleConfig,
+    st: &mut RunState,
+    event: &Event,
+    others: &EachRun<'_>,
+) -> Option<Alert> {
     if !st.started || !rule.runs.matches(&st.context.name) {
         return None;
     }
-    let Some(word) = ended(st) else {
-        // Running (again): re-armed for its next end.
+    let end = matches!(event.payload, Payload::RunFinished(_) | Payload::RunFailed(_) | Payload::RunLost(_));
+    let word = ended(st);
+    if end || word.is_none() {
+        // An end re-arms before it is judged; a running run is re-armed for its next end.
         if let Some(m) = st.rules.get_mut(&rule.name) {
             m.fired = false;
         }
-        return None;
-    };
+    }
+    let Some(word) = word.filter(|_| end) else { return None };
     let mut counts: Vec<(&'static str, usize)> = vec![(word, 1)];
     let mut running = 0usize;
     others(&mut |other: &RunState| {

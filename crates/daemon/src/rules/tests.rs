@@ -196,6 +196,34 @@ fn slow_epochs_are_judged_against_the_median_of_earlier_ones() {
 }
 
 #[test]
+fn slow_epoch_rules_share_one_list_of_the_runs_epoch_times() {
+    let rules = vec![
+        RuleConfig::new("slow", RuleKind::SlowEpoch { factor: 2.0 }),
+        RuleConfig::new("very slow", RuleKind::SlowEpoch { factor: 3.0 }),
+    ];
+    let mut bench = Bench::new(rules);
+    bench.start("r", "mnist");
+    let mut fired = Vec::new();
+    for (i, s) in [10.0, 10.0, 10.0, 25.0, 10.0, 35.0].into_iter().enumerate() {
+        for a in bench.post("r", epoch(i as u32, 0.5, 0.5, s)) {
+            fired.push((a.rule.expect("a rule's alert"), a.epoch.expect("an epoch")));
+        }
+    }
+    // 25 s is slow (2.5x the median 10) but not very slow; 35 s is both, judged against the same median.
+    let expected = [("slow", 3), ("slow", 5), ("very slow", 5)];
+    assert_eq!(fired, expected.map(|(r, e)| (r.to_owned(), e)));
+    let st = &bench.runs["r"];
+    assert_eq!(st.rules[SHARED].epoch_s, [10.0, 10.0, 10.0, 25.0, 10.0, 35.0], "one list, once per epoch");
+    assert!(st.rules["slow"].epoch_s.is_empty() && st.rules["very slow"].epoch_s.is_empty());
+    // The list keeps the latest 64 durations.
+    for i in 6..100 {
+        bench.post("r", epoch(i, 0.5, 0.5, f64::from(i)));
+    }
+    let times = &bench.runs["r"].rules[SHARED].epoch_s;
+    assert_eq!((times.len(), times[0], times[63]), (64, 36.0, 99.0));
+}
+
+#[test]
 fn a_metric_the_run_does_not_have_is_said_once() {
     let typo = RuleKind::Threshold { metric: "acc".into(), op: Op::Ge, value: 0.9 };
     let mut bench = Bench::new(vec![RuleConfig::new("target", typo)]);
@@ -256,6 +284,77 @@ fn a_lost_run_that_comes_back_rearms_all_finished() {
     let finished =
         RunFinished { status: RunStatus::Completed, reason: "done".into(), duration_s: 1.0, best: None };
     assert_eq!(bench.post("a", finished).len(), 1);
+}
+
+#[test]
+fn a_lost_run_that_comes_back_with_batches_only_fires_all_finished_again_at_its_end() {
+    let rules = vec![RuleConfig::new("all", RuleKind::AllFinished), RuleConfig::new("nan", RuleKind::Nan)];
+    let mut bench = Bench::new(rules);
+    bench.start("a", "one");
+    assert_eq!(bench.post("a", RunLost { pid: 1, reason: "gone".into() }).len(), 1);
+    for b in 0..3 {
+        assert!(bench.post("a", batch(0, b, 0.5)).is_empty());
+    }
+    let finished =
+        RunFinished { status: RunStatus::Completed, reason: "done".into(), duration_s: 1.0, best: None };
+    let again = bench.post("a", finished);
+    assert_eq!(again.len(), 1, "the end after coming back is a new end");
+    assert!(again[0].text.contains("1 completed"), "{}", again[0].text);
+    // A late message of the ended run is no new end.
+    let late = Message { title: "t".into(), text: "bye".into(), level: Level::Info };
+    assert!(bench.post("a", late).is_empty());
+}
+
+#[test]
+fn all_finished_walks_the_other_runs_only_at_an_end_never_per_batch() {
+    use std::cell::Cell;
+    let rules = Rules::new(vec![
+        RuleConfig::new("all", RuleKind::AllFinished),
+        RuleConfig::new("nan", RuleKind::Nan),
+    ]);
+    let walks = Cell::new(0);
+    let others = |_: &mut dyn FnMut(&RunState)| walks.set(walks.get() + 1);
+    let mut st = RunState::new("r");
+    let mut seq = 0;
+    let mut post = |st: &mut RunState, payload: Payload| {
+        seq += 1;
+        let made = matches!(payload, Payload::RunLost(_));
+        let event = Event::now("r", if made { MADE_SEQ_BASE + seq } else { seq }, payload);
+        st.apply(&event, made, seq);
+        rules.evaluate(st, &event, &others).len()
+    };
+    let started = RunStarted {
+        name: "sweep-1".into(),
+        host: "h".into(),
+        pid: 1,
+        rank: 0,
+        job: None,
+        world_size: None,
+        n_epochs: 1,
+        batches_per_epoch: 1000,
+        metric_names: vec![],
+        hyper: BTreeMap::new(),
+    };
+    assert_eq!(post(&mut st, started.clone().into()), 0);
+    for b in 0..1000 {
+        assert_eq!(post(&mut st, batch(0, b, 0.5).into()), 0);
+    }
+    assert_eq!(post(&mut st, epoch(0, 0.5, 0.5, 1.0).into()), 0);
+    assert_eq!(walks.get(), 0, "a running run's events walk no other run");
+    let finished =
+        RunFinished { status: RunStatus::Completed, reason: "done".into(), duration_s: 1.0, best: None };
+    assert_eq!(post(&mut st, finished.clone().into()), 1);
+    assert_eq!(walks.get(), 1);
+    assert!(st.rules["all"].fired);
+    let late = Message { title: "t".into(), text: "bye".into(), level: Level::Info };
+    assert_eq!(post(&mut st, late.into()), 0);
+    assert_eq!(walks.get(), 1, "nor do the events of an ended run but its end");
+    // Started again: re-armed (by run_started, not by its batches), and its next end fires again.
+    assert_eq!(post(&mut st, started.into()), 0);
+    assert!(!st.rules["all"].fired);
+    assert_eq!(post(&mut st, batch(0, 0, 0.5).into()), 0);
+    assert_eq!(post(&mut st, finished.into()), 1);
+    assert_eq!(walks.get(), 2);
 }
 
 #[test]
