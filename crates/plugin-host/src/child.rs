@@ -94,19 +94,20 @@ impl Child {
     /// Start the process and the tasks serving its pipes.
     fn spawn(shared: &Arc<Shared>) -> Result<Child, String> {
         let o = &shared.options;
-        let mut process = Command::new(&o.program)
+        let mut command = Command::new(&o.program);
+        command
             .args(&o.args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                format!(
-                    "cannot start `{}`: {e}; check `command` (or the plugin's install)",
-                    o.program.display()
-                )
-            })?;
+            .kill_on_drop(true);
+        // A process group of its own: Ctrl-C in the terminal reaches the host, which shuts the child down in
+        // order (`shutdown`, then the grace period), instead of killing it mid-delivery.
+        #[cfg(unix)]
+        command.process_group(0);
+        let mut process = command.spawn().map_err(|e| {
+            format!("cannot start `{}`: {e}; check `command` (or the plugin's install)", o.program.display())
+        })?;
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (process.stdin.take(), process.stdout.take(), process.stderr.take())
         else {
