@@ -10,17 +10,15 @@
 //! The same throughput and latency are measured through a single-machine daemon first. Std only: a small
 //! HTTP/1.1 client and sink. `nats-server` comes from `.venv/bin` (`cargo xtask setup`).
 
-use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cargo, step};
+use super::daemon::{Conn, Sink, percentile, profiling_herald, start_sink};
 
 /// The deliverers' lease.
 const LEASE_S: u64 = 3;
@@ -33,105 +31,40 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// A webhook sink counting requests and the latency of bodies carrying `lat:<ns since base>:`.
-struct Sink {
-    port: u16,
-    requests: Arc<AtomicU64>,
-    /// (arrival, latency) in ns since `base`.
-    latencies: Arc<Mutex<Vec<(u64, u64)>>>,
+/// (arrival, latency) in ns since `base` of every sink body carrying `lat:<ns since base>:`, from the
+/// `from`-th body on.
+fn probes(sink: &Sink, from: usize) -> Vec<(u64, u64)> {
+    let bodies = sink.bodies.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    bodies
+        .get(from..)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|(at, body)| {
+            let text = String::from_utf8_lossy(body);
+            let sent = text.split("lat:").nth(1)?.split(':').next()?.parse::<u64>().ok()?;
+            Some((*at, at.saturating_sub(sent)))
+        })
+        .collect()
 }
 
-fn start_sink(base: Instant) -> Result<Sink> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let port = listener.local_addr()?.port();
-    let requests = Arc::new(AtomicU64::new(0));
-    let latencies = Arc::new(Mutex::new(Vec::new()));
-    let (r, l) = (requests.clone(), latencies.clone());
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let (r, l) = (r.clone(), l.clone());
-            std::thread::spawn(move || {
-                let _ = serve_sink(stream, base, &r, &l);
-            });
-        }
-    });
-    Ok(Sink { port, requests, latencies })
-}
-
-fn serve_sink(
-    stream: TcpStream,
-    base: Instant,
-    requests: &AtomicU64,
-    latencies: &Mutex<Vec<(u64, u64)>>,
-) -> Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut writer = stream;
-    loop {
-        let (_, body) = match read_message(&mut reader)? {
-            Some(m) => m,
-            None => return Ok(()),
-        };
-        let now = base.elapsed().as_nanos() as u64;
-        requests.fetch_add(1, Ordering::Relaxed);
-        let text = String::from_utf8_lossy(&body);
-        if let Some(rest) = text.split("lat:").nth(1)
-            && let Some(sent) = rest.split(':').next().and_then(|s| s.parse::<u64>().ok())
-        {
-            latencies
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push((now, now.saturating_sub(sent)));
-        }
-        writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")?;
-    }
-}
-
-/// One HTTP/1.1 message: its first line and body (`None` at the end of the stream).
-fn read_message(reader: &mut impl std::io::BufRead) -> Result<Option<(String, Vec<u8>)>> {
-    let mut first = String::new();
-    if reader.read_line(&mut first)? == 0 {
-        return Ok(None);
-    }
-    let mut length = 0usize;
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0u8; length];
-    reader.read_exact(&mut body)?;
-    Ok(Some((first, body)))
+fn bodies(sink: &Sink) -> usize {
+    sink.bodies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
 }
 
 /// A keep-alive client of one daemon.
-struct Client {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
+struct Client(Conn<TcpStream>);
 
 impl Client {
     fn connect(port: u16) -> Result<Client> {
         let s = TcpStream::connect(("127.0.0.1", port))?;
         s.set_nodelay(true)?;
-        Ok(Client { reader: BufReader::new(s.try_clone()?), writer: s })
+        Ok(Client(Conn::new(s)))
     }
 
     fn post(&mut self, body: &[u8]) -> Result<()> {
-        let head = format!(
-            "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        self.writer.write_all(head.as_bytes())?;
-        self.writer.write_all(body)?;
-        let (first, reply) = read_message(&mut self.reader)?.context("the daemon closed the connection")?;
-        if !first.contains(" 202 ") {
-            bail!("POST answered {}: {}", first.trim(), String::from_utf8_lossy(&reply));
+        let (status, reply) = self.0.request("POST", "/v1/events", body)?;
+        if status != 202 {
+            bail!("POST answered {status}: {}", String::from_utf8_lossy(&reply));
         }
         Ok(())
     }
@@ -215,7 +148,7 @@ fn message(run: &str, seq: u64, sent_ns: u64) -> String {
 
 /// 3 000 messages at 1 000/s, one per POST: (p50, p99) in ms from POST to the sink.
 fn latency(port: u16, sink: &Sink, base: Instant, run: &str) -> Result<(f64, f64)> {
-    let before = sink.latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len();
+    let before = bodies(sink);
     let mut client = Client::connect(port)?;
     let n = 3000u64;
     let t0 = Instant::now();
@@ -227,7 +160,7 @@ fn latency(port: u16, sink: &Sink, base: Instant, run: &str) -> Result<(f64, f64
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let got = sink.latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len() - before;
+        let got = bodies(sink) - before;
         if got as u64 >= n {
             break;
         }
@@ -236,26 +169,18 @@ fn latency(port: u16, sink: &Sink, base: Instant, run: &str) -> Result<(f64, f64
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let mut ns: Vec<u64> = sink.latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[before..]
-        .iter()
-        .map(|(_, l)| *l)
-        .collect();
+    let mut ns: Vec<u64> = probes(sink, before).into_iter().map(|(_, l)| l).collect();
     ns.sort_unstable();
-    let pct = |p: f64| ns[((ns.len() - 1) as f64 * p).round() as usize] as f64 / 1e6;
-    Ok((pct(0.5), pct(0.99)))
+    Ok((percentile(&ns, 0.5), percentile(&ns, 0.99)))
 }
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
-    if !args.iter().any(|a| a == "--no-build") {
-        step("build herald (profiling)", cargo(&["build", "--profile", "profiling", "-p", "herald"]))?;
-    }
+    let bin = profiling_herald(root, args)?;
     crate::nats::ensure(root)?;
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let bin = target.join("profiling/herald");
     let dir = std::env::temp_dir().join(format!("herald-bench-cluster-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let base = Instant::now();
-    let sink = start_sink(base)?;
+    let sink = start_sink(base, true)?;
 
     // The single machine, for comparison.
     let single_port = free_port()?;
@@ -335,6 +260,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
 
     // Failover: kill -9 the leader, keep posting every 10 ms, time the first delivery sent after the kill.
     let leading = leader(&deliverers).context("no leader")?;
+    let failover_from = bodies(&sink);
     let killed_ns = base.elapsed().as_nanos() as u64;
     let _ = deliverers[leading].0.0.kill();
     let mut client = Client::connect(edge_port)?;
@@ -343,10 +269,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let failover = loop {
         client.post(message("failover", seq, base.elapsed().as_nanos() as u64).as_bytes())?;
         seq += 1;
-        let first = sink
-            .latencies
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        let first = probes(&sink, failover_from)
             .iter()
             .filter(|(at, lat)| at.saturating_sub(*lat) >= killed_ns)
             .map(|(at, _)| *at)

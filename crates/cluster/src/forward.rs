@@ -4,7 +4,9 @@
 //! the local outbox), per-run order (a run's next event waits for the previous one's ack) and retries with
 //! backoff for free. A delivery publishes the event as JSON to `<prefix>.events.<run token>` with the header
 //! `Nats-Msg-Id: <run>/<seq>`, so that a replay within the stream's duplicate window is dropped by the
-//! server, and succeeds only once JetStream has acknowledged it (stored on a quorum of replicas). While NATS
+//! server, and succeeds only once JetStream has acknowledged it (stored on a quorum of replicas). The worker
+//! hands it up to [`MAX_BATCH`] ready events at once: all are published, then their acknowledgements are
+//! awaited together, so forwarding costs one round trip per batch, not per event. While NATS
 //! is unreachable every attempt fails as retryable, asking to be retried within a second, and the trainer's
 //! posts are answered as usual: training never waits for NATS. The edge's own daemon-made events get
 //! sequence numbers of their own range in the stream ([`stream_seq`]).
@@ -27,6 +29,23 @@ pub const KIND: &str = "cluster";
 pub const DESCRIPTION: &str = "forwards every event to the cluster's JetStream stream (cluster mode)";
 /// How soon a failed publish is tried again: NATS coming back should not wait for a long backoff.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Events published before their acknowledgements are awaited together.
+const MAX_BATCH: usize = 1000;
+
+fn retry(what: &str, e: &dyn std::fmt::Display) -> DeliveryError {
+    let message = match e.to_string() {
+        e if e.is_empty() => what.to_owned(),
+        e => format!("{what}: {e}"),
+    };
+    DeliveryError::retryable(message).with_retry_after(RETRY_AFTER)
+}
+
+/// One publish of a batch: its acknowledgement to await, or why it did not go out.
+enum Pending {
+    Ack(jetstream::context::PublishAckFuture),
+    Failed(DeliveryError),
+}
 
 /// Publishes events to the cluster's stream.
 pub struct Forwarder {
@@ -85,24 +104,69 @@ impl Notifier for Forwarder {
     }
 
     async fn deliver(&self, n: &Notification) -> Result<Receipt, DeliveryError> {
-        let mut event = n.event.clone();
-        event.seq = stream_seq(event.seq);
-        let event = &event;
-        let payload = encode_event(event)
-            .map_err(|e| DeliveryError::permanent(format!("cannot encode the event: {e}")))?;
-        let retry = |what: &str, e: &dyn std::fmt::Display| {
-            DeliveryError::retryable(format!("{what}: {e}")).with_retry_after(RETRY_AFTER)
-        };
-        let (_, js) = self.link().await.map_err(|e| retry("not connected to NATS", &e))?;
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", msg_id(&event.run, event.seq).as_str());
-        let subject = self.target.names().subject(&event.run);
-        let ack = js
-            .publish_with_headers(subject, headers, payload.into_bytes().into())
+        self.deliver_batch(std::slice::from_ref(n))
             .await
-            .map_err(|e| retry("cannot publish to JetStream", &e))?;
-        ack.await.map_err(|e| retry("JetStream did not acknowledge", &e))?;
-        Ok(Receipt::none())
+            .pop()
+            .unwrap_or_else(|| Err(retry("no answer", &"")))
+    }
+
+    fn max_batch(&self) -> usize {
+        MAX_BATCH
+    }
+
+    /// Publish every event, then await the acknowledgements together: one round trip for the batch, not
+    /// one per event. A run's events go out in order on the one connection; once one of a run's publishes
+    /// or acknowledgements fails, its later events in the batch are reported failed too, to be published
+    /// again after it (a copy already stored is dropped by the stream's duplicate window).
+    async fn deliver_batch(&self, notifications: &[Notification]) -> Vec<Result<Receipt, DeliveryError>> {
+        let js = match self.link().await {
+            Ok((_, js)) => js,
+            Err(e) => return notifications.iter().map(|_| Err(retry("not connected to NATS", &e))).collect(),
+        };
+        let names = self.target.names();
+        let mut pending = Vec::with_capacity(notifications.len());
+        for n in notifications {
+            let mut event = n.event.clone();
+            event.seq = stream_seq(event.seq);
+            let payload = match encode_event(&event) {
+                Ok(p) => p,
+                Err(e) => {
+                    pending.push(Pending::Failed(DeliveryError::permanent(format!(
+                        "cannot encode the event: {e}"
+                    ))));
+                    continue;
+                }
+            };
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", msg_id(&event.run, event.seq).as_str());
+            match js
+                .publish_with_headers(names.subject(&event.run), headers, payload.into_bytes().into())
+                .await
+            {
+                Ok(ack) => pending.push(Pending::Ack(ack)),
+                Err(e) => pending.push(Pending::Failed(retry("cannot publish to JetStream", &e))),
+            }
+        }
+        let mut failed: Vec<&str> = Vec::new();
+        let mut out = Vec::with_capacity(pending.len());
+        for (n, p) in notifications.iter().zip(pending) {
+            let result = match p {
+                Pending::Ack(ack) => {
+                    ack.await.map(|_| Receipt::none()).map_err(|e| retry("JetStream did not acknowledge", &e))
+                }
+                Pending::Failed(e) => Err(e),
+            };
+            let run = n.event.run.as_str();
+            if failed.contains(&run) {
+                out.push(Err(retry("an earlier event of the run was not stored", &"")));
+                continue;
+            }
+            if result.is_err() {
+                failed.push(run);
+            }
+            out.push(result);
+        }
+        out
     }
 
     async fn health_check(&self) -> Health {

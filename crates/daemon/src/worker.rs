@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 use crate::api::RecentDelivery;
 use crate::limits::{self, TokenBucket};
 use crate::outbox::JobRecord;
+use crate::quiet::digest;
 use crate::shared::{Outcome, Phase, Shared, Slot, WriteOp, now_ms};
 
 /// Jobs held in memory per worker.
@@ -50,6 +51,8 @@ pub(crate) async fn supervise(
 }
 
 enum Pick {
+    /// Held jobs are due: one digest for them.
+    Digest,
     Deliver(u64),
     Supersede(u64),
     Wait(Option<u64>),
@@ -66,6 +69,10 @@ struct Worker {
     last_sent_ms: HashMap<String, u64>,
     previous: HashMap<String, Option<Receipt>>,
     bucket: Option<TokenBucket>,
+    /// Jobs held for a digest (quiet hours, `digest`), outside the window: they block no run.
+    held: BTreeMap<u64, JobRecord>,
+    /// Failed digest attempts in a row, and when to try again.
+    digest_retry: (u32, u64),
 }
 
 async fn run(
@@ -87,6 +94,8 @@ async fn run(
         last_sent_ms: HashMap::new(),
         previous: HashMap::new(),
         bucket,
+        held: BTreeMap::new(),
+        digest_retry: (0, 0),
     };
     let mut drain_looked = false;
     loop {
@@ -99,6 +108,13 @@ async fn run(
         }
         let now = now_ms();
         match w.pick(now) {
+            Pick::Digest => {
+                drain_looked = false;
+                tokio::select! {
+                    _ = w.digest(now) => {}
+                    _ = wait_for(&mut phase, Phase::Stopped) => return,
+                }
+            }
             Pick::Supersede(id) => {
                 drain_looked = false;
                 if let Some(job) = w.window.remove(&id) {
@@ -116,8 +132,9 @@ async fn run(
                     continue;
                 }
                 drain_looked = false;
+                let batch = w.batch(id, now);
                 tokio::select! {
-                    _ = w.deliver(id) => {}
+                    _ = w.deliver(batch) => {}
                     _ = wait_for(&mut phase, Phase::Stopped) => return,
                 }
             }
@@ -164,7 +181,11 @@ impl Worker {
                 self.more = jobs.len() >= limit;
                 for (id, job) in jobs {
                     self.cursor = self.cursor.max(id);
-                    self.window.insert(id, job);
+                    if job.digest {
+                        self.held.insert(id, job);
+                    } else {
+                        self.window.insert(id, job);
+                    }
                 }
             }
             Err(e) => {
@@ -194,7 +215,11 @@ impl Worker {
             }
         }
         let mut heads: HashSet<&str> = HashSet::new();
-        let mut earliest: Option<u64> = None;
+        // The digest goes on its timer, before the runs' heads.
+        let mut earliest: Option<u64> = self.digest_due();
+        if earliest.is_some_and(|due| due <= now) {
+            return Pick::Digest;
+        }
         for (id, job) in &self.window {
             let run = job.event.run.as_str();
             if !heads.insert(run) {
@@ -246,8 +271,36 @@ impl Worker {
         found
     }
 
-    async fn deliver(&mut self, id: u64) {
-        let Some(mut job) = self.window.get(&id).cloned() else { return };
+    /// The jobs to deliver with `id`: `id` alone, or for a notifier that takes batches (and neither
+    /// coalesces nor draws from a token bucket) every ready job after it up to its `max_batch`, each run's
+    /// a prefix of its jobs in order.
+    fn batch(&self, id: u64, now: u64) -> Vec<u64> {
+        let max = self.slot.notifier.max_batch();
+        if max <= 1 || self.bucket.is_some() || !self.slot.routing.min_interval.is_zero() {
+            return vec![id];
+        }
+        let mut batch = vec![id];
+        let mut blocked: HashSet<&str> = HashSet::new();
+        for (other, job) in self.window.range(id + 1..) {
+            if batch.len() >= max {
+                break;
+            }
+            let run = job.event.run.as_str();
+            if blocked.contains(run) {
+                continue;
+            }
+            if job.not_before_ms <= now {
+                batch.push(*other);
+            } else {
+                blocked.insert(run);
+            }
+        }
+        batch
+    }
+
+    /// The notification for job `id`, if it is still in the window.
+    async fn prepare(&mut self, id: u64) -> Option<(JobRecord, Notification)> {
+        let job = self.window.get(&id).cloned()?;
         let run = job.event.run.clone();
         let context = {
             let runs = self.shared.runs();
@@ -270,7 +323,38 @@ impl Worker {
             None
         };
         let notification = render::notification(&context, &job.event, previous, image, job.attempt + 1);
-        let result = attempt(&self.slot, notification).await;
+        Some((job, notification))
+    }
+
+    /// Deliver the jobs `ids` (one, or a batch: one call for all), then settle each outcome.
+    async fn deliver(&mut self, ids: Vec<u64>) {
+        let mut jobs = Vec::with_capacity(ids.len());
+        let mut notifications = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some((job, notification)) = self.prepare(id).await {
+                jobs.push((id, job));
+                notifications.push(notification);
+            }
+        }
+        let results = match notifications.len() {
+            0 => return,
+            1 => match notifications.pop() {
+                Some(n) => vec![attempt(&self.slot, n).await],
+                None => return,
+            },
+            _ => attempt_batch(&self.slot, notifications).await,
+        };
+        let mut results = results.into_iter();
+        for (id, job) in jobs {
+            let result = results.next().unwrap_or_else(|| {
+                Err(DeliveryError::retryable("the notifier answered fewer results than asked"))
+            });
+            self.settle(id, job, result).await;
+        }
+    }
+
+    async fn settle(&mut self, id: u64, mut job: JobRecord, result: Result<Receipt, DeliveryError>) {
+        let run = job.event.run.clone();
         let now = now_ms();
         let stats = &self.slot.stats;
         match result {
@@ -328,6 +412,67 @@ impl Worker {
     }
 }
 
+impl Worker {
+    /// When the next digest is due: the earliest release of a held job (not before a retry's time).
+    fn digest_due(&self) -> Option<u64> {
+        let release = self.held.values().map(|job| job.not_before_ms).min()?;
+        Some(release.max(self.digest_retry.1))
+    }
+
+    /// Deliver every held job that is due as one digest, then settle each (delivered in the digest, or given
+    /// up with it). A failed digest is tried again with backoff; its jobs stay in the outbox meanwhile.
+    async fn digest(&mut self, now: u64) {
+        let due: Vec<u64> = self.held.iter().filter(|(_, j)| j.not_before_ms <= now).map(|(id, _)| *id).collect();
+        let Some(&seq) = due.last() else { return };
+        let (failures, _) = self.digest_retry;
+        let notification = {
+            let events: Vec<&herald_event::Event> = due.iter().filter_map(|id| self.held.get(id)).map(|j| &j.event).collect();
+            let runs = self.shared.runs();
+            let context = |run: &str| runs.get(run).map(|st| st.context.clone());
+            digest::notification(self.slot.routing.quiet.as_ref(), &events, &context, now, seq, failures + 1)
+        };
+        let result = attempt(&self.slot, notification).await;
+        let now = now_ms();
+        match result {
+            Ok(_) => {
+                tracing::info!(notifier = %self.slot.name, jobs = due.len(), "digest delivered");
+                self.slot.stats.facts().last_delivery_ms = Some(now);
+                self.digest_retry = (0, 0);
+                for id in due {
+                    if let Some(job) = self.held.remove(&id) {
+                        self.report(id, &job, Outcome::Digested).await;
+                    }
+                }
+            }
+            Err(err) => {
+                self.slot.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                self.slot.stats.facts().last_error = Some(err.message.clone());
+                let failures = failures + 1;
+                let delay = err.retry_after.unwrap_or_else(|| limits::backoff(failures, limits::jitter()));
+                // `max_age` counts from the release, not from when the jobs were made.
+                let released = self.held.values().map(|j| j.not_before_ms).min().unwrap_or(now);
+                let too_old = Duration::from_millis(now.saturating_sub(released)) > self.slot.routing.max_age;
+                if err.retryable && !too_old {
+                    tracing::info!(
+                        notifier = %self.slot.name, attempt = failures, retry_in_ms = delay.as_millis() as u64,
+                        error = %err, "digest failed; will retry"
+                    );
+                    self.digest_retry = (failures, now + delay.as_millis() as u64);
+                    return;
+                }
+                tracing::warn!(notifier = %self.slot.name, attempt = failures, error = %err, "giving up on a digest");
+                self.digest_retry = (0, 0);
+                let (message, attempts) = (err.message.clone(), failures);
+                for id in due {
+                    if let Some(job) = self.held.remove(&id) {
+                        self.report(id, &job, Outcome::GaveUp { error: message.clone(), attempts }).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Epoch-state events that `min_interval` coalesces.
 fn is_state(kind: EventKind) -> bool {
     matches!(kind, EventKind::EpochEnded | EventKind::EpochStarted | EventKind::BatchEnded)
@@ -336,6 +481,36 @@ fn is_state(kind: EventKind) -> bool {
 /// One delivery attempt, bounded by the notifier's timeout; a panic in the notifier becomes a permanent error.
 pub(crate) async fn attempt(slot: &Slot, notification: Notification) -> Result<Receipt, DeliveryError> {
     deliver_with_timeout(slot.notifier.clone(), notification, slot.routing.timeout).await
+}
+
+/// One attempt at a batch, bounded by the notifier's timeout; a panic fails the whole batch.
+async fn attempt_batch(slot: &Slot, notifications: Vec<Notification>) -> Vec<Result<Receipt, DeliveryError>> {
+    let n = notifications.len();
+    let notifier = slot.notifier.clone();
+    let task = tokio::spawn(async move { notifier.deliver_batch(&notifications).await });
+    let abort = task.abort_handle();
+    let failed = |e: DeliveryError| (0..n).map(|_| Err(e.clone())).collect();
+    match tokio::time::timeout(slot.routing.timeout, task).await {
+        Ok(Ok(results)) => results,
+        Ok(Err(join)) if join.is_panic() => failed(
+            DeliveryError::permanent(format!(
+                "the notifier panicked: {}: report this bug",
+                panic_message(join.into_panic())
+            ))
+            .with_code("panic"),
+        ),
+        Ok(Err(_)) => failed(DeliveryError::retryable("the delivery was cancelled").with_code("cancelled")),
+        Err(_) => {
+            abort.abort();
+            failed(
+                DeliveryError::retryable(format!(
+                    "no answer within {:.0} s (the notifier's timeout)",
+                    slot.routing.timeout.as_secs_f64()
+                ))
+                .with_code("timeout"),
+            )
+        }
+    }
 }
 
 /// Deliver through `notifier` in its own task: bounded by `timeout`, panics caught.

@@ -195,6 +195,33 @@ pub trait Notifier: Send + Sync {
     /// Make one delivery attempt.
     async fn deliver(&self, notification: &Notification) -> Result<Receipt, DeliveryError>;
 
+    /// How many notifications [`Notifier::deliver_batch`] takes at once; 1 (the default) means the host
+    /// calls [`Notifier::deliver`] one at a time.
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    /// Make one attempt at each of `notifications` (at most [`Notifier::max_batch`], a run's in order),
+    /// answering one result per notification, in the same order. A notifier that overrides it must keep
+    /// each run's order: once one of a run's notifications fails, its later ones in the batch must fail too.
+    /// The default delivers them one by one, stopping a run at its first failure.
+    async fn deliver_batch(&self, notifications: &[Notification]) -> Vec<Result<Receipt, DeliveryError>> {
+        let mut failed: Vec<&str> = Vec::new();
+        let mut out = Vec::with_capacity(notifications.len());
+        for n in notifications {
+            if failed.contains(&n.event.run.as_str()) {
+                out.push(Err(DeliveryError::retryable("an earlier event of the run failed in this batch")));
+                continue;
+            }
+            let result = self.deliver(n).await;
+            if result.is_err() {
+                failed.push(n.event.run.as_str());
+            }
+            out.push(result);
+        }
+        out
+    }
+
     /// For notifiers that take commands ([`Capabilities::commands`]): listen for them until the host shuts
     /// down, answering through `host`. The host spawns this once per notifier, owns the task and aborts it
     /// at shutdown; returning ends listening (the host logs an error and may restart it). The default does

@@ -97,6 +97,14 @@ impl<N: Notifier> Notifier for Typed<N> {
         self.notifier.deliver(notification).await
     }
 
+    fn max_batch(&self) -> usize {
+        self.notifier.max_batch()
+    }
+
+    async fn deliver_batch(&self, notifications: &[Notification]) -> Vec<Result<Receipt, DeliveryError>> {
+        self.notifier.deliver_batch(notifications).await
+    }
+
     async fn listen(&self, host: Arc<dyn Host>) -> Result<(), DeliveryError> {
         self.notifier.listen(host).await
     }
