@@ -76,6 +76,11 @@ fn python_against_the_real_daemon() {
 }
 
 #[test]
+fn python_alerts_reach_the_phone_before_the_end() {
+    unittest("test_alerts", true);
+}
+
+#[test]
 fn python_distributed_ranks_and_job_ids() {
     unittest("test_ranks", false);
 }

@@ -235,6 +235,9 @@ class Run:
         self._epoch_t0: Optional[float] = None
         self._batch = 0
         self._last_batch_sent = -math.inf
+        # Whether the last batch sent had a finite loss: the first non-finite one after it goes out at once,
+        # throttle or not, so that the daemon's `nan` rule hears of a divergence before the run ends.
+        self._sent_finite = True
         self._stop_seen = False
         self._last_epoch_end: Optional[float] = None
 
@@ -352,7 +355,8 @@ class Run:
         """Record a training batch; send ``batch_ended`` when the throttle allows (or ``force``).
 
         Without ``smooth_loss`` the run smooths ``loss`` itself, fastai's way; call it for every batch then.
-        Returns whether an event was queued.
+        The first NaN or infinite loss after a finite one is sent at once, throttle or not. Returns whether an
+        event was queued.
         """
         value = _wire.to_float(loss)
         smooth = self.smoother.add(value) if smooth_loss is None else _wire.to_float(smooth_loss)
@@ -360,8 +364,10 @@ class Run:
             self.smoother.value = smooth
         b = self._batch if batch is None else int(batch)
         self._batch = b + 1
-        if not self.sends_batches or not (force or self.batch_due()):
+        finite = math.isfinite(value) and math.isfinite(smooth)
+        if not self.sends_batches or not (force or self.batch_due() or (self._sent_finite and not finite)):
             return False
+        self._sent_finite = finite
         self._last_batch_sent = time.monotonic()
         if self._epoch < 0:
             self._epoch = 0

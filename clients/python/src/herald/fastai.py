@@ -6,7 +6,9 @@
 What it sends: ``run_started`` in ``before_fit`` (metric names, epochs, batches per epoch, lr, bs, model class),
 ``epoch_started``, ``batch_ended`` (loss, smoothed loss, lr) at most once per ``batch_interval`` seconds,
 ``epoch_ended`` with the Recorder's row after each epoch (every ``every`` epochs), and ``run_finished``
-(``completed``, or ``stopped`` after a ``CancelFitException``) in ``after_fit``. When ``fit`` raises, it sends
+(``completed``, or ``stopped`` after a ``CancelFitException``) in ``after_fit``. A fit cancelled in a batch whose
+loss is NaN or infinite (fastai's ``TerminateOnNaNCallback``, which runs before this callback and so hides that
+batch from it) sends that batch first, so the daemon's ``nan`` rule fires before the run's end. When ``fit`` raises, it sends
 ``run_failed`` with the traceback and the exception still propagates. A stop request from the daemon (``herald
 stop RUN``, ``/stop`` from the phone) raises ``CancelFitException``, so fastai ends the fit cleanly.
 
@@ -16,6 +18,7 @@ training. ``lr_find`` fits are not reported. Importing this module imports fasta
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List, Mapping, Optional
 
 from fastai.callback.core import (
@@ -106,6 +109,7 @@ class HeraldCallback(Callback):
                                ranks=ranks)
         self.herald_every = int(every)
         self.herald_cancelled = False
+        self.herald_diverged: Optional[float] = None
         self._herald_orig_with_events: Any = None
 
     # -- helpers ----------------------------------------------------------------------------------------------
@@ -194,6 +198,7 @@ class HeraldCallback(Callback):
 
     def before_fit(self) -> None:
         self.herald_cancelled = False
+        self.herald_diverged: Optional[float] = None
         if hasattr(self.learn, "lr_finder"):
             self.herald.run, self.herald.stop_requested = None, False
             return  # lr_find is a mock training: not a run
@@ -282,6 +287,25 @@ class HeraldCallback(Callback):
 
     def after_cancel_fit(self) -> None:
         self.herald_cancelled = True
+        run = self.herald.run
+        learn = self.learn
+        if run is None or not learn.training or getattr(learn, "loss", None) is None:
+            return
+        try:
+            loss = _wire.to_float(learn.loss)
+            if not math.isfinite(loss):
+                self.herald_diverged = loss
+                run.batch_ended(
+                    loss,
+                    smooth_loss=getattr(learn, "smooth_loss", loss),
+                    lr=learn.opt.hypers[-1]["lr"],
+                    epoch=learn.epoch,
+                    batch=learn.iter,
+                    n_batches=learn.n_iter,
+                    force=True,
+                )
+        except Exception as err:  # noqa: BLE001
+            self.herald.warn("after_cancel_fit", err)
 
     def after_fit(self) -> None:
         run = self.herald.run
@@ -293,7 +317,9 @@ class HeraldCallback(Callback):
             if self.herald.stop_requested:
                 run.finish("stopped", f"stopped on request after {done} of {run.n_epochs} epochs")
             elif self.herald_cancelled:
-                run.finish("stopped", f"fit cancelled (CancelFitException) after {done} of {run.n_epochs} epochs")
+                d = self.herald_diverged
+                why = "" if d is None else f": loss {'NaN' if math.isnan(d) else d}"
+                run.finish("stopped", f"fit cancelled (CancelFitException{why}) after {done} of {run.n_epochs} epochs")
             else:
                 run.finish("completed", f"completed all {run.n_epochs} epochs")
         except Exception as err:  # noqa: BLE001
