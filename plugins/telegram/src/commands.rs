@@ -1,6 +1,7 @@
 //! Commands from the phone: long polling `getUpdates` and answering `/runs`, `/status [run]`,
 //! `/stop <run>` (confirmed with an inline keyboard button, then a stop request through the [`Host`], and a
-//! word again when the run reports stopped) and `/help`, registered with `setMyCommands`.
+//! word again when the run reports stopped), the rules and mutes of `watch.rs` (`/watch`, `/unwatch`, `/rules`,
+//! `/mute`, `/unmute`) and `/help`, registered with `setMyCommands`.
 //!
 //! Only chats in `allowed_chats` are answered; anything from another chat (messages and button presses)
 //! gets no reply and is logged with the chat and user. Replies are paced like deliveries. The host (the
@@ -20,7 +21,7 @@ use teloxide::types::{
 };
 
 use crate::api::{Api, Chat, Failure};
-use crate::text;
+use crate::{text, watch};
 
 /// How long one `getUpdates` waits for an update.
 pub const POLL_TIMEOUT: Duration = Duration::from_secs(25);
@@ -34,6 +35,11 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("runs", "Active and recent runs, with their numbers"),
     ("status", "A run's results table and loss curve: /status [run]"),
     ("stop", "Stop a run (asks first): /stop <run>"),
+    ("watch", "Tell me once when a metric crosses a value: /watch <run> <metric> <op> <value>"),
+    ("unwatch", "Remove a run's rules from the phone: /unwatch <run> [metric]"),
+    ("rules", "The alert rules, and the runs they fired for"),
+    ("mute", "No epoch updates of a run (its end and alerts still come): /mute <run> [30m]"),
+    ("unmute", "Epoch updates of a run again: /unmute <run>"),
     ("help", "What Herald can do"),
 ];
 
@@ -223,7 +229,16 @@ impl Listener<'_> {
         };
         let arg = words.collect::<Vec<_>>().join(" ");
         tracing::info!(notifier = self.name, chat, user = %user, command, arg = %arg, "command");
-        match command.to_ascii_lowercase().as_str() {
+        let command = command.to_ascii_lowercase();
+        if let Some(parsed) = watch::parse(&command, &arg) {
+            let html = match parsed {
+                Ok(rule_command) => watch::answer(&*self.host, rule_command, user).await,
+                Err(html) => html,
+            };
+            self.reply(chat, &html, None).await;
+            return;
+        }
+        match command.as_str() {
             "runs" => {
                 let html = runs_text(&self.host.runs().await);
                 self.reply(chat, &html, None).await;

@@ -38,6 +38,7 @@ mod commands;
 mod pace;
 pub mod setup;
 pub mod text;
+mod watch;
 
 pub use api::Chat;
 use api::{Api, Failure};

@@ -235,7 +235,11 @@ async fn commands_from_allowed_chats_only_and_stop_with_a_button() {
     let long = Duration::from_secs(30);
     wait_until("setMyCommands", long, || fake.commands().is_some()).await;
     let commands = fake.commands().expect("registered");
-    assert_eq!(commands.as_array().map(Vec::len), Some(4));
+    assert_eq!(
+        commands.as_array().map(Vec::len),
+        Some(9),
+        "runs, status, stop, watch, unwatch, rules, mute, unmute, help"
+    );
 
     fake.user_message(OTHER_CHAT, 66, "/stop 1");
     fake.user_message(OTHER_CHAT, 66, "/runs");
