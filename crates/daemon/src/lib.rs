@@ -29,6 +29,7 @@ pub mod limits;
 pub mod outbox;
 pub mod periodic;
 mod plot;
+pub mod quiet;
 pub mod rules;
 pub mod runs;
 pub mod sdnotify;

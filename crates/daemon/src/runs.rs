@@ -442,6 +442,7 @@ mod tests {
             burst: None,
             timeout: Duration::from_secs(30),
             max_age: Duration::from_secs(86400),
+            quiet: None,
         }
     }
 

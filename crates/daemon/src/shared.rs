@@ -92,6 +92,8 @@ pub(crate) enum Outcome {
     Delivered(Receipt),
     /// A newer state of the run made this one pointless (`min_interval`).
     Superseded,
+    /// Delivered in a digest with other held jobs (quiet hours, `digest`): done, with no receipt of its own.
+    Digested,
     Retry(Box<JobRecord>),
     GaveUp {
         error: String,

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use crate::api::{GiveUp, IngestReply, RunControl};
 use crate::jobs;
 use crate::outbox::{Committed, DoneJob, JobRecord, PutJob, ReceiptRecord, StoreError, WriteBatch};
+use crate::quiet;
 use crate::rules::{Fired, Rules};
 use crate::runs::{self, MADE_SEQ_BASE, RunChange, RunState};
 use crate::shared::{Outcome, Shared, Slot, WriteOp, now_ms};
@@ -333,6 +334,11 @@ impl<'a> Group<'a> {
                 self.fx.done_slots.push(notifier);
                 self.fx.delivered.entry(notifier).or_default().1 += 1;
             }
+            Outcome::Digested => {
+                self.batch.done.push(done);
+                self.fx.done_slots.push(notifier);
+                self.fx.delivered.entry(notifier).or_default().0 += 1;
+            }
             Outcome::Retry(record) => {
                 self.batch.jobs.push(PutJob {
                     notifier: slot.name.clone(),
@@ -439,12 +445,15 @@ impl Jobs<'_> {
     fn queue(&mut self, slots: &[Arc<Slot>], st: &RunState, event: &Event, named: impl Fn(&Slot) -> bool) {
         for (i, slot) in slots.iter().enumerate() {
             if named(slot) && runs::accepts(&slot.routing, st, event) && !runs::muted(st, event, self.now) {
+                // Quiet hours or a digest period: the job waits, to go out with the others in one digest.
+                let held = quiet::hold(slot.routing.quiet.as_ref(), event, self.now);
                 let job = JobRecord {
                     event: event.clone(),
                     attempt: 0,
-                    not_before_ms: 0,
+                    not_before_ms: held.unwrap_or(0),
                     created_ms: self.now,
                     last_error: None,
+                    digest: held.is_some(),
                 };
                 self.jobs.push(PutJob { notifier: slot.name.clone(), id: *self.next_id, job });
                 *self.next_id += 1;

@@ -22,6 +22,8 @@ mod rule;
 mod source;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_quiet;
 mod values;
 
 use std::path::{Path, PathBuf};

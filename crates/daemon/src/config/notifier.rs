@@ -16,6 +16,7 @@ use toml::de::DeValue;
 
 use super::source::{Position, Source, join};
 use super::values;
+use crate::quiet::{Quiet, Window, schedule};
 
 /// A built notifier and its configured name.
 pub type NamedNotifier = (String, Box<dyn Notifier>);
@@ -82,6 +83,9 @@ pub struct Routing {
     pub timeout: Duration,
     /// Give up retrying a notification this old, default `24h`.
     pub max_age: Duration,
+    /// `quiet_hours`, `timezone` and `digest`: what waits for a digest, and until when; None to send each
+    /// notification at once.
+    pub quiet: Option<Quiet>,
 }
 
 impl Routing {
@@ -114,12 +118,13 @@ impl Default for Routing {
             burst: None,
             timeout: Duration::from_secs(30),
             max_age: Duration::from_secs(24 * 3600),
+            quiet: None,
         }
     }
 }
 
 /// The routing keys, as the message for a constructor's unknown key lists them.
-pub(super) const ROUTING_KEYS: [&str; 8] = [
+pub(super) const ROUTING_KEYS: [&str; 11] = [
     "events",
     "every_n_epochs",
     "min_interval",
@@ -128,6 +133,9 @@ pub(super) const ROUTING_KEYS: [&str; 8] = [
     "burst",
     "timeout",
     "max_age",
+    "quiet_hours",
+    "timezone",
+    "digest",
 ];
 
 /// The keys of a `[[notifier]]` the daemon owns, as written: `name`, `type` and [`ROUTING_KEYS`].
@@ -154,6 +162,12 @@ struct OwnKeys {
     timeout: Option<Duration>,
     #[serde(default, deserialize_with = "values::duration")]
     max_age: Option<Duration>,
+    #[serde(default, deserialize_with = "values::string")]
+    quiet_hours: Option<String>,
+    #[serde(default, deserialize_with = "values::string")]
+    timezone: Option<String>,
+    #[serde(default, deserialize_with = "values::duration")]
+    digest: Option<Duration>,
 }
 
 /// The owned keys, checked: the name if set, the type, the routing.
@@ -235,6 +249,7 @@ impl OwnKeys {
                 None => {}
             }
         }
+        routing.quiet = quiet(self.quiet_hours.as_deref(), self.timezone.as_deref(), self.digest)?;
         let Some(kind) = self.kind else {
             let message = "missing key `type`: say which notifier this is, such as `type = \"console\"` \
                            (`herald plugins` lists the types)";
@@ -242,6 +257,43 @@ impl OwnKeys {
         };
         Ok(Checked { name: self.name, kind, routing })
     }
+}
+
+/// The quiet hours and digest keys, checked: None when neither `quiet_hours` nor `digest` is set.
+fn quiet(
+    hours: Option<&str>,
+    timezone: Option<&str>,
+    digest: Option<Duration>,
+) -> Result<Option<Quiet>, ConfigError> {
+    let hours = match hours {
+        Some(h) => Some(h.parse::<Window>().map_err(|m| ConfigError::for_key("quiet_hours", m))?),
+        None => None,
+    };
+    match digest {
+        Some(d) if d < Duration::from_secs(60) => {
+            return Err(ConfigError::for_key(
+                "digest",
+                "a digest period is at least `1m`; remove `digest` to send each notification at once",
+            ));
+        }
+        Some(d) if d > Duration::from_secs(24 * 3600) => {
+            return Err(ConfigError::for_key(
+                "digest",
+                "a digest period is at most `24h` (periods count from local midnight)",
+            ));
+        }
+        _ => {}
+    }
+    if hours.is_none() && digest.is_none() {
+        if timezone.is_some() {
+            let message =
+                "`timezone` is the zone of `quiet_hours` and `digest`: set one of them, or remove it";
+            return Err(ConfigError::for_key("timezone", message));
+        }
+        return Ok(None);
+    }
+    let (zone, zone_name) = schedule::zone(timezone).map_err(|m| ConfigError::for_key("timezone", m))?;
+    Ok(Some(Quiet { hours, digest, zone, zone_name }))
 }
 
 /// Read the `notifier` array of tables; names must be unique.

@@ -329,7 +329,8 @@ fn notifier_errors_point_at_the_key() {
     assert_eq!(
         err,
         "h.toml:3:1: notifier[0].event: unknown key; expected `format` (or a routing key: `events`, \
-         `every_n_epochs`, `min_interval`, `only_on_improvement`, `rate_per_s`, `burst`, `timeout`, `max_age`)"
+         `every_n_epochs`, `min_interval`, `only_on_improvement`, `rate_per_s`, `burst`, `timeout`, `max_age`, \
+         `quiet_hours`, `timezone`, `digest`)"
     );
     let err = build_err(&registry, "[[notifier]]\ntype = \"console\"\nformat = \"xml\"\n");
     assert!(err.starts_with("h.toml:3:1: notifier[0].format: unknown variant `xml`"), "{err}");
