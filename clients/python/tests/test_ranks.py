@@ -4,13 +4,14 @@ framework callbacks reporting every rank."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import types
 import unittest
 from typing import Any, Dict, List, Optional
 from unittest import mock
 
-from support import ClientTest
+from support import ClientTest, env_for_child, free_port
 
 import herald
 from fake_daemon import FakeDaemon
@@ -201,6 +202,107 @@ class Callbacks(ClientTest):
                 cb.on_train_end(t, m)
                 self.assertTrue(c.flush(10))
                 self.assertEqual([e["type"] for e in d.snapshot() if e["type"] != "heartbeat"], expected)
+
+
+class KerasRanks(ClientTest):
+    """Keras has no torch-backend data parallelism of its own: ranks launched by torchrun, SLURM or accelerate are
+    seen through their environment (``RANK``, ``WORLD_SIZE``, the job variables)."""
+
+    def fit(self, env: Dict[str, str], ranks: str) -> List[Dict[str, Any]]:
+        from herald.keras import HeraldCallback
+        from test_frameworks import keras_model
+
+        import digits
+
+        xt, yt, xv, yv = digits.arrays()
+        with FakeDaemon() as d, mock.patch.dict(os.environ, clean_env(**env), clear=True), mock.patch.dict(
+            sys.modules, {"torch.distributed": None}
+        ):
+            c = self.client(d.url)
+            keras_model().fit(xt[:256], yt[:256], epochs=2, batch_size=32, validation_data=(xv, yv), verbose=0,
+                              callbacks=[HeraldCallback("ddp-keras", client=c, ranks=ranks, batch_interval=0)])
+            self.assertTrue(c.flush(10))
+            return [e for e in d.snapshot() if e["type"] != "heartbeat"]
+
+    def test_every_rank_reports_with_the_job_and_ranks_zero_keeps_rank_zero_only(self) -> None:
+        job = {"HERALD_JOB": "keras-7", "WORLD_SIZE": "2"}
+        rank1 = self.fit({**job, "RANK": "1"}, "all")
+        self.assertEqual([e["type"] for e in rank1], ["run_started", "epoch_ended", "epoch_ended", "run_finished"])
+        self.assertEqual((rank1[0]["rank"], rank1[0]["job"], rank1[0]["world_size"]), (1, "keras-7", 2))
+        for e in rank1[1:3]:
+            self.assertGreater(e["train_loss"], 0)
+            self.assertIn("accuracy", e["metrics"])
+        rank0 = self.fit({**job, "RANK": "0"}, "all")
+        self.assertEqual((rank0[0]["rank"], rank0[0]["job"]), (0, "keras-7"))
+        self.assertIn("batch_ended", [e["type"] for e in rank0])
+        self.assertEqual(self.fit({**job, "RANK": "1"}, "zero"), [])
+        zero = self.fit({**job, "RANK": "0"}, "zero")
+        self.assertEqual(zero[0]["type"], "run_started")
+        self.assertNotIn("job", zero[0])
+        self.assertEqual(zero[-1]["type"], "run_finished")
+
+
+class Torchrun(ClientTest):
+    """Real ``torchrun --nproc-per-node 2`` jobs on CPU (gloo) running ``ddp_fit.py``: fastai's
+    ``DistributedTrainer`` (``Learner.distrib_ctx``) and transformers' ``Trainer``. torchrun's default rendezvous
+    id is ``none``, so the job id comes from the one broadcast from rank 0."""
+
+    def torchrun(self, framework: str, ranks: str) -> List[Dict[str, Any]]:
+        env = env_for_child(HERALD_SPOOL_DIR=self.spool_dir, DDP_OUT=os.path.join(self.tmp, "out"),
+                            OMP_NUM_THREADS="1")
+        for var in _JOB_VARS:
+            env.pop(var, None)
+        with FakeDaemon() as d:
+            env["HERALD_URL"] = d.url
+            out = subprocess.run(
+                [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+                 "--master-port", str(free_port()), "ddp_fit.py", framework, ranks],
+                env=env, capture_output=True, text=True, timeout=300,
+            )
+            self.assertEqual(out.returncode, 0, out.stderr[-6000:])
+            return [e for e in d.snapshot() if e["type"] != "heartbeat"]
+
+    def check_every_rank(self, events: List[Dict[str, Any]], name: str) -> None:
+        starts = {e["run"]: e for e in events if e["type"] == "run_started"}
+        self.assertEqual(sorted(s["rank"] for s in starts.values()), [0, 1], events)
+        jobs = {s["job"] for s in starts.values()}
+        self.assertEqual(len(jobs), 1, "one job id for both ranks")
+        self.assertTrue(next(iter(jobs)))
+        for run, start in starts.items():
+            self.assertEqual((start["name"], start["world_size"]), (name, 2))
+            mine = [e for e in events if e["run"] == run]
+            self.assertEqual([e["seq"] for e in mine], list(range(len(mine))), "gapless per rank")
+            ended = [e for e in mine if e["type"] == "epoch_ended"]
+            self.assertEqual([e["epoch"] for e in ended], [0, 1], f"rank {start['rank']}")
+            for e in ended:
+                self.assertTrue(e["train_loss"] > 0, e)
+            self.assertEqual((mine[-1]["type"], mine[-1]["status"]), ("run_finished", "completed"))
+            kinds = {e["type"] for e in mine}
+            if start["rank"] == 0:
+                self.assertLessEqual({"epoch_started", "batch_ended"}, kinds)
+            else:
+                self.assertEqual(kinds, {"run_started", "epoch_ended", "run_finished"}, "a non-zero rank's batches "
+                                 "and epoch starts stay off the wire")
+
+    def check_rank_zero_only(self, events: List[Dict[str, Any]], name: str) -> None:
+        self.assertEqual(len({e["run"] for e in events}), 1, events)
+        start = events[0]
+        self.assertEqual((start["type"], start["name"], start["rank"]), ("run_started", name, 0))
+        self.assertNotIn("job", start)
+        self.assertEqual((events[-1]["type"], events[-1]["status"]), ("run_finished", "completed"))
+
+    def test_fastai_distributed_trainer(self) -> None:
+        self.check_every_rank(self.torchrun("fastai", "all"), "ddp-fastai")
+        events = self.torchrun("fastai", "zero")
+        self.check_rank_zero_only(events, "ddp-fastai")
+        self.assertIn("accuracy", [e for e in events if e["type"] == "epoch_ended"][-1]["metrics"])
+
+    def test_transformers_trainer(self) -> None:
+        events = self.torchrun("transformers", "all")
+        self.check_every_rank(events, "ddp-transformers")
+        zero = next(e["run"] for e in events if e["type"] == "run_started" and e["rank"] == 0)
+        self.assertIn("valid_loss", [e for e in events if e["type"] == "epoch_ended" and e["run"] == zero][-1])
+        self.check_rank_zero_only(self.torchrun("transformers", "zero"), "ddp-transformers")
 
 
 if __name__ == "__main__":
