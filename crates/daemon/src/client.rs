@@ -164,6 +164,12 @@ impl Client {
         self.json(resp).await
     }
 
+    /// `GET /v1/rules`: the alert rules with the runs they fired for, and the muted runs.
+    pub async fn rules(&self) -> Result<herald_plugin::RuleList, ClientError> {
+        let resp = self.send(self.request(reqwest::Method::GET, "/v1/rules")).await?;
+        self.json(resp).await
+    }
+
     /// `POST /v1/runs/{run}/stop`.
     pub async fn stop(&self, run: &str, reason: &str) -> Result<(), ClientError> {
         let path = format!("/v1/runs/{}/stop", percent_encode(run));

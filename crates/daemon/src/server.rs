@@ -4,6 +4,8 @@
 //!   `202 {"accepted": N, "control": {"<run>": {"stop": bool}}}` once the events are committed to the
 //!   outbox; a bad request gets a 4xx with `{"error": {"code", "message", "index"?}}` and stores nothing.
 //! - `GET /v1/status`: runs, notifiers, outbox ([`crate::Status`]). `GET /healthz`: liveness, no auth.
+//! - `GET /v1/rules`: the configured alert rules and those added from the phone, each with the runs it fired
+//!   for, and the muted runs (`herald_plugin::RuleList`).
 //! - `POST /v1/runs/{run}/stop`: set the run's stop request (optional body `{"reason": "..."}`).
 //!
 //! With a token configured, TCP requests to the API routes need `Authorization: Bearer <token>`, compared in
@@ -42,6 +44,7 @@ pub fn router(handle: Handle, token: Option<&str>) -> Router {
     Router::new()
         .route("/v1/events", post(post_events))
         .route("/v1/status", get(get_status))
+        .route("/v1/rules", get(get_rules))
         .route("/v1/runs/{run}/stop", post(post_stop))
         // Only the routes above: `/healthz`, the 404 fallback and 405 answers need no token.
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
@@ -183,6 +186,10 @@ async fn post_events(
 
 async fn get_status(State(state): State<AppState>) -> impl IntoResponse {
     Json(state.handle.status())
+}
+
+async fn get_rules(State(state): State<AppState>) -> impl IntoResponse {
+    Json(state.handle.rules())
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod check;
 mod plugin_test;
 mod plugins;
+mod rules;
 mod send;
 mod serve;
 mod setup;
@@ -42,6 +43,8 @@ enum Command {
     Check(check::Args),
     /// Ask a training run to stop.
     Stop(stop::Args),
+    /// List the alert rules (configured and from the phone), the runs they fired for, and muted runs.
+    Rules(rules::Args),
     /// Run a command and report its start and end (like knockknock).
     Watch(watch::Args),
     /// List the notifier types: built in, and plugins found as herald-notify-<type> executables.
@@ -101,6 +104,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stop(args) => {
             init_tracing("warn");
             stop::run(config, args)
+        }
+        Command::Rules(args) => {
+            init_tracing("warn");
+            rules::run(config, args)
         }
         Command::Watch(args) => {
             init_tracing("warn");
