@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 use crate::daemon::{Daemon, config_text, epoch, event, finished, free_port, http, started, wait_for};
 
 mod browser;
+mod deliveries;
+mod list;
 
 /// A daemon with its dashboard on its own port; the webhook goes nowhere (deliveries are not the point).
 pub struct Dash {
@@ -163,7 +165,11 @@ fn dashboard_loss_of_100000_points_comes_back_downsampled_with_its_minimum_and_m
         let xs = s["x"].as_array().expect("x");
         assert!(ys.len() <= max && ys.len() == xs.len(), "{query}: {} points", ys.len());
         assert!(ys.contains(&9.5) && ys.contains(&0.001), "{query}: the extremes are kept");
-        assert_eq!(s["lr"], json!([]), "lr is not stored");
+        let lr = s["lr"].as_array().expect("lr");
+        let wall = s["wall_ms"].as_array().expect("wall_ms");
+        assert!(lr.len() == xs.len() && wall.len() == xs.len(), "{query}: one lr and time per point");
+        assert!(lr.iter().all(|v| v.as_f64() == Some(0.01)), "{query}: the stored lr");
+        assert!(wall.iter().all(|v| v.as_u64() == Some(1_795_773_600_000)), "{query}: the events' time");
     }
     for bad in ["?points=1", "?points=100001", "?points=x", "?step=2"] {
         assert_eq!(d.get(&format!("/v1/runs/{run}/loss{bad}")).0, 400, "{bad}");
@@ -315,7 +321,8 @@ fn dashboard_pages_are_served_escaped_and_stop_needs_the_csrf_token() {
         http(d.port, "POST", path, &[("x-csrf-token", &csrf)], b"{\"reason\":\"from the test\"}");
     assert_eq!(code, 200, "{text}");
     let (_, runs) = d.get("/v1/runs?state=stopping");
-    assert_eq!(runs["runs"][0]["stop_reason"], "from the test");
+    let reason = runs["runs"][0]["stop_reason"].as_str().unwrap_or("");
+    assert_eq!(reason, "from the test (from 127.0.0.1)", "the reason says where the request came from");
     // The trainer hears it in its next answer, as with `herald stop`.
     let (code, reply) = d.daemon.post(&event(evil, 1, "epoch_started", json!({ "epoch": 0 })));
     assert_eq!(code, 202, "{reply}");

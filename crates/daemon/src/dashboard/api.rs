@@ -9,21 +9,19 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{Extensions, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald_event::{EpochEnded, Event};
 use herald_plugin::{Receipt, RunContext};
 use serde::Serialize;
 use serde_json::json;
 
-use super::{Dash, form_pairs};
+use super::Dash;
 use crate::api::GiveUp;
 use crate::runs::RunState;
 use crate::shared::now_ms;
 
-/// Runs listed at most when the request does not say.
-const DEFAULT_LIMIT: usize = 1000;
 /// Lifecycle events a run's page shows at most (the latest).
 const EVENTS_SHOWN: usize = 1000;
 
@@ -138,61 +136,6 @@ pub fn row(run: &str, st: &RunState) -> RunRow {
     }
 }
 
-/// `GET /v1/runs`: the answer.
-#[derive(Debug, Serialize)]
-pub struct RunList {
-    /// Runs matching the filters, heard from most recently first.
-    pub runs: Vec<RunRow>,
-    /// How many matched before `limit`.
-    pub matched: usize,
-    pub now_ms: u64,
-}
-
-/// `GET /v1/runs?name=&state=&limit=`: `name` matches a part of the name or id (any case), `state` is one
-/// state word or several separated by commas.
-pub async fn list_runs(
-    State(dash): State<Dash>,
-    RawQuery(query): RawQuery,
-) -> Result<Json<RunList>, DashError> {
-    let mut name = String::new();
-    let mut states: Vec<String> = Vec::new();
-    let mut limit = DEFAULT_LIMIT;
-    for (k, v) in form_pairs(query.as_deref().unwrap_or("")) {
-        match k.as_str() {
-            "name" => name = v.to_lowercase(),
-            "state" => {
-                states = v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
-            }
-            "limit" => {
-                limit =
-                    v.parse().map_err(|_| DashError::bad_request(format!("limit `{v}` is not a number")))?
-            }
-            _ => {
-                return Err(DashError::bad_request(format!(
-                    "unknown parameter `{k}`: use name, state, limit"
-                )));
-            }
-        }
-    }
-    let mut runs: Vec<RunRow> = {
-        let table = dash.handle.shared().runs();
-        table
-            .iter()
-            .filter(|(id, st)| {
-                name.is_empty()
-                    || id.to_lowercase().contains(&name)
-                    || st.context.name.to_lowercase().contains(&name)
-            })
-            .map(|(id, st)| row(id, st))
-            .filter(|r| states.is_empty() || states.contains(&r.state))
-            .collect()
-    };
-    runs.sort_by(|a, b| b.last_event_ms.cmp(&a.last_event_ms).then_with(|| a.run.cmp(&b.run)));
-    let matched = runs.len();
-    runs.truncate(limit);
-    Ok(Json(RunList { runs, matched, now_ms: now_ms() }))
-}
-
 /// One notifier's deliveries of a run.
 #[derive(Debug, Serialize)]
 pub struct DeliveryRow {
@@ -264,9 +207,11 @@ pub async fn get_plot(State(dash): State<Dash>, Path(run): Path<String>) -> Resu
 }
 
 /// `POST /v1/runs/{run}/stop` from the dashboard (the CSRF token is checked by the guard).
+/// The reason the trainer and the timeline get says where the request came from (the client's address).
 pub async fn post_stop(
     State(dash): State<Dash>,
     Path(run): Path<String>,
+    extensions: Extensions,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, DashError> {
     #[derive(serde::Deserialize)]
@@ -282,6 +227,9 @@ pub async fn post_stop(
         if let Some(r) = stop.reason {
             reason = r;
         }
+    }
+    if let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<std::net::SocketAddr>>() {
+        reason = format!("{reason} (from {})", peer.ip());
     }
     if !dash.handle.request_stop(&run, &reason).await? {
         return Err(DashError::unknown_run(&run));

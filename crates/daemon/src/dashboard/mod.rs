@@ -1,8 +1,9 @@
 //! The web dashboard of `herald serve`: three pages (runs, one run, deliveries) and the read API and event
 //! stream they use, on a listener of its own (`[daemon] dashboard`).
 //!
-//! - `api.rs`: `GET /v1/runs`, `GET /v1/runs/{run}`, `GET /v1/runs/{run}/plot.png` and the dashboard's
+//! - `api.rs`: `GET /v1/runs/{run}`, `GET /v1/runs/{run}/plot.png` and the dashboard's
 //!   `POST /v1/runs/{run}/stop` (the same [`Handle::request_stop`] as `herald stop`);
+//! - `list.rs`: `GET /v1/runs`, one page of runs, filtered, a distributed job's ranks as one row;
 //! - `loss.rs`: `GET /v1/runs/{run}/loss`, the loss and lr series by batch and wall time, downsampled;
 //! - `deliveries.rs`: `GET /v1/deliveries`, the Deliveries page's figures (notifiers, outbox, per run);
 //! - `sse.rs`: `GET /v1/stream`, Server-Sent Events fed by the writer's committed events, with resume;
@@ -27,6 +28,7 @@ mod assets;
 mod auth;
 mod deliveries;
 mod downsample;
+mod list;
 mod loss;
 mod sse;
 
@@ -55,7 +57,7 @@ pub(crate) fn router(
         .route("/", get(assets::runs_page))
         .route("/runs/{run}", get(assets::run_page))
         .route("/notifiers", get(assets::notifiers_page))
-        .route("/v1/runs", get(api::list_runs))
+        .route("/v1/runs", get(list::list_runs))
         .route("/v1/runs/{run}", get(api::get_run))
         .route("/v1/runs/{run}/loss", get(loss::get_loss))
         .route("/v1/runs/{run}/plot.png", get(api::get_plot))
@@ -76,7 +78,7 @@ pub(crate) fn router(
 pub(crate) fn api_routes(handle: Handle, hub: Arc<Hub>, token: Option<&str>) -> Router {
     let dash = Dash { handle, hub, auth: Arc::new(auth::Auth::bearer_only(token)) };
     Router::new()
-        .route("/v1/runs", get(api::list_runs))
+        .route("/v1/runs", get(list::list_runs))
         .route("/v1/runs/{run}", get(api::get_run))
         .route("/v1/runs/{run}/loss", get(loss::get_loss))
         .route("/v1/runs/{run}/plot.png", get(api::get_plot))
