@@ -171,13 +171,77 @@
   }
 
   // ---- Run -------------------------------------------------------------------------------------------------
+  // The run page: table, chart (this run's loss, valid points and lr, up to five other runs overlaid; x by
+  // batch or by time since each run's start), hyperparameters, timeline, deliveries, Stop.
+  const OVERLAY_MAX = 5;
+  const OVERLAY_COLOURS = ["#15803d", "#7c3aed", "#b45309", "#db2777", "#0891b2"];
+
+  // A run's series from `GET /v1/runs/{run}/loss`, with a time axis: the endpoint's `wall_ms` when it has
+  // them, otherwise (an older daemon) times spread over each epoch from the epochs' durations (`epochs`: the
+  // run's results table).
+  function lossSeries(s, epochs) {
+    const out = { x: s.x.slice(), y: s.smooth_loss.slice(), lr: (s.lr || []).slice(), t: [],
+      ex: s.epochs.map((e) => e.x), ev: s.epochs.map((e) => e.valid_loss == null ? null : e.valid_loss), et: [], t0: null };
+    if (Array.isArray(s.wall_ms) && s.wall_ms.some((w) => w > 0)) {
+      const t0 = Math.min(...s.wall_ms.filter((w) => w > 0));
+      out.t0 = t0;
+      out.t = s.wall_ms.map((w) => (w > 0 ? (w - t0) / 1000 : null));
+      out.et = s.epochs.map((e) => (e.wall_ms ? (e.wall_ms - t0) / 1000 : null));
+    } else {
+      // Epoch i ends at the sum of the first i durations; a batch's time is interpolated within its epoch.
+      const ends = [], at = [];
+      let sum = 0;
+      (epochs || []).forEach((e, i) => { sum += e.elapsed_s || 0; ends.push(sum); at.push(out.ex[i]); });
+      const timeOf = (x) => {
+        let prevX = 0, prevT = 0;
+        for (let i = 0; i < at.length; i++) {
+          if (x <= at[i]) return prevT + (at[i] > prevX ? (x - prevX) / (at[i] - prevX) : 0) * (ends[i] - prevT);
+          prevX = at[i]; prevT = ends[i];
+        }
+        return null; // after the last epoch's end: not known yet
+      };
+      out.t = out.x.map(timeOf);
+      out.et = out.ex.map(timeOf);
+    }
+    return out;
+  }
+
+  // Columns for uPlot: one x column and one column per series, aligned (uPlot.join leaves gaps).
+  function chartColumns(own, overlays, byTime, showLr) {
+    const xs = (s) => (byTime ? s.t : s.x);
+    const ownRows = [];
+    xs(own).forEach((x, i) => { if (x != null) ownRows.push([x, own.y[i], null, showLr ? own.lr[i] : null]); });
+    own.ev.forEach((v, i) => { const x = byTime ? own.et[i] : own.ex[i]; if (x != null) ownRows.push([x, null, v, null]); });
+    ownRows.sort((a, b) => a[0] - b[0]);
+    // Merge rows at the same x (an epoch's end on a batch point).
+    const merged = [];
+    for (const r of ownRows) {
+      const last = merged[merged.length - 1];
+      if (last && last[0] === r[0]) { for (let k = 1; k < 4; k++) if (last[k] == null) last[k] = r[k]; } else merged.push(r.slice());
+    }
+    const tables = [[0, 1, 2, 3].map((k) => merged.map((r) => r[k]))];
+    for (const o of overlays) {
+      const rows = [];
+      xs(o.series).forEach((x, i) => { if (x != null) rows.push([x, o.series.y[i]]); });
+      rows.sort((a, b) => a[0] - b[0]);
+      const dedup = rows.filter((r, i) => i === 0 || r[0] !== rows[i - 1][0]);
+      tables.push([dedup.map((r) => r[0]), dedup.map((r) => r[1])]);
+    }
+    if (tables.length === 1) return tables[0];
+    return uPlot.join(tables);
+  }
+
   function runPage() {
     const run = decodeURIComponent(location.pathname.replace(/^\/runs\//, ""));
     const base = "/v1/runs/" + encodeURIComponent(run);
     const err = document.getElementById("run-error");
+    const logBox = document.getElementById("log");
+    const lrBox = document.getElementById("show-lr");
     let detail = null;
-    let chart = null;
-    let series = { x: [], y: [], ex: [], ev: [], et: [], bpe: 0 };
+    let chart = null, chartKey = "";
+    let own = null;            // this run's series (lossSeries)
+    const overlays = [];       // { run, name, colour, series }
+    let byTime = false;
 
     document.getElementById("plot-link").href = base + "/plot.png";
 
@@ -212,98 +276,168 @@
       hyper.replaceChildren(...pairs.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: JSON.stringify(v) })]));
       if (!pairs.length) hyper.replaceChildren(el("dd", { class: "muted", text: "none reported" }));
 
-      document.getElementById("events").replaceChildren(...detail.events.map((e) => el("li", {},
-        el("time", { datetime: e.time, text: clock(Date.parse(e.time)) }), describe(e))));
+      document.getElementById("events").replaceChildren(...timeline(detail));
 
       document.querySelector("#run-deliveries tbody").replaceChildren(...detail.deliveries.map((d) => el("tr", {},
         cell(d.notifier), cell(d.type),
-        cell(d.latest_receipt == null ? "—" : JSON.stringify(d.latest_receipt), "text"),
+        cell(d.latest_receipt == null ? "—" : receiptText(d.latest_receipt), "text"),
         cell(d.give_ups.length ? d.give_ups.length + ": " + d.give_ups[d.give_ups.length - 1].error : "0", "text"))));
+    }
+
+    // The run's events, and its stop request where it falls: the daemon keeps the request's reason (which
+    // says who asked and from where, when the asker said) but not its time, so it goes before the run's end,
+    // or last while the run has not ended.
+    function timeline(d) {
+      const items = d.events.map((e) => el("li", { class: "ev-" + e.type },
+        el("time", { datetime: e.time, text: clock(Date.parse(e.time)) }), describe(e)));
+      if (d.run.stop_requested) {
+        const stop = el("li", { class: "ev-stop" }, el("time", { text: "—" }),
+          "stop requested: " + (d.run.stop_reason || "no reason given"));
+        const end = d.events.findIndex((e) => e.type === "run_finished" || e.type === "run_failed");
+        if (end >= 0) items.splice(end, 0, stop); else items.push(stop);
+      }
+      return items;
     }
 
     function describe(e) {
       switch (e.type) {
         case "run_started": return "started" + (e.n_epochs ? ", " + e.n_epochs + " epochs" : "");
         case "epoch_ended": return "epoch " + e.epoch + ": train " + num(e.train_loss) + ", valid " + num(e.valid_loss);
-        case "run_finished": return "finished: " + e.status;
-        case "run_failed": return "failed: " + (e.error || "") ;
+        case "run_finished": return "finished: " + e.status + (e.reason ? " (" + e.reason + ")" : "");
+        case "run_failed": return "failed: " + (e.error || "");
         case "run_stalled": return "stalled: no event for a while";
         case "run_lost": return "lost: the process exited without reporting";
         case "message": return "message: " + (e.title || "") + (e.text ? " " + e.text : "");
         case "alert": return "alert (" + (e.level || "info") + "): " + (e.title || "") + (e.text ? " " + e.text : "");
-        default: return e.type;
+        default: return e.type.replace(/_/g, " ");
       }
     }
 
-    function xOf(epoch, batch) {
-      if (series.bpe > 0) return epoch * series.bpe + batch;
-      return series.x.length ? series.x[series.x.length - 1] + 1 : 0;
-    }
-
-    function chartData() {
-      // One x axis: batch points carry the train loss, epoch ends the valid loss.
-      const xs = [], ys = [], vs = [];
-      let i = 0, j = 0;
-      while (i < series.x.length || j < series.ex.length) {
-        if (j >= series.ex.length || (i < series.x.length && series.x[i] < series.ex[j])) {
-          xs.push(series.x[i]); ys.push(series.y[i]); vs.push(null); i++;
-        } else if (i >= series.x.length || series.ex[j] < series.x[i]) {
-          xs.push(series.ex[j]); ys.push(null); vs.push(series.ev[j]); j++;
-        } else {
-          xs.push(series.x[i]); ys.push(series.y[i]); vs.push(series.ev[j]); i++; j++;
-        }
-      }
-      return [xs, ys, vs];
-    }
+    function hasLr() { return !!own && own.lr.some((v) => v != null); }
 
     function drawChart() {
       const box = document.getElementById("chart");
       if (typeof uPlot === "undefined") { box.textContent = "The chart library did not load."; return; }
-      const log = document.getElementById("log").checked;
-      const data = chartData();
-      box.dataset.points = String(series.x.length); // for tests and curious readers
-      if (chart) {
-        if (chart._log === log) { chart.setData(data); return; }
-        chart.destroy(); chart = null;
-      }
+      if (!own) return;
+      const log = logBox.checked, showLr = lrBox.checked && hasLr();
+      const note = document.getElementById("chart-note");
+      const notes = [];
+      if (!hasLr()) notes.push("The run reported no learning rate.");
+      if (byTime && !own.t.some((t) => t != null)) notes.push("No times yet: the first epoch has not ended.");
+      note.textContent = notes.join(" "); note.hidden = !notes.length;
+      let data = chartColumns(own, overlays, byTime, showLr);
+      if (log) data = data.map((col, k) => (k === 0 || k === 3 ? col : col.map((v) => (v != null && v > 0 ? v : null))));
+      box.dataset.points = String(own.x.length); // for tests and curious readers
+      box.dataset.series = String(data.length - 1);
+      const key = [log, showLr, byTime, overlays.map((o) => o.run).join("\u0000")].join("|");
+      if (chart && chartKey === key) { chart.setData(data); return; }
+      if (chart) { chart.destroy(); chart = null; }
       const width = Math.max(280, box.clientWidth || 600);
+      const timeAxis = (u, vals) => vals.map((v) => duration(v));
+      const series = [
+        { label: byTime ? "time" : "batch", value: (u, v) => (v == null ? "—" : byTime ? duration(v) : String(v)) },
+        { label: "train (smoothed)", stroke: "#0b5cad", width: 1.5, spanGaps: true, points: { show: false } },
+        { label: "valid", stroke: "#c2410c", width: 0, spanGaps: true, points: { show: true, size: 7, fill: "#c2410c" } },
+        { label: "lr", stroke: "#6b7280", width: 1, dash: [4, 3], spanGaps: true, scale: "lr", show: showLr, points: { show: false } },
+        ...overlays.map((o) => ({ label: o.name, stroke: o.colour, width: 1.5, spanGaps: true, points: { show: false } })),
+      ];
+      const axes = [
+        byTime ? { label: "time since start", values: timeAxis } : { label: "batch" },
+        { label: "loss" },
+      ];
+      if (showLr) axes.push({ label: "lr", scale: "lr", side: 1, grid: { show: false } });
       chart = new uPlot({
-        width: width, height: width < 500 ? 240 : 320,
-        scales: { x: { time: false }, y: log ? { distr: 3 } : {} },
-        axes: [{ label: "batch" }, { label: "loss" }],
-        series: [
-          { label: "batch" },
-          { label: "train (smoothed)", stroke: "#0b5cad", width: 1.5, spanGaps: true, points: { show: false } },
-          { label: "valid", stroke: "#c2410c", width: 0, spanGaps: true, points: { show: true, size: 7, fill: "#c2410c" } },
-        ],
+        width: width, height: width < 500 ? 260 : 340,
+        scales: { x: { time: false }, y: log ? { distr: 3 } : {}, lr: {} },
+        axes: axes,
+        series: series,
       }, data, box);
-      chart._log = log;
+      chartKey = key;
     }
     const redraw = throttle(drawChart, 250);
+
+    // ---- overlays: pick up to five other runs ----
+    const pick = document.getElementById("overlay-pick");
+    const overlayMsg = document.getElementById("overlay-msg");
+    function overlayMessage(msg) { overlayMsg.textContent = msg; overlayMsg.hidden = !msg; }
+    async function loadChoices() {
+      try {
+        const list = await api("/v1/runs?limit=200");
+        const keep = pick.value;
+        pick.replaceChildren(el("option", { value: "", text: "choose a run…" }),
+          ...list.runs.filter((r) => r.run !== run && !overlays.some((o) => o.run === r.run))
+            .map((r) => el("option", { value: r.run, text: r.name + (r.name !== r.run ? " (" + r.run + ")" : "") })));
+        pick.value = keep;
+      } catch (e) {
+        overlayMessage("Cannot list the runs: " + e.message);
+      }
+    }
+    function renderOverlays() {
+      document.getElementById("overlay-list").replaceChildren(...overlays.map((o) => {
+        const remove = el("button", { type: "button", class: "chip-x", "aria-label": "Remove " + o.name, text: "×" });
+        remove.addEventListener("click", () => {
+          overlays.splice(overlays.indexOf(o), 1);
+          overlayMessage("");
+          renderOverlays(); drawChart(); loadChoices();
+        });
+        return el("li", { class: "chip", "data-run": o.run },
+          el("span", { class: "swatch", style: "background:" + o.colour, "aria-hidden": "true" }),
+          el("a", { href: "/runs/" + encodeURIComponent(o.run), text: o.name }), remove);
+      }));
+    }
+    async function addOverlay(id) {
+      if (!id) { overlayMessage("Choose a run first."); return; }
+      if (overlays.some((o) => o.run === id)) { overlayMessage("That run is overlaid already."); return; }
+      if (overlays.length >= OVERLAY_MAX) {
+        overlayMessage("At most " + OVERLAY_MAX + " runs can be overlaid: remove one first.");
+        return;
+      }
+      try {
+        const path = "/v1/runs/" + encodeURIComponent(id);
+        const [d, s] = await Promise.all([api(path), api(path + "/loss?points=1000")]);
+        if (overlays.length >= OVERLAY_MAX || overlays.some((o) => o.run === id)) return; // two clicks at once
+        const colour = OVERLAY_COLOURS.find((c) => !overlays.some((o) => o.colour === c)) || OVERLAY_COLOURS[0];
+        overlays.push({ run: id, name: d.run.name, colour: colour, series: lossSeries(s, d.context.epochs) });
+        overlayMessage("");
+        pick.value = "";
+        renderOverlays(); drawChart(); loadChoices();
+      } catch (e) {
+        overlayMessage("Cannot overlay the run: " + e.message);
+      }
+    }
+    document.getElementById("overlay").addEventListener("submit", (e) => { e.preventDefault(); addOverlay(pick.value); });
 
     async function loadDetail() {
       try {
         detail = await api(base);
-        series.bpe = detail.context.batches_per_epoch || 0;
         showError("");
         renderDetail();
       } catch (e) {
         showError("Cannot read the run: " + e.message);
       }
     }
+    // Live points that come while the series loads: those the answer does not have yet are added after it.
+    let pending = null;
     async function loadLoss() {
+      pending = [];
       try {
         const s = await api(base + "/loss?points=2000");
-        series.x = s.x; series.y = s.smooth_loss.map((v) => (isFinite(v) && v > 0) || !document.getElementById("log").checked ? v : null);
-        series.ex = s.epochs.map((e) => e.x); series.ev = s.epochs.map((e) => e.valid_loss == null ? null : e.valid_loss);
+        own = lossSeries(s, detail ? detail.context.epochs : []);
+        for (const e of pending) if (xOf(own, e) > (own.x.length ? own.x[own.x.length - 1] : -1)) pushPoint(own, e);
+        pending = null;
         drawChart();
       } catch (e) {
         showError("Cannot read the loss: " + e.message);
       }
     }
     const reloadDetail = throttle(loadDetail, 500);
+    const reloadLoss = throttle(loadLoss, 2000);
 
-    document.getElementById("log").addEventListener("change", loadLoss);
+    logBox.addEventListener("change", drawChart);
+    lrBox.addEventListener("change", drawChart);
+    for (const radio of document.querySelectorAll('input[name="xaxis"]')) {
+      radio.addEventListener("change", () => { byTime = radio.value === "time" && radio.checked; drawChart(); });
+    }
     const dialog = document.getElementById("stop-dialog");
     document.getElementById("stop").addEventListener("click", () => dialog.showModal());
     dialog.addEventListener("close", async () => {
@@ -327,42 +461,89 @@
       lastWidth = w;
     }).observe(document.querySelector("main"));
 
+    // The batch axis position of a live point of series `s` (this run or an overlay).
+    function xOf(s, e) {
+      const bpe = s === own && detail && detail.context.batches_per_epoch > 0 ? detail.context.batches_per_epoch : (e.n_batches || 0);
+      return bpe > 0 ? e.epoch * bpe + e.batch : (s.x.length ? s.x[s.x.length - 1] + 1 : 0);
+    }
+    // Add a live batch point to series `s`.
+    function pushPoint(s, e) {
+      const x = xOf(s, e);
+      const wall = Date.parse(e.time);
+      if (s.t0 == null && isFinite(wall)) s.t0 = wall - (s.t.length && s.t[s.t.length - 1] != null ? s.t[s.t.length - 1] * 1000 : 0);
+      s.x.push(x); s.y.push(e.smooth_loss); s.lr.push(e.lr == null ? null : e.lr);
+      s.t.push(isFinite(wall) && s.t0 != null ? (wall - s.t0) / 1000 : null);
+    }
+
     loadDetail().then(loadLoss);
+    loadChoices();
     const mine = (e) => e && e.run === run;
     stream({
       batch_ended: (e) => {
-        if (!mine(e)) return;
-        series.x.push(xOf(e.epoch, e.batch));
-        series.y.push(e.smooth_loss);
-        redraw();
+        if (mine(e)) {
+          if (pending) pending.push(e);
+          if (own) { pushPoint(own, e); redraw(); }
+          return;
+        }
+        const o = e && overlays.find((v) => v.run === e.run);
+        if (o) { pushPoint(o.series, e); redraw(); }
       },
       epoch_ended: (e) => {
         if (!mine(e)) return;
-        series.ex.push(series.bpe > 0 ? (e.epoch + 1) * series.bpe : (series.x.length ? series.x[series.x.length - 1] + 1 : 0));
-        series.ev.push(e.valid_loss == null ? null : e.valid_loss);
-        redraw();
         reloadDetail();
+        reloadLoss(); // the epoch's mark, and its place on the time axis
       },
+      run_started: () => loadChoices(),
       any: (t, e) => { if (mine(e) && t !== "batch_ended" && t !== "epoch_ended") reloadDetail(); },
       resync: () => { loadDetail(); loadLoss(); },
     });
     setInterval(() => { if (detail) loadDetail(); }, 15000); // stop requests made elsewhere are not events
   }
 
+  // A receipt as a short text: its message id when it has one, else its fields.
+  function receiptText(r) {
+    if (r == null) return "—";
+    if (typeof r !== "object") return String(r);
+    for (const k of ["message_id", "id", "ts", "message-id"]) if (r[k] != null) return String(r[k]);
+    const parts = Object.entries(r).map(([k, v]) => k + " " + (typeof v === "object" ? JSON.stringify(v) : String(v)));
+    return parts.length ? parts.join(", ") : "—";
+  }
+
   // ---- Deliveries ------------------------------------------------------------------------------------------
+  // The notifiers page, from `GET /v1/deliveries`: per notifier, the outbox, the latest delivery per run.
   function notifiersPage() {
+    function until(ms, now) {
+      if (!ms || ms <= now) return "—";
+      const s = Math.ceil((ms - now) / 1000);
+      return clock(ms) + " (" + duration(s) + " left)";
+    }
     function render(s) {
-      const o = s.outbox;
-      document.getElementById("outbox").textContent =
-        "Outbox: " + o.jobs + (o.jobs === 1 ? " delivery" : " deliveries") + " waiting" +
-        (o.bytes ? ", " + (o.bytes / 1048576).toFixed(1) + " MB on disk" : "");
+      const o = s.outbox, now = s.now_ms;
+      let text = "Outbox: " + o.jobs + (o.jobs === 1 ? " delivery" : " deliveries") + " waiting";
+      if (o.oldest_waiting_ms) text += ", the oldest for " + duration((now - o.oldest_waiting_ms) / 1000);
+      if (o.bytes) text += "; " + (o.bytes / 1048576).toFixed(1) + " MB on disk";
+      document.getElementById("outbox").textContent = text;
       document.querySelector("#notifiers tbody").replaceChildren(...s.notifiers.map((n) => {
         const health = n.health ? n.health.state + (n.health.message ? ": " + n.health.message : "") : "—";
         const name = el("td", { class: "text" }, n.name, el("br"), el("span", { class: "muted small", text: n.type }));
-        return el("tr", {}, name, cell(health, "text"), cell(String(n.queue)), cell(String(n.delivered)),
-          cell(String(n.failed_attempts), "wide"), cell(String(n.gave_up)),
+        const limited = until(n.rate_limited_until_ms, now);
+        return el("tr", { "data-notifier": n.name }, name, cell(health, "text"), cell(String(n.queue)), cell(String(n.delivered)),
+          cell(String(n.failed_attempts)), cell(String(n.gave_up)), cell(limited, limited === "—" ? "" : "warn"),
           cell(n.last_delivery_ms ? age(n.last_delivery_ms) : "—", "wide"), cell(n.last_error || "—", "text"));
       }));
+      const rows = [];
+      for (const r of s.runs) {
+        r.deliveries.forEach((d, i) => {
+          const link = el("a", { href: "/runs/" + encodeURIComponent(r.run), text: r.name });
+          rows.push(el("tr", { "data-run": r.run },
+            i === 0 ? el("td", { class: "text", rowspan: r.deliveries.length }, link) : null,
+            cell(d.notifier), cell(d.event ? d.event.replace(/_/g, " ") + " #" + d.seq : "—"),
+            el("td", {}, d.at_ms ? el("time", { datetime: new Date(d.at_ms).toISOString(), title: clock(d.at_ms), text: age(d.at_ms) }) : "before the restart"),
+            cell(receiptText(d.receipt), "text")));
+        });
+      }
+      document.querySelector("#per-run tbody").replaceChildren(...rows);
+      document.getElementById("no-per-run").hidden = rows.length > 0;
       const gives = s.notifiers.flatMap((n) => n.recent_give_ups || []).sort((a, b) => b.at_ms - a.at_ms);
       document.querySelector("#give-ups tbody").replaceChildren(...gives.map((g) => el("tr", {},
         cell(age(g.at_ms)), cell(g.notifier),
@@ -371,10 +552,12 @@
       document.getElementById("no-give-ups").hidden = gives.length > 0;
     }
     async function load() {
-      try { render(await api("/v1/status")); } catch (e) { document.getElementById("outbox").textContent = "Cannot read the status: " + e.message; }
+      try { render(await api("/v1/deliveries")); } catch (e) { document.getElementById("outbox").textContent = "Cannot read the deliveries: " + e.message; }
     }
+    const refresh = throttle(load, 1000);
     load();
-    stream({ status: () => load(), resync: load });
+    stream({ status: refresh, resync: load });
+    setInterval(load, 5000); // ages, and the end of a rate limit
   }
 
   if (page === "runs") runsPage();

@@ -106,8 +106,10 @@ pub async fn serve(config: &Config, registry: &Registry) -> Result<(), DaemonErr
     if let Some((listener, addr)) = dashboard {
         let router = dashboard::router(handle.clone(), hub.clone(), addr, token.as_deref())?;
         let rx = stop_rx.clone();
+        // The client's address goes into a stop request's reason.
+        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
         servers.spawn(async move {
-            let _ = axum::serve(listener, router).with_graceful_shutdown(wait_true(rx)).await;
+            let _ = axum::serve(listener, service).with_graceful_shutdown(wait_true(rx)).await;
         });
     }
     if let Some((listener, _)) = unix {

@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 use super::{Dash, started_as};
 use crate::daemon::{epoch, event, free_port, started, wait_for};
 
+mod pages;
+
 /// The key WebDriver names an element reference by.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 

@@ -15,7 +15,7 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 
 use super::api::DashError;
 use super::{Dash, assets, form_pairs};
@@ -154,8 +154,8 @@ pub async fn guard(State(dash): State<Dash>, request: Request, next: Next) -> Re
 }
 
 /// `GET /login`.
-pub async fn login_page() -> Html<&'static str> {
-    Html(assets::LOGIN)
+pub async fn login_page() -> Response {
+    assets::login(false)
 }
 
 /// `POST /login` with the form's `token`: a session cookie and back to the runs, or the form again.
@@ -167,7 +167,7 @@ pub async fn login(State(dash): State<Dash>, body: Bytes) -> Response {
         .unwrap_or_default();
     let Some(token) = &dash.auth.token else { return Redirect::to("/").into_response() };
     if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-        return (StatusCode::UNAUTHORIZED, Html(assets::LOGIN_FAILED)).into_response();
+        return assets::login(true);
     }
     let id = match random_hex() {
         Ok(id) => id,
