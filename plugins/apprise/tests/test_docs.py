@@ -16,7 +16,7 @@ from herald_notify_apprise.config import parse  # noqa: E402
 PAGE = os.path.join(ROOT, "docs", "notifiers", "apprise.md")
 HOST_KEYS = {"name", "type", "events", "every_n_epochs", "min_interval", "only_on_improvement", "rate_per_s",
              "burst", "timeout", "max_age", "command", "concurrency", "handshake_timeout", "delivery_timeout",
-             "shutdown_grace"}
+             "shutdown_grace", "quiet_hours", "timezone", "digest"}
 URLS_FILE = "# the on-call phones\ngotify://gotify.example.org/AbCdEf12345\n\nntfys://ntfy.sh/herald-7f3c9a1e\n"
 
 

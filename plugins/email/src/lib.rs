@@ -6,10 +6,8 @@
 //! carries the traceback. Mails of one run form a thread (`In-Reply-To` the run's first mail), and a retry
 //! of the same event reuses its `Message-ID`. SMTP connections are pooled and reused between mails.
 //!
-//! With `digest = "10m"` epochs are mailed at most once per run per window: an epoch that ends within the
-//! window of the last mail is not mailed on its own; the next mail (the first epoch after the window, or the
-//! run's finish, failure or stall, which always go at once) carries it in its table, since the table holds
-//! every epoch so far. The window lives in the [`Receipt`], so it survives a daemon restart.
+//! Digests are not this crate's: `digest` and `quiet_hours` are routing keys of every `[[notifier]]`, and the
+//! daemon hands a digest over as one notification (a `message`), mailed like any other.
 //!
 //! The daemon and the CLI use this crate through its [`EmailConfig`] ([`NotifierType`]); it does not retry or
 //! rate-limit: the host does.
@@ -19,7 +17,6 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use herald_event::{EventKind, Payload};
 use herald_plugin::{
     Capabilities, ConfigError, DeliveryError, Health, Notification, Notifier, NotifierType, Receipt, Secret,
     duration,
@@ -78,10 +75,6 @@ pub struct EmailConfig {
     /// Put before every subject (default `[herald] `).
     #[serde(default = "default_subject_prefix")]
     pub subject_prefix: String,
-    /// Mail epochs at most once per run per this window (such as `10m`); start, finish, failure and stall
-    /// mails still go at once. Unset: one mail per epoch.
-    #[serde(default, deserialize_with = "duration::deserialize_opt")]
-    pub digest: Option<Duration>,
     /// How long to wait for the server at each SMTP step (default `30s`). The routing key `timeout` bounds
     /// the whole delivery.
     #[serde(default = "default_timeout", deserialize_with = "duration::deserialize")]
@@ -122,7 +115,7 @@ impl std::fmt::Debug for Email {
 impl NotifierType for EmailConfig {
     const KIND: &'static str = "email";
     const DESCRIPTION: &'static str =
-        "mails text and HTML (results table, inline loss curve) over SMTP with STARTTLS or TLS; digest mode";
+        "mails text and HTML (results table, inline loss curve) over SMTP with STARTTLS or TLS";
     type Notifier = Email;
 
     /// Check the configuration (addresses, TLS, the CA file); nothing is sent and no connection is made.
@@ -164,12 +157,6 @@ impl NotifierType for EmailConfig {
                 return Err(ConfigError::for_key("username", "`password` is set: set `username` too"));
             }
             _ => {}
-        }
-        if self.digest.is_some_and(|d| d.is_zero()) {
-            return Err(ConfigError::for_key(
-                "digest",
-                "a zero window mails every epoch: remove `digest` instead",
-            ));
         }
         let tls = match self.tls {
             TlsMode::None => {
@@ -267,14 +254,6 @@ fn message_id(n: &Notification) -> String {
     format!("<{run}.{}.{}@herald>", n.event.seq, n.event.kind())
 }
 
-/// Whether an event always gets its own mail, digest or not.
-fn immediate(kind: EventKind) -> bool {
-    !matches!(
-        kind,
-        EventKind::EpochEnded | EventKind::EpochStarted | EventKind::BatchEnded | EventKind::Heartbeat
-    )
-}
-
 /// What the receipt keeps between mails of one run.
 #[derive(Debug, Default, serde::Serialize, Deserialize)]
 struct State {
@@ -284,16 +263,6 @@ struct State {
     /// The last mail's `Message-ID`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     message_id: Option<String>,
-    /// Unix time (seconds) of the event of the last mail, for the digest window.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    last_mail: Option<i64>,
-    /// Epochs not mailed on their own since the last mail.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    held: u32,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }
 
 impl State {
@@ -341,33 +310,13 @@ impl Notifier for Email {
 
     async fn deliver(&self, n: &Notification) -> Result<Receipt, DeliveryError> {
         let mut state = State::from_previous(n.previous.as_ref());
-        let event_time = n.event.time.unix_timestamp();
-        if let (Some(window), Some(last)) = (self.config.digest, state.last_mail)
-            && !immediate(n.event.kind())
-            && event_time.saturating_sub(last) < i64::try_from(window.as_secs()).unwrap_or(i64::MAX)
-        {
-            if matches!(n.event.payload, Payload::EpochEnded(_)) {
-                state.held += 1;
-            }
-            tracing::debug!(
-                notifier = %self.name, run = %n.event.run, seq = n.event.seq, held = state.held,
-                "epoch held for the next digest mail"
-            );
-            return Ok(state.receipt());
-        }
-        let mut note = n.clone();
-        if state.held > 0 && matches!(n.event.payload, Payload::EpochEnded(_)) {
-            note.title = format!("{} (+{} earlier epochs)", n.title, state.held);
-        }
-        let message = self.message(&note, state.thread.as_deref())?;
+        let message = self.message(n, state.thread.as_deref())?;
         let host = self.config.smtp_host.trim();
         tracing::debug!(notifier = %self.name, run = %n.event.run, seq = n.event.seq, "sending mail");
         self.transport().send(message).await.map_err(|e| smtp_error(&e, host))?;
         let id = message_id(n);
         state.thread.get_or_insert_with(|| id.clone());
         state.message_id = Some(id);
-        state.last_mail = Some(event_time);
-        state.held = 0;
         Ok(state.receipt())
     }
 
@@ -411,8 +360,8 @@ mod tests {
         check(&BASE.replace("['me@example.org']", "['a@b.c', 'nope']"), "to[1]", "not a mail address");
         check(&BASE.replace("smtp.example.org", "smtp.example.org:587"), "smtp_host", "smtp_port");
         check(&format!("{BASE}username = 'u'"), "password", "set `password` too");
-        check(&format!("{BASE}digest = '0s'"), "digest", "remove `digest`");
-        check(&format!("{BASE}digest = 'soon'"), "digest", "invalid duration");
+        // The digest is the daemon's (a routing key), not the email type's.
+        check(&format!("{BASE}digest = '10m'"), "digest", "unknown key");
         check(&format!("{BASE}ca_file = '/nonexistent/ca.pem'"), "ca_file", "cannot read");
         check(&format!("{BASE}subjectprefix = 'x'"), "subjectprefix", "unknown key");
         assert!(EmailConfig::from_table("m", table(BASE)).is_ok());

@@ -4,7 +4,7 @@
 //! reads the docs only: it checks nothing about what the notifier makes of the tables.
 
 /// Keys the daemon takes out of a `[[notifier]]` table before the notifier sees it.
-const HOST_KEYS: [&str; 10] = [
+const HOST_KEYS: [&str; 13] = [
     "name",
     "type",
     "events",
@@ -15,6 +15,9 @@ const HOST_KEYS: [&str; 10] = [
     "burst",
     "timeout",
     "max_age",
+    "quiet_hours",
+    "timezone",
+    "digest",
 ];
 
 /// `${VAR:-default}` becomes `default`; `${VAR}` becomes `x-VAR`.

@@ -1,6 +1,6 @@
 //! herald-email against a real SMTP server (aiosmtpd), plain and with STARTTLS: the received MIME as a
-//! mail client parses it (text part, HTML table, escaping, inline PNG), threading, connection reuse,
-//! digest mode and the SMTP answers.
+//! mail client parses it (text part, HTML table, escaping, inline PNG), threading, connection reuse and the
+//! SMTP answers. (Digests are the daemon's: `crates/daemon/src/quiet/`.)
 
 mod smtp;
 
@@ -266,38 +266,6 @@ async fn implicit_tls_with_a_private_ca() {
     let mut run = Run::new();
     run.deliver(n.as_ref(), epoch(0)).await;
     assert_eq!(sink.wait_for(1)[0]["tls"], true, "the mail went over TLS");
-}
-
-#[tokio::test]
-async fn digest_mails_epochs_once_per_window() {
-    let sink = Sink::start(Security::Plain);
-    let n = plain(&sink, "digest = '10m'");
-    let mut run = Run::new();
-    let min = |m: u64| Duration::from_secs(60 * m);
-    run.deliver_at(n.as_ref(), started("digits"), min(0)).await; // mailed at once, opens a window
-    run.deliver_at(n.as_ref(), epoch(0), min(1)).await; // held
-    assert_eq!(run.previous.as_ref().expect("receipt").0["held"], 1);
-    run.deliver_at(n.as_ref(), epoch(1), min(11)).await; // window over: mailed with both rows
-    run.deliver_at(n.as_ref(), epoch(2), min(14)).await; // held
-    let failed = RunFailed { error: "boom".into(), traceback: None };
-    run.deliver_at(n.as_ref(), failed, min(15)).await; // failures never wait
-    let mails = sink.wait_for(3);
-    assert_eq!(mails.len(), 3);
-    let subjects: Vec<&str> = mails.iter().map(|m| m["subject"].as_str().unwrap_or("")).collect();
-    assert_eq!(
-        subjects,
-        [
-            "[herald] digits: started",
-            "[herald] digits: epoch 2/3 (+1 earlier epochs)",
-            "[herald] digits: failed"
-        ]
-    );
-    let digest = part_text(&mails[1], "text/plain");
-    let failure = part_text(&mails[2], "text/plain");
-    for row in ["\n0         0.500000", "\n1         0.250000"] {
-        assert!(digest.contains(row), "the digest mail has row {row:?}: {digest}");
-    }
-    assert!(failure.contains("\n2         0.166667"), "the held epoch reaches the next mail: {failure}");
 }
 
 #[tokio::test]
