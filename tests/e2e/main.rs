@@ -14,6 +14,7 @@ mod daemon;
 mod dashboard;
 mod install;
 mod jobs;
+mod phone_rules;
 mod plugins;
 mod python;
 mod rules;
