@@ -106,64 +106,128 @@
   }
 
   // ---- Runs ------------------------------------------------------------------------------------------------
+  // The runs list, one page of PAGE rows at a time (`GET /v1/runs?limit=&offset=`), filtered on the server;
+  // a distributed job is one row (rank 0's run, with ranks seen/expected and its health line) that opens to
+  // its ranks.
+  const PAGE = 100;
+
+  function runCells(r) {
+    const done = r.epochs_done, total = r.n_epochs;
+    const epoch = el("td", {}, total ? done + "/" + total : String(done));
+    if (total) epoch.append(el("progress", { max: total, value: Math.min(done, total), "aria-label": "epochs done" }));
+    const e = r.last_epoch;
+    const metrics = e ? Object.entries(e.metrics || {}).map(([m, v]) => m + " " + num(v)).join(", ") : "";
+    const best = Object.entries(r.best).filter(([k]) => k !== "train_loss").map(([k, v]) => k + " " + num(v)).join(", ");
+    return [
+      cell(r.host, "wide"),
+      epoch,
+      cell(r.state === "running" ? duration(r.eta_s) : "—", "wide"),
+      cell(num(r.last_batch ? r.last_batch[3] : (e && e.train_loss)), "num"),
+      cell(num(e && e.valid_loss), "num"),
+      cell(metrics, "wide"),
+      cell(best, "wide"),
+      cell(age(r.last_event_ms)),
+    ];
+  }
+
+  // A job's row, and its ranks' rows when it is open (`open`: the set of open jobs' keys).
+  function jobRows(r, open, toggle) {
+    const j = r.job;
+    const key = "job:" + j.job + ":" + r.run;
+    const isOpen = open.has(key);
+    const expected = j.expected == null ? "?" : String(j.expected);
+    const button = el("button", { type: "button", class: "toggle", "aria-expanded": String(isOpen),
+      "aria-label": (isOpen ? "hide" : "show") + " the ranks of job " + j.job, text: isOpen ? "▾" : "▸" });
+    button.addEventListener("click", () => toggle(key));
+    const name = el("td", { class: "text" }, button, " ",
+      el("a", { href: "/runs/" + encodeURIComponent(r.run), text: r.name }),
+      el("span", { class: "muted small", text: " job " + j.job + " · " + j.seen + "/" + expected + " ranks" }),
+      el("br"), el("span", { class: "muted small health", text: j.health }));
+    const cells = runCells(r);
+    cells[0] = cell(j.ranks.map((k) => k.host).filter((h, i, a) => h && a.indexOf(h) === i).join(", "), "wide");
+    const out = [el("tr", { "data-run": key, class: "job" }, el("td", {}, stateBadge(j.state)), name, ...cells)];
+    if (isOpen) {
+      for (const k of j.ranks) {
+        out.push(el("tr", { "data-run": key + ":" + k.run, class: "rank" },
+          el("td", {}, stateBadge(k.state)),
+          el("td", { class: "text" }, "rank " + k.rank + ": ",
+            el("a", { href: "/runs/" + encodeURIComponent(k.run), text: k.run })),
+          cell(k.host, "wide"), cell(String(k.epochs_done)), cell("", "wide"), cell(""), cell(""),
+          cell("", "wide"), cell("", "wide"), cell(age(k.last_event_ms))));
+      }
+    }
+    return out;
+  }
+
   function runsPage() {
     const name = document.getElementById("f-name");
     const state = document.getElementById("f-state");
     const params = new URLSearchParams(location.search);
     name.value = params.get("name") || "";
     state.value = params.get("state") || "";
+    let offset = Math.max(0, (parseInt(params.get("page") || "1", 10) || 1) - 1) * PAGE;
     let rows = [];
+    let matched = 0;
+    let painted = false;
+    const open = new Set();
     const tbody = document.querySelector("#runs tbody");
+    const prev = document.getElementById("prev");
+    const next = document.getElementById("next");
 
+    function toggle(key) {
+      if (open.has(key)) open.delete(key); else open.add(key);
+      render();
+      const b = tbody.querySelector('tr[data-run="' + CSS.escape(key) + '"] button.toggle');
+      if (b) b.focus();
+    }
     function render() {
-      const out = rows.map((r) => {
-        const done = r.epochs_done, total = r.n_epochs;
-        const epoch = el("td", {}, total ? done + "/" + total : String(done));
-        if (total) epoch.append(el("progress", { max: total, value: Math.min(done, total), "aria-label": "epochs done" }));
-        const e = r.last_epoch;
-        const metrics = e ? Object.entries(e.metrics || {}).map(([m, v]) => m + " " + num(v)).join(", ") : "";
-        const best = Object.entries(r.best).filter(([k]) => k !== "train_loss").map(([k, v]) => k + " " + num(v)).join(", ");
-        const link = el("a", { href: "/runs/" + encodeURIComponent(r.run), text: r.name });
-        return el("tr", { "data-run": r.run },
-          el("td", {}, stateBadge(r.state)),
-          el("td", { class: "text" }, link),
-          cell(r.host, "wide"),
-          epoch,
-          cell(r.state === "running" ? duration(r.eta_s) : "—", "wide"),
-          cell(num(r.last_batch ? r.last_batch[3] : (e && e.train_loss)), "num"),
-          cell(num(e && e.valid_loss), "num"),
-          cell(metrics, "wide"),
-          cell(best, "wide"),
-          cell(age(r.last_event_ms)));
-      });
+      const out = rows.flatMap((r) => r.job ? jobRows(r, open, toggle) : [el("tr", { "data-run": r.run },
+        el("td", {}, stateBadge(r.state)),
+        el("td", { class: "text" }, el("a", { href: "/runs/" + encodeURIComponent(r.run), text: r.name })),
+        ...runCells(r))]);
       patchRows(tbody, out);
       document.getElementById("empty").hidden = rows.length > 0 || name.value !== "" || state.value !== "";
+      const last = offset + rows.length;
+      document.getElementById("count").textContent = matched === 0 ? "" :
+        (matched > rows.length ? (offset + 1) + "–" + last + " of " : "") + matched + (matched === 1 ? " row" : " rows");
+      prev.disabled = offset === 0;
+      next.disabled = last >= matched;
+      document.getElementById("pager").hidden = matched <= PAGE && offset === 0;
+      if (!painted && rows.length) { painted = true; performance.mark("herald:runs-rendered"); }
     }
-    async function load() {
+    function query() {
       const q = new URLSearchParams();
       if (name.value) q.set("name", name.value);
       if (state.value) q.set("state", state.value);
+      return q;
+    }
+    async function load() {
+      const q = query();
+      q.set("limit", String(PAGE));
+      q.set("offset", String(offset));
       try {
         const list = await api("/v1/runs?" + q.toString());
         rows = list.runs;
-        document.getElementById("count").textContent =
-          list.matched + (list.matched === 1 ? " run" : " runs") + (list.matched > rows.length ? ", latest " + rows.length + " shown" : "");
+        matched = list.matched;
+        if (!rows.length && offset > 0 && matched > 0) { offset = Math.floor((matched - 1) / PAGE) * PAGE; return load(); }
         render();
       } catch (e) {
         document.getElementById("count").textContent = "Cannot read the runs: " + e.message;
       }
     }
     const refresh = throttle(load, 1000);
-    function filtersChanged() {
-      const q = new URLSearchParams();
-      if (name.value) q.set("name", name.value);
-      if (state.value) q.set("state", state.value);
+    function remember() {
+      const q = query();
+      if (offset > 0) q.set("page", String(offset / PAGE + 1));
       history.replaceState(null, "", q.toString() ? "?" + q.toString() : location.pathname);
-      load();
     }
+    function filtersChanged() { offset = 0; remember(); load(); }
+    function turn(by) { offset = Math.max(0, offset + by * PAGE); remember(); load(); }
     document.getElementById("filters").addEventListener("submit", (e) => { e.preventDefault(); filtersChanged(); });
     name.addEventListener("input", filtersChanged);
     state.addEventListener("change", filtersChanged);
+    prev.addEventListener("click", () => turn(-1));
+    next.addEventListener("click", () => turn(1));
     load();
     stream({ any: refresh, resync: load });
     setInterval(render, 1000); // ages
@@ -329,6 +393,8 @@
       if (log) data = data.map((col, k) => (k === 0 || k === 3 ? col : col.map((v) => (v != null && v > 0 ? v : null))));
       box.dataset.points = String(own.x.length); // for tests and curious readers
       box.dataset.series = String(data.length - 1);
+      box.dataset.x = byTime ? "time" : "batch";
+      box.dataset.xspan = String(data[0].length ? data[0][data[0].length - 1] - data[0][0] : 0);
       const key = [log, showLr, byTime, overlays.map((o) => o.run).join("\u0000")].join("|");
       if (chart && chartKey === key) { chart.setData(data); return; }
       if (chart) { chart.destroy(); chart = null; }
