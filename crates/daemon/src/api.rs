@@ -80,6 +80,9 @@ pub struct Status {
     pub outbox: OutboxView,
     /// The 50 runs heard from most recently.
     pub runs: Vec<RunSnapshot>,
+    /// The 50 distributed jobs heard from most recently (their ranks are runs in `runs` too).
+    #[serde(default)]
+    pub jobs: Vec<JobSnapshot>,
     /// Every notifier.
     pub notifiers: Vec<NotifierView>,
 }
@@ -128,6 +131,49 @@ pub struct RunSnapshot {
     pub last_event_ms: u64,
     /// Someone asked the run to stop.
     pub stop_requested: bool,
+}
+
+/// One distributed job's row in [`Status`]: its ranks seen as one run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobSnapshot {
+    /// The job id its ranks share.
+    pub job: String,
+    /// The job's name: its anchor's (rank 0's) run name.
+    pub name: String,
+    /// The anchor's run id: the job's stream for notifiers.
+    pub run: String,
+    /// running, stalled (a rank named by `rank_stalled` has not reported since), completed, stopped or failed
+    /// (the worst of its ranks' ends, once every rank ended).
+    pub state: String,
+    /// Ranks expected (the world size), when a rank said.
+    pub world_size: Option<u32>,
+    /// Ranks seen.
+    pub ranks_seen: usize,
+    /// Ranks done (ended, or their process gone).
+    pub ranks_done: usize,
+    /// The slowest rank of the latest epoch two ranks or more reported.
+    pub slowest: Option<SlowestRank>,
+    /// The job's health line, as notifiers show it under the job's table.
+    pub health: String,
+    /// Epochs planned (the anchor's).
+    pub n_epochs: u32,
+    /// Epochs the anchor ended.
+    pub epochs_done: usize,
+    /// The job's latest event (ms since the Unix epoch).
+    pub last_event_ms: u64,
+    /// Seconds since the job's latest event.
+    pub silent_s: f64,
+}
+
+/// The slowest rank of a job's epoch, in [`JobSnapshot`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SlowestRank {
+    /// The rank.
+    pub rank: u32,
+    /// Its host.
+    pub host: String,
+    /// Its epoch time above the ranks' median, percent.
+    pub above_median_pct: f64,
 }
 
 /// One notifier's row in [`Status`].

@@ -5,6 +5,7 @@
 //! Writes (ingest, stop requests, daemon-made events, compaction) go to the writer and are answered after
 //! their commit; reads (control, status, run history) look at the shared run table and the outbox directly.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -12,8 +13,11 @@ use herald_event::Event;
 use herald_plugin::RuleList;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::api::{IngestReply, NotifierView, OutboxView, RunControl, RunSnapshot, Status};
+use crate::api::{
+    IngestReply, JobSnapshot, NotifierView, OutboxView, RunControl, RunSnapshot, SlowestRank, Status,
+};
 use crate::error::DaemonError;
+use crate::jobs;
 use crate::outbox::LossPoint;
 use crate::runs::{RunChange, RunState};
 use crate::shared::{Shared, WriteOp, now_ms};
@@ -121,7 +125,11 @@ impl Handle {
     pub fn status(&self) -> Status {
         let now = now_ms();
         let shared = &self.shared;
-        let mut runs: Vec<RunSnapshot> = shared.runs().iter().map(|(id, st)| snapshot(id, st, now)).collect();
+        let (mut runs, jobs) = {
+            let table = shared.runs();
+            let runs: Vec<RunSnapshot> = table.iter().map(|(id, st)| snapshot(id, st, now)).collect();
+            (runs, job_snapshots(&table, now))
+        };
         runs.sort_by_key(|r| std::cmp::Reverse(r.last_event_ms));
         runs.truncate(50);
         let notifiers = shared
@@ -155,9 +163,62 @@ impl Handle {
                 path: info.path.map(|p| p.display().to_string()),
             },
             runs,
+            jobs,
             notifiers,
         }
     }
+}
+
+/// The distributed jobs' rows in status, latest first, 50 at most.
+fn job_snapshots(table: &HashMap<String, RunState>, now: u64) -> Vec<JobSnapshot> {
+    // A rank the job watch named lost is gone (its pid check is not repeated here).
+    let lost: HashSet<(&str, u32)> = table
+        .values()
+        .filter_map(|st| st.job.as_ref())
+        .flat_map(|m| m.said.lost.iter().map(move |r| (m.job.as_str(), *r)))
+        .collect();
+    let facts = table.iter().filter_map(|(id, st)| {
+        let m = st.job.as_ref()?;
+        st.rank_facts(id, lost.contains(&(m.job.as_str(), m.rank)))
+    });
+    let mut out: Vec<JobSnapshot> = jobs::group(facts)
+        .iter()
+        .filter_map(|view| {
+            let anchor = view.anchor()?;
+            let st = table.get(anchor.run)?;
+            let stalled = anchor.member.said.stalled.iter().any(|(rank, at)| {
+                view.ranks.get(rank).is_some_and(|f| !f.done() && f.member.progress_ms <= *at)
+            });
+            let state = match (view.finished(), stalled) {
+                (true, _) => view.status().as_str(),
+                (false, true) => "stalled",
+                (false, false) => "running",
+            };
+            let last_event_ms = view.ranks.values().map(|f| f.last_ms).max().unwrap_or(0);
+            Some(JobSnapshot {
+                job: view.job.clone(),
+                name: st.context.name.clone(),
+                run: anchor.run.to_owned(),
+                state: state.to_owned(),
+                world_size: view.world_size,
+                ranks_seen: view.ranks.len(),
+                ranks_done: view.ranks.values().filter(|f| f.done()).count(),
+                slowest: view.slowest().map(|(rank, host, pct)| SlowestRank {
+                    rank,
+                    host: host.to_owned(),
+                    above_median_pct: pct,
+                }),
+                health: view.health(),
+                n_epochs: st.context.n_epochs,
+                epochs_done: st.context.epochs.len(),
+                last_event_ms,
+                silent_s: now.saturating_sub(last_event_ms) as f64 / 1000.0,
+            })
+        })
+        .collect();
+    out.sort_by_key(|j| std::cmp::Reverse(j.last_event_ms));
+    out.truncate(50);
+    out
 }
 
 /// A run's row in status.

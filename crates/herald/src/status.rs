@@ -1,5 +1,6 @@
-//! `herald status [--json]`: what the daemon knows: runs with their last epoch, notifiers with health and
-//! queue depth, the outbox size, recent give-ups.
+//! `herald status [--json]`: what the daemon knows: distributed jobs (ranks seen of those expected, the slowest
+//! rank, state), runs with their last epoch, notifiers with health and queue depth, the outbox size, recent
+//! give-ups.
 
 use std::path::Path;
 use std::time::Duration;
@@ -61,6 +62,29 @@ pub fn render(s: &Status) -> String {
         s.outbox.jobs,
         s.outbox.bytes / 1024
     );
+    if !s.jobs.is_empty() {
+        let mut rows = vec![
+            ["JOB", "NAME", "STATE", "RANKS", "EPOCH", "SLOWEST", "LAST EVENT"].map(String::from).to_vec(),
+        ];
+        for j in &s.jobs {
+            let expected = j.world_size.map_or_else(|| "?".to_owned(), |n| n.to_string());
+            let slowest = j.slowest.as_ref().map_or_else(
+                || "-".to_owned(),
+                |r| format!("rank {} on {}, {:+.0}%", r.rank, r.host, r.above_median_pct),
+            );
+            rows.push(vec![
+                j.job.clone(),
+                j.name.clone(),
+                j.state.clone(),
+                format!("{}/{expected}", j.ranks_seen),
+                format!("{}/{}", j.epochs_done, j.n_epochs),
+                slowest,
+                format!("{} ago", ago(j.silent_s)),
+            ]);
+        }
+        out.push_str(&table(&rows));
+        out.push('\n');
+    }
     if s.runs.is_empty() {
         out.push_str("no runs yet\n");
     } else {
@@ -173,5 +197,37 @@ mod tests {
         assert!(text.contains("2/5") && text.contains("0.500000") && text.contains("0.250000"), "{text}");
         assert!(text.contains("phone     telegram  ok"), "{text}");
         assert!(text.contains("phone r1 seq 3 (message) after 1 attempt(s): bad token"), "{text}");
+        assert!(!text.contains("JOB"), "no jobs, no jobs table: {text}");
+    }
+
+    #[test]
+    fn jobs_show_ranks_seen_of_expected_the_slowest_rank_and_state() {
+        let status: Status = serde_json::from_value(serde_json::json!({
+            "version": "0.1.0", "uptime_s": 5.0,
+            "outbox": { "jobs": 0, "bytes": 0, "path": null },
+            "runs": [],
+            "jobs": [{
+                "job": "slurm-4242.0", "name": "llm", "run": "r0", "state": "stalled", "world_size": 4,
+                "ranks_seen": 3, "ranks_done": 0,
+                "slowest": { "rank": 3, "host": "gpu-b", "above_median_pct": 38.4 },
+                "health": "3/4 ranks · missing: 2 · slowest: rank 3 on gpu-b, +38%",
+                "n_epochs": 10, "epochs_done": 2, "last_event_ms": 1, "silent_s": 75.0
+            }],
+            "notifiers": []
+        }))
+        .expect("a status document");
+        let text = render(&status);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[2].starts_with("JOB") && lines[2].contains("SLOWEST"), "{text}");
+        for cell in ["slurm-4242.0", "llm", "stalled", "3/4", "2/10", "rank 3 on gpu-b, +38%", "1m15s ago"] {
+            assert!(lines[3].contains(cell), "{cell}: {text}");
+        }
+        // A status from a daemon without jobs reads as none.
+        let old: Status = serde_json::from_value(serde_json::json!({
+            "version": "0.1.0", "uptime_s": 5.0, "outbox": { "jobs": 0, "bytes": 0, "path": null },
+            "runs": [], "notifiers": []
+        }))
+        .expect("a status document without jobs");
+        assert!(old.jobs.is_empty());
     }
 }
