@@ -2,7 +2,8 @@
 //! `herald.run` on every rank (`jobs/train_ddp.py`), against the real `herald serve` with the fake Telegram
 //! Bot API or a webhook. A healthy job is one live message edited per epoch and one finish message; a rank
 //! that hangs is named by one `rank_stalled`; a rank killed with `kill -9` by a `rank_lost` with its host; a
-//! rank twice as slow by exactly one `rank_slow`; and `herald stop JOB` ends all three ranks.
+//! rank twice as slow by exactly one `rank_slow`; and `herald stop JOB` ends all three ranks. The healthy job
+//! and the stop run again through Lightning's DDP strategy (`jobs/train_lightning.py`, `HeraldCallback`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -35,6 +36,19 @@ struct Job {
 
 impl Job {
     fn start(dir: &Path, daemon_port: u16, mode: &str, epochs: u32, steps: u32, step_s: f64) -> Job {
+        Job::start_script("train_ddp.py", dir, daemon_port, mode, epochs, steps, step_s)
+    }
+
+    /// The same with another script of `tests/e2e/jobs/` (`mode` names the job's folder for one without modes).
+    fn start_script(
+        script: &str,
+        dir: &Path,
+        daemon_port: u16,
+        mode: &str,
+        epochs: u32,
+        steps: u32,
+        step_s: f64,
+    ) -> Job {
         let root = root();
         let torchrun = root.join(".venv/bin/torchrun");
         assert!(
@@ -47,7 +61,7 @@ impl Job {
         let log = std::fs::File::create(dir.join("torchrun.log")).expect("the job's log");
         let child = Command::new(&torchrun)
             .args(["--nproc-per-node", "3", "--master-port", &free_port().to_string()])
-            .arg(root.join("tests/e2e/jobs/train_ddp.py"))
+            .arg(root.join("tests/e2e/jobs").join(script))
             .current_dir(&dir)
             .env("HERALD_URL", format!("http://127.0.0.1:{daemon_port}"))
             .env("HERALD_SPOOL_DIR", dir.join("spool"))
@@ -223,13 +237,37 @@ fn a_rank_twice_as_slow_gets_exactly_one_rank_slow() {
 
 #[test]
 fn herald_stop_job_ends_every_rank() {
+    stop_ends_every_rank("train_ddp.py");
+}
+
+#[test]
+fn herald_stop_job_ends_every_rank_of_a_lightning_ddp_fit() {
+    stop_ends_every_rank("train_lightning.py");
+}
+
+/// `herald stop JOB` on a long `script` under torchrun: every rank stops cleanly, the job's end says so.
+fn stop_ends_every_rank(script: &str) {
     let (hook, d, dir) = webhook_daemon(r#"stall_after = "60s""#);
-    let mut job = Job::start(dir.path(), d.port, "healthy", 500, 4, 0.05);
+    let mut job = Job::start_script(script, dir.path(), d.port, "healthy", 500, 4, 0.05);
     let hits = until(&hook, &job, "epoch_ended", |_| true);
     let started = of_kind(&hits, "run_started");
     let job_id =
         started[0].body["event"]["job"].as_str().expect("rank 0's run_started names the job").to_owned();
     assert_eq!(started[0].body["event"]["world_size"], 3);
+    // `herald status` shows the job: its three ranks, of three expected.
+    let row = wait_for("the job in status with its 3 ranks", LONG, || {
+        let status = d.status();
+        let row = status["jobs"].as_array()?.iter().find(|j| j["job"] == job_id.as_str())?.clone();
+        (row["ranks_seen"] == 3).then_some(row)
+    });
+    assert_eq!((row["world_size"].as_u64(), row["state"].as_str()), (Some(3), Some("running")), "{row}");
+    assert_eq!(row["run"], started[0].run.as_str(), "{row}");
+    let out = crate::herald().arg("--config").arg(&d.config).arg("status").output().expect("herald status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().any(|l| l.starts_with(&job_id) && l.contains("running") && l.contains("3/3")),
+        "{text}"
+    );
     let out =
         crate::herald().arg("--config").arg(&d.config).args(["stop", &job_id]).output().expect("herald stop");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -249,6 +287,16 @@ const CHAT: i64 = 31338;
 
 #[test]
 fn a_healthy_job_is_one_live_message_edited_per_epoch_and_one_finish_message() {
+    healthy_job_on_the_phone("train_ddp.py", "ddp-e2e");
+}
+
+#[test]
+fn a_healthy_lightning_ddp_job_is_one_live_message_edited_per_epoch_and_one_finish_message() {
+    healthy_job_on_the_phone("train_lightning.py", "lightning-e2e");
+}
+
+/// `script` (run name `name`) under torchrun, all ranks healthy, against the fake Telegram Bot API.
+fn healthy_job_on_the_phone(script: &str, name: &str) {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
     let bot: FakeTelegram = runtime.block_on(FakeTelegram::start(TOKEN));
@@ -273,7 +321,7 @@ api_url = "{api}"
         api = bot.url
     );
     let d = Daemon::start(dir.path(), port, &config);
-    let mut job = Job::start(dir.path(), d.port, "healthy", 3, 6, 0.25);
+    let mut job = Job::start_script(script, dir.path(), d.port, "healthy", 3, 6, 0.25);
     let status = job.wait(LONG);
     assert!(status.success(), "torchrun failed: {}", job.log());
     let messages: Vec<Message> = wait_for("the finish message and the loss curve", LONG, || {
@@ -282,7 +330,7 @@ api_url = "{api}"
     });
     let (live, finish, photo) = (&messages[0], &messages[1], &messages[2]);
     assert_eq!(messages.len(), 3, "one live message, one finish message, one plot: {messages:?}");
-    assert!(live.text.starts_with("ddp-e2e: completed\n"), "{}", live.text);
+    assert!(live.text.starts_with(&format!("{name}: completed\n")), "{}", live.text);
     assert!(live.text.contains("3/3 ranks"), "the job's health line: {}", live.text);
     // Rank 0's table: one row per epoch, its accuracy 0.50, 0.51, 0.52.
     for accuracy in ["0.50", "0.51", "0.52"] {

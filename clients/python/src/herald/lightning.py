@@ -9,6 +9,11 @@
 loss, the rest metrics, under the names you logged), ``run_finished`` in ``on_train_end``, ``run_failed`` from
 ``on_exception`` (a ``KeyboardInterrupt`` is a stop). A stop request sets ``trainer.should_stop``.
 
+Under a distributed strategy the ranks decide a stop together, after every training batch and at each epoch's end:
+one ``trainer.strategy.reduce_boolean_decision`` (an all-reduce of one number), true when any rank was asked to
+stop. Each rank learns of a stop request from its own daemon answer, at its own batch; stopping alone would leave
+the others waiting in the next gradient all-reduce.
+
 Distributed (DDP strategies): every rank reports with the job id (``herald.detect_job``), so the daemon shows the
 job as one run and names a hung, slow or dead rank; ``HeraldCallback(ranks="zero")`` reports global rank 0 only
 (a failure is reported from any rank). Uses
@@ -94,14 +99,22 @@ class HeraldCallback(Callback):
                 self.herald.warn("on_train_epoch_start", err)
 
     def _check_stop(self, trainer: Any) -> None:
-        if self.herald.stop_due("setting trainer.should_stop"):
+        """Stop when this rank was asked to, or, under a distributed strategy, any rank was: every rank calls this
+        at the same points (even one whose run did not start), since the decision is a collective."""
+        due = self.herald.stop_due("setting trainer.should_stop")
+        if getattr(trainer, "world_size", 1) > 1:
+            try:
+                due = bool(trainer.strategy.reduce_boolean_decision(due, all=False))
+            except Exception as err:  # noqa: BLE001
+                self.herald.warn("stop decision", err)
+        if due:
             trainer.should_stop = True
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._check_stop(trainer)
         run = self.herald.run
         if run is None:
             return
-        self._check_stop(trainer)
         if not run.sends_batches or not run.batch_due():
             return
         try:
@@ -117,6 +130,7 @@ class HeraldCallback(Callback):
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         run = self.herald.run
         if run is None:
+            self._check_stop(trainer)
             return
         try:
             values = {str(k): number(v) for k, v in trainer.callback_metrics.items()}
