@@ -13,6 +13,8 @@ mod apprise;
 mod cluster;
 #[path = "bench_daemon.rs"]
 mod daemon;
+#[path = "bench_ranks.rs"]
+mod ranks;
 #[path = "bench_trainer.rs"]
 mod trainer;
 
@@ -30,11 +32,12 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         Some("cluster") => cluster::run(root, &args[1..]),
         Some("apprise") => apprise::run(root, &args[1..]),
         Some("trainer") => trainer::run(root, &args[1..]),
+        Some("ranks") => ranks::run(root, &args[1..]),
         Some(other) => {
             bail!(
-                "unknown benchmark `{other}`: expected emitter, trainer, daemon, cluster, plugins or apprise"
+                "unknown benchmark `{other}`: expected emitter, trainer, daemon, ranks, cluster, plugins or apprise"
             )
         }
-        None => bail!("name a benchmark: emitter, trainer, daemon, cluster, plugins or apprise"),
+        None => bail!("name a benchmark: emitter, trainer, daemon, ranks, cluster, plugins or apprise"),
     }
 }

@@ -25,21 +25,21 @@ use anyhow::{Context, Result, bail};
 
 use crate::{cargo, step};
 
-const CLIENTS: usize = 4;
-const PHASE: Duration = Duration::from_secs(3);
+pub(crate) const CLIENTS: usize = 4;
+pub(crate) const PHASE: Duration = Duration::from_secs(3);
 
-/// An HTTP/1.1 keep-alive connection.
-struct Conn<S: Read + Write> {
+/// An HTTP/1.1 keep-alive connection (also used by `bench ranks`).
+pub(crate) struct Conn<S: Read + Write> {
     reader: BufReader<S>,
 }
 
 impl<S: Read + Write> Conn<S> {
-    fn new(stream: S) -> Conn<S> {
+    pub(crate) fn new(stream: S) -> Conn<S> {
         Conn { reader: BufReader::with_capacity(64 * 1024, stream) }
     }
 
     /// POST or GET; returns the status and the body.
-    fn request(&mut self, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+    pub(crate) fn request(&mut self, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n",
             body.len()
@@ -89,28 +89,35 @@ impl<S: Read + Write> Conn<S> {
     }
 }
 
-/// The local webhook sink: answers 200 to everything and records the latency marked in message texts.
-struct Sink {
-    port: u16,
-    requests: Arc<AtomicU64>,
+/// Request bodies with their arrival in ns since the sink's base.
+pub(crate) type Bodies = Mutex<Vec<(u64, Vec<u8>)>>;
+
+/// The local webhook sink: answers 200 to everything and records the latency marked in message texts, and, when
+/// asked, every body with its arrival (`bench ranks`).
+pub(crate) struct Sink {
+    pub(crate) port: u16,
+    pub(crate) requests: Arc<AtomicU64>,
     latencies: Arc<Mutex<Vec<u64>>>,
+    /// Every body with its arrival in ns since `base`, when started with `keep_bodies`.
+    pub(crate) bodies: Arc<Bodies>,
 }
 
-fn start_sink(base: Instant) -> Result<Sink> {
+pub(crate) fn start_sink(base: Instant, keep_bodies: bool) -> Result<Sink> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     let requests = Arc::new(AtomicU64::new(0));
     let latencies = Arc::new(Mutex::new(Vec::new()));
-    let (r, l) = (requests.clone(), latencies.clone());
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let (r, l, b) = (requests.clone(), latencies.clone(), bodies.clone());
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let (r, l) = (r.clone(), l.clone());
+            let (r, l, b) = (r.clone(), l.clone(), b.clone());
             std::thread::spawn(move || {
-                let _ = serve_sink(stream, base, &r, &l);
+                let _ = serve_sink(stream, base, &r, &l, keep_bodies.then_some(&*b));
             });
         }
     });
-    Ok(Sink { port, requests, latencies })
+    Ok(Sink { port, requests, latencies, bodies })
 }
 
 fn serve_sink(
@@ -118,6 +125,7 @@ fn serve_sink(
     base: Instant,
     requests: &AtomicU64,
     latencies: &Mutex<Vec<u64>>,
+    bodies: Option<&Bodies>,
 ) -> Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
@@ -149,24 +157,35 @@ fn serve_sink(
         {
             latencies.lock().expect("latency lock").push(now.saturating_sub(sent));
         }
+        if let Some(bodies) = bodies {
+            bodies.lock().expect("body lock").push((now, body));
+        }
         writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")?;
     }
 }
 
-struct Daemon {
-    child: Child,
-    port: u16,
+/// A `herald serve` of the benchmarked build (also used by `bench ranks`).
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
     socket: PathBuf,
 }
 
 impl Daemon {
     fn start(bin: &Path, dir: &Path, notifier_url: &str) -> Result<Daemon> {
+        let notifier = format!(
+            "[[notifier]]\nname = \"sink\"\ntype = \"webhook\"\nurl = \"{notifier_url}\"\nevents = [\"message\"]\n"
+        );
+        Daemon::start_with(bin, dir, "", &notifier)
+    }
+
+    /// A daemon in `dir` with `daemon_keys` added to its `[daemon]` table, then `notifiers` (TOML tables).
+    pub(crate) fn start_with(bin: &Path, dir: &Path, daemon_keys: &str, notifiers: &str) -> Result<Daemon> {
         std::fs::create_dir_all(dir)?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let socket = dir.join("herald.sock");
         let config = format!(
-            "[daemon]\nlisten = \"127.0.0.1:{port}\"\nsocket = \"{}\"\nstate_dir = \"{}\"\ndrain_timeout = \"1s\"\n\n\
-             [[notifier]]\nname = \"sink\"\ntype = \"webhook\"\nurl = \"{notifier_url}\"\nevents = [\"message\"]\n",
+            "[daemon]\nlisten = \"127.0.0.1:{port}\"\nsocket = \"{}\"\nstate_dir = \"{}\"\ndrain_timeout = \"1s\"\n{daemon_keys}\n\n{notifiers}",
             socket.display(),
             dir.join("state").display()
         );
@@ -192,7 +211,7 @@ impl Daemon {
         Ok(d)
     }
 
-    fn rss_kib(&self) -> u64 {
+    pub(crate) fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         status
             .lines()
@@ -202,7 +221,7 @@ impl Daemon {
             .unwrap_or(0)
     }
 
-    fn tcp(&self) -> Result<Conn<TcpStream>> {
+    pub(crate) fn tcp(&self) -> Result<Conn<TcpStream>> {
         let s = TcpStream::connect(("127.0.0.1", self.port))?;
         s.set_nodelay(true)?;
         Ok(Conn::new(s))
@@ -224,13 +243,14 @@ impl Daemon {
         Ok(jobs)
     }
 
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
     }
 }
 
-fn batch_body(run: &str, first_seq: u64, n: usize) -> Vec<u8> {
+/// `n` `batch_ended` events of run `run` from `first_seq`, as an NDJSON body.
+pub(crate) fn batch_body(run: &str, first_seq: u64, n: usize) -> Vec<u8> {
     let mut body = String::with_capacity(n * 190);
     for i in 0..n as u64 {
         let seq = first_seq + i;
@@ -243,6 +263,17 @@ fn batch_body(run: &str, first_seq: u64, n: usize) -> Vec<u8> {
 
 /// Four clients posting batches of `batch` events for [`PHASE`]; returns events/s.
 fn ingest(d: &Daemon, unix: bool, batch: usize, tag: &str) -> Result<f64> {
+    ingest_bodies(d, unix, batch, tag, batch_body)
+}
+
+/// [`ingest`] of the bodies `body(run, first_seq, n)` makes (also used by `bench rules`).
+pub(crate) fn ingest_bodies(
+    d: &Daemon,
+    unix: bool,
+    batch: usize,
+    tag: &str,
+    body: fn(&str, u64, usize) -> Vec<u8>,
+) -> Result<f64> {
     let total = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut threads = Vec::new();
@@ -254,7 +285,7 @@ fn ingest(d: &Daemon, unix: bool, batch: usize, tag: &str) -> Result<f64> {
         threads.push(std::thread::spawn(move || -> Result<()> {
             let mut seq = 0u64;
             while start.elapsed() < PHASE {
-                let body = batch_body(&run, seq, batch);
+                let body = body(&run, seq, batch);
                 let (status, text) = match (&mut tcp, &mut uds) {
                     (Some(c), _) => c.request("POST", "/v1/events", &body)?,
                     (_, Some(c)) => c.request("POST", "/v1/events", &body)?,
@@ -275,7 +306,8 @@ fn ingest(d: &Daemon, unix: bool, batch: usize, tag: &str) -> Result<f64> {
     Ok(total.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
+/// The `p` quantile of `sorted` nanoseconds, in ms.
+pub(crate) fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -291,15 +323,11 @@ fn median(mut v: Vec<Duration>) -> Duration {
 /// `args`: `--no-build` uses the binary already built (the build is the slow part on a busy machine). The
 /// binary is the `profiling` build: release optimisations with symbols, so a profiler can read it.
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
-    if !args.iter().any(|a| a == "--no-build") {
-        step("build herald (profiling)", cargo(&["build", "--profile", "profiling", "-p", "herald"]))?;
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let bin = target.join("profiling/herald");
+    let bin = profiling_herald(root, args)?;
     let dir = std::env::temp_dir().join(format!("herald-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let base = Instant::now();
-    let sink = start_sink(base)?;
+    let sink = start_sink(base, false)?;
     let sink_url = format!("http://127.0.0.1:{}/hook", sink.port);
 
     let d = Daemon::start(&bin, &dir.join("a"), &sink_url)?;
@@ -429,6 +457,15 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     );
     println!("  sink requests: {}", sink.requests.load(Ordering::Relaxed));
     Ok(())
+}
+
+/// The `profiling` build of `herald`, built first unless `args` hold `--no-build`.
+pub(crate) fn profiling_herald(root: &Path, args: &[String]) -> Result<PathBuf> {
+    if !args.iter().any(|a| a == "--no-build") {
+        step("build herald (profiling)", cargo(&["build", "--profile", "profiling", "-p", "herald"]))?;
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    Ok(target.join("profiling/herald"))
 }
 
 /// `.venv/bin/apprise`, installing apprise 2.2 into the venv when missing.
