@@ -378,4 +378,76 @@ mod tests {
         );
         dispatcher.shutdown(Duration::from_millis(100)).await;
     }
+
+    fn epoch(run: &str, e: u32, accuracy: f64) -> Event {
+        let ended = herald_event::EpochEnded {
+            epoch: e,
+            n_epochs: 5,
+            train_loss: 0.5,
+            valid_loss: Some(0.4),
+            metrics: herald_event::Metrics(vec![("accuracy".into(), accuracy)]),
+            elapsed_s: 1.0,
+        };
+        Event::now(run, u64::from(e) + 1, ended)
+    }
+
+    #[tokio::test]
+    async fn phone_rules_are_checked_stored_fire_once_and_are_listed_with_mutes() {
+        let outbox = std::sync::Arc::new(crate::outbox::MemoryOutbox::new());
+        let options = crate::Options::new(Duration::from_secs(3600));
+        let dispatcher = crate::Dispatcher::start(outbox, Vec::new(), options).await.expect("dispatcher");
+        let handle = dispatcher.handle();
+        handle
+            .ingest(vec![started("run-aaaa-1", "mnist"), epoch("run-aaaa-1", 0, 0.5)])
+            .await
+            .expect("stored");
+        let host = DaemonHost::new(handle.clone());
+        let rule =
+            |metric: &str, op: &str, value: f64| WatchRequest { metric: metric.into(), op: op.into(), value };
+        for (request, expected) in [
+            (rule("accuracy", "=>", 0.9), "unknown comparison `=>`: use one of > >= < <="),
+            (rule("accuracy", ">=", f64::NAN), "the value must be a finite number, not `NaN`"),
+            (rule("", ">=", 0.9), "name the metric to watch"),
+        ] {
+            let answer = host.watch("1", request, "@me").await;
+            assert_eq!(answer, Err(HostError::Other(expected.to_owned())));
+        }
+        assert!(matches!(
+            host.watch("9", rule("accuracy", ">", 0.9), "@me").await,
+            Err(HostError::NoSuchRun(_))
+        ));
+        let added = host.watch("mnist", rule("accuracy", ">=", 0.9), "@me").await.expect("added");
+        assert_eq!((added.summary.run.as_str(), added.count, added.note), ("run-aaaa-1", 1, None));
+        let typo = host.watch("1", rule("acuracy", ">", 0.1), "@me").await.expect("added");
+        assert!(
+            typo.note
+                .is_some_and(|n| n.contains("no `acuracy` so far (it has train_loss, valid_loss, accuracy)"))
+        );
+        assert_eq!(host.unwatch("1", Some("acuracy")).await.expect("removed").count, 1);
+
+        // Crossing: one alert, counted for the rule, then none.
+        for (e, acc) in [(1, 0.8), (2, 0.95), (3, 0.97)] {
+            handle.ingest(vec![epoch("run-aaaa-1", e, acc)]).await.expect("stored");
+        }
+        let list = host.rules().await;
+        assert_eq!(list.phone.len(), 1);
+        assert_eq!(list.phone[0].name, "watch accuracy >= 0.9");
+        assert_eq!(list.phone[0].fired_for.len(), 1);
+        assert_eq!(list.phone[0].fired_for[0].times, 1, "once");
+        let (_, st) = handle.run_states().into_iter().find(|(id, _)| id == "run-aaaa-1").expect("the run");
+        assert_eq!(st.watches[0].fired, Some(2));
+        assert_eq!(st.made, 1, "one alert made");
+
+        // Mutes: listed while active, ended by /unmute.
+        assert_eq!(host.mute("1", Some(Duration::from_secs(1800)), "@me").await.expect("muted").count, 1);
+        let mutes = host.rules().await.mutes;
+        assert_eq!(mutes.len(), 1);
+        assert!(mutes[0].until_ms.is_some_and(|t| t > now_ms() + 1_700_000), "{mutes:?}");
+        assert_eq!(host.unmute("1").await.expect("unmuted").count, 1);
+        assert_eq!(host.unmute("1").await.expect("answered").count, 0);
+        assert!(host.rules().await.mutes.is_empty());
+        assert_eq!(host.unwatch("1", None).await.expect("removed").count, 1);
+        assert!(host.rules().await.phone.is_empty());
+        dispatcher.shutdown(Duration::from_millis(100)).await;
+    }
 }
