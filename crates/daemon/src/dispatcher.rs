@@ -227,6 +227,7 @@ mod tests {
             hostname: "test-host".into(),
             rules: Vec::new(),
             slow_rank_factor: 1.5,
+            clock: Default::default(),
         }
     }
 

@@ -18,6 +18,7 @@ use tokio::sync::{Notify, broadcast, oneshot};
 use crate::api::{GiveUp, IngestReply, RecentDelivery};
 use crate::config::{Routing, RuleConfig};
 use crate::outbox::{JobRecord, Outbox};
+use crate::quiet::Clock;
 use crate::runs::{RunChange, RunState};
 
 /// Milliseconds since the Unix epoch.
@@ -57,12 +58,20 @@ pub struct Options {
     /// A rank of a job whose epoch takes more than this times the job's median, two epochs running, gets
     /// `rank_slow` (`[daemon] slow_rank_factor`).
     pub slow_rank_factor: f64,
+    /// The clock jobs are stamped and digests timed by: the system's, unless a test moves it.
+    pub clock: Clock,
 }
 
 impl Options {
     /// Options with this stall window, on this machine, without alert rules.
     pub fn new(stall_after: Duration) -> Options {
-        Options { stall_after, hostname: local_hostname(), rules: Vec::new(), slow_rank_factor: 1.5 }
+        Options {
+            stall_after,
+            hostname: local_hostname(),
+            rules: Vec::new(),
+            slow_rank_factor: 1.5,
+            clock: Clock::default(),
+        }
     }
 
     /// These options with this `slow_rank_factor`.

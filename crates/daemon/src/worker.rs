@@ -98,6 +98,8 @@ async fn run(
         digest_retry: (0, 0),
     };
     let mut drain_looked = false;
+    // Tests move the dispatcher's clock; a move wakes a waiting worker.
+    let mut clock_moves = w.shared.options.clock.moves();
     loop {
         let current = *phase.borrow();
         if current == Phase::Stopped {
@@ -106,7 +108,8 @@ async fn run(
         if w.more && w.window.len() < WINDOW / 2 {
             w.refill().await;
         }
-        let now = now_ms();
+        clock_moves.borrow_and_update();
+        let now = w.shared.options.clock.now_ms();
         match w.pick(now) {
             Pick::Digest => {
                 drain_looked = false;
@@ -155,6 +158,7 @@ async fn run(
                     _ = w.slot.wake.notified() => w.more = true,
                     _ = tokio::time::sleep(sleep) => {}
                     _ = phase.changed() => {}
+                    _ = clock_moves.changed() => {}
                 }
             }
         }
@@ -422,17 +426,21 @@ impl Worker {
     /// Deliver every held job that is due as one digest, then settle each (delivered in the digest, or given
     /// up with it). A failed digest is tried again with backoff; its jobs stay in the outbox meanwhile.
     async fn digest(&mut self, now: u64) {
-        let due: Vec<u64> = self.held.iter().filter(|(_, j)| j.not_before_ms <= now).map(|(id, _)| *id).collect();
+        let due: Vec<u64> =
+            self.held.iter().filter(|(_, j)| j.not_before_ms <= now).map(|(id, _)| *id).collect();
         let Some(&seq) = due.last() else { return };
         let (failures, _) = self.digest_retry;
         let notification = {
-            let events: Vec<&herald_event::Event> = due.iter().filter_map(|id| self.held.get(id)).map(|j| &j.event).collect();
+            let jobs: Vec<&JobRecord> = due.iter().filter_map(|id| self.held.get(id)).collect();
+            let events: Vec<&herald_event::Event> = jobs.iter().map(|j| &j.event).collect();
+            let due_ms = jobs.iter().map(|j| j.not_before_ms).min().unwrap_or(now);
             let runs = self.shared.runs();
             let context = |run: &str| runs.get(run).map(|st| st.context.clone());
-            digest::notification(self.slot.routing.quiet.as_ref(), &events, &context, now, seq, failures + 1)
+            let quiet = self.slot.routing.quiet.as_ref();
+            digest::notification(quiet, &events, &context, due_ms, now, seq, failures + 1)
         };
         let result = attempt(&self.slot, notification).await;
-        let now = now_ms();
+        let now = self.shared.options.clock.now_ms();
         match result {
             Ok(_) => {
                 tracing::info!(notifier = %self.slot.name, jobs = due.len(), "digest delivered");

@@ -21,7 +21,7 @@ use crate::outbox::{Committed, DoneJob, JobRecord, PutJob, ReceiptRecord, StoreE
 use crate::quiet;
 use crate::rules::{Fired, Rules};
 use crate::runs::{self, MADE_SEQ_BASE, RunChange, RunState};
-use crate::shared::{Outcome, Shared, Slot, WriteOp, now_ms};
+use crate::shared::{Outcome, Shared, Slot, WriteOp};
 
 /// Operations grouped per batch at most.
 pub(crate) const MAX_GROUP: usize = 512;
@@ -137,7 +137,7 @@ struct Group<'a> {
 impl<'a> Group<'a> {
     fn new(shared: &'a Shared, rules: &'a Rules, stored: HashSet<(String, u64)>, next_id: u64) -> Group<'a> {
         let (batch, fx) = (WriteBatch::default(), Effects::default());
-        Group { shared, rules, now: now_ms(), next_id, stored, batch, fx }
+        Group { shared, rules, now: shared.options.clock.now_ms(), next_id, stored, batch, fx }
     }
 
     /// The run's state as this group leaves it (taken from the shared table the first time).

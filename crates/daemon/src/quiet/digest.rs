@@ -32,18 +32,20 @@ struct RunDigest<'a> {
     other: BTreeMap<&'static str, u32>,
 }
 
-/// The digest of `held` events (in job order) for a notifier with `quiet`, made at `now_ms`; `context`
+/// The digest of `held` events (in job order) for a notifier with `quiet`, due at `due_ms` (the earliest
+/// release of the held jobs: the end of quiet hours, or of a digest period) and made at `now_ms`; `context`
 /// gives a run's context (name, results table) as the daemon knows it now. `seq` numbers the digest (the
 /// highest held job id); `attempt` counts from 1.
 pub fn notification(
     quiet: Option<&Quiet>,
     held: &[&Event],
     context: &dyn Fn(&str) -> Option<RunContext>,
+    due_ms: u64,
     now_ms: u64,
     seq: u64,
     attempt: u32,
 ) -> Notification {
-    let (title, text) = text(quiet, held, context, now_ms);
+    let (title, text) = text(quiet, held, context, due_ms);
     let time = i128::from(now_ms)
         .checked_mul(1_000_000)
         .and_then(|ns| OffsetDateTime::from_unix_timestamp_nanos(ns).ok())
@@ -63,7 +65,7 @@ fn text(
     quiet: Option<&Quiet>,
     held: &[&Event],
     context: &dyn Fn(&str) -> Option<RunContext>,
-    now_ms: u64,
+    due_ms: u64,
 ) -> (String, String) {
     let mut runs: BTreeMap<&str, RunDigest<'_>> = BTreeMap::new();
     for event in held {
@@ -115,9 +117,9 @@ fn text(
         let _ = write!(title, ", {}", count(alerts, "alert"));
     }
     let mut body = String::new();
-    // Quiet hours that just ended, else the digest period, say why these waited.
+    // The quiet hours that ended when the digest was due, else the digest period, say why these waited.
     let just_quiet =
-        quiet.and_then(|q| q.hours.filter(|_| q.is_quiet(now_ms.saturating_sub(1))).map(|w| (w, q)));
+        quiet.and_then(|q| q.hours.filter(|_| q.is_quiet(due_ms.saturating_sub(1))).map(|w| (w, q)));
     match (just_quiet, quiet.and_then(|q| q.digest)) {
         (Some((w, q)), _) => {
             let _ = writeln!(body, "Held during quiet hours {w} ({}).", q.zone_name);
@@ -264,7 +266,7 @@ mod tests {
                 c
             })
         };
-        let n = notification(Some(&quiet()), &refs, &ctx, 1_800_000_000_000, 42, 1);
+        let n = notification(Some(&quiet()), &refs, &ctx, 1_800_000_000_000, 1_800_000_000_000, 42, 1);
         assert_eq!(n.event.run, DIGEST_RUN);
         assert_eq!(n.event.seq, 42);
         assert!(matches!(n.event.payload, Payload::Message(_)));
@@ -290,10 +292,10 @@ mod tests {
         let none = |_: &str| None;
         // 2026-01-15 06:00 UTC is 07:00 in Berlin: the end of the quiet hours.
         let at = 1_768_456_800_000;
-        let n = notification(Some(&quiet()), &refs, &none, at, 1, 1);
+        let n = notification(Some(&quiet()), &refs, &none, at, at + 3_600_000, 1, 1);
         assert!(n.text.starts_with("Held during quiet hours 22:30-07:00 (Europe/Berlin)."), "{}", n.text);
         let hourly = Quiet { hours: None, digest: Some(Duration::from_secs(3600)), ..quiet() };
-        let n = notification(Some(&hourly), &refs, &none, at, 1, 1);
+        let n = notification(Some(&hourly), &refs, &none, at, at, 1, 1);
         assert!(n.text.starts_with("Held for the digest (every 1:00:00)."), "{}", n.text);
         assert_eq!(n.title, "digest: 1 notification held from 1 run");
     }

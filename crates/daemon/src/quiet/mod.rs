@@ -9,13 +9,16 @@
 //! which every notifier renders as it renders any message. What is urgent ([`urgent`]: a failure, a lost
 //! run or rank, an `error` alert) is never held.
 //!
-//! Pure: the instant is always passed in (tests choose it); this module imports nothing of the crate.
+//! No I/O: the instant is always passed in, read from the dispatcher's [`Clock`] (which tests set); this
+//! module imports nothing of the crate.
 
+pub mod clock;
 pub mod digest;
 pub mod schedule;
 
 use herald_event::{Event, Level, Payload};
 
+pub use clock::Clock;
 pub use schedule::{Quiet, Window};
 
 /// Whether an event goes at once even in quiet hours: `run_failed`, `run_lost`, `rank_failed`,

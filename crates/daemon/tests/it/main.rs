@@ -2,3 +2,4 @@
 //! memory outbox and a recording notifier. One module per topic.
 
 mod jobs;
+mod quiet;
