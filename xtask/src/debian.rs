@@ -1,7 +1,8 @@
 //! The Debian packages the notifier tests run against: `python3-aiosmtpd` (a real SMTP server for
 //! herald-email), `dbus` and `python3-dbusmock` (a session bus and a notification server for
 //! herald-desktop), `openssl` (the throwaway CA and certificate of the STARTTLS test), `chromium` and
-//! `chromium-driver` (the dashboard's browser tests, over WebDriver).
+//! `chromium-driver` (the dashboard's browser tests, over WebDriver), `tzdata` (the time zones of quiet hours,
+//! which herald-daemon reads from /usr/share/zoneinfo).
 //!
 //! One `dpkg-query` call checks all of them, so a run with everything present takes milliseconds;
 //! `apt-get update` and `apt-get install` run only when something is missing (through `sudo` when not
@@ -13,13 +14,14 @@ use std::process::{Command, Stdio};
 use anyhow::{Result, bail};
 
 /// The packages, and what needs each.
-pub const PACKAGES: [(&str, &str); 6] = [
+pub const PACKAGES: [(&str, &str); 7] = [
     ("python3-aiosmtpd", "herald-email tests (SMTP server)"),
     ("python3-dbusmock", "herald-desktop tests (notification server)"),
     ("dbus", "herald-desktop tests (dbus-run-session)"),
     ("openssl", "herald-email tests (STARTTLS certificates)"),
     ("chromium", "dashboard browser tests (headless Chromium)"),
     ("chromium-driver", "dashboard browser tests (chromedriver)"),
+    ("tzdata", "herald-daemon quiet hours tests (Europe/Berlin from /usr/share/zoneinfo)"),
 ];
 
 /// Install whichever of [`PACKAGES`] is missing.
