@@ -146,11 +146,20 @@ impl DaemonHost {
     }
 }
 
-/// A note when the run has reported values but none of `metric` so far (a typo, most often).
-fn unseen_metric(st: &RunState, metric: &str) -> Option<String> {
+/// A note about a new rule: when the run has reported values but none of its metric so far (a typo, most
+/// often), or when the latest epoch is over the line already (the rule fires at the next epoch that is).
+fn watch_note(st: &RunState, rule: &WatchRequest) -> Option<String> {
+    let metric = rule.metric.as_str();
     let last = st.context.epochs.last()?;
-    let names: Vec<String> = epoch_values(last).into_iter().map(|(n, _)| n).collect();
-    if names.iter().any(|n| n == metric) || st.context.metric_names.iter().any(|n| n == metric) {
+    let values = epoch_values(last);
+    if let Some((_, v)) = values.iter().find(|(n, _)| n == metric) {
+        let over = Op::parse(&rule.op).is_some_and(|op| op.holds(*v, rule.value));
+        return over.then(|| {
+            format!("{metric} is {v} already: the rule fires at the end of the next epoch where it still is")
+        });
+    }
+    let names: Vec<String> = values.into_iter().map(|(n, _)| n).collect();
+    if st.context.metric_names.iter().any(|n| n == metric) {
         return None;
     }
     Some(format!(
@@ -227,7 +236,7 @@ impl Host for DaemonHost {
                 st.context.name
             )));
         }
-        let note = unseen_metric(st, &rule.metric);
+        let note = watch_note(st, &rule);
         let watch = Watch {
             metric: rule.metric,
             op: rule.op,
@@ -424,6 +433,12 @@ mod tests {
                 .is_some_and(|n| n.contains("no `acuracy` so far (it has train_loss, valid_loss, accuracy)"))
         );
         assert_eq!(host.unwatch("1", Some("acuracy")).await.expect("removed").count, 1);
+        let over = host.watch("1", rule("valid_loss", "<", 0.5), "@me").await.expect("added");
+        assert_eq!(
+            over.note.as_deref(),
+            Some("valid_loss is 0.4 already: the rule fires at the end of the next epoch where it still is")
+        );
+        assert_eq!(host.unwatch("1", Some("valid_loss")).await.expect("removed").count, 1);
 
         // Crossing: one alert, counted for the rule, then none.
         for (e, acc) in [(1, 0.8), (2, 0.95), (3, 0.97)] {
