@@ -8,7 +8,8 @@
 //! floor, so it does not wait for the dead leader's acknowledgement timeout. Only the leader's dispatcher
 //! runs, so only it polls Telegram's `getUpdates` and makes `run_stalled`; it does not look for lost
 //! processes (`run_lost` comes from the edge on the run's machine). The leader writes the stop requests
-//! its dispatcher gets (Telegram's `/stop`) to the stops bucket for the edges (`stops.rs`). Losing the lease
+//! its dispatcher gets (Telegram's `/stop`) to the stops bucket for the edges at once, through the
+//! daemon's stop hook (`stops.rs`). Losing the lease
 //! stops the dispatcher at once.
 
 use std::sync::Arc;
@@ -126,14 +127,15 @@ async fn lead(
     let names = target.names();
     let outbox = JetStreamOutbox::open(js, &names, target.replicas).await?;
     let notifiers = build_notifiers(config, registry)?;
-    let mut options = Options::new(config.daemon.stall_after);
+    let (hook, requests) = stops::hook();
+    let mut options = Options::new(config.daemon.stall_after).with_stop_hook(Some(hook));
     // Lost processes are the edges' to see: the leader's machine is not the runs'.
     options.hostname = String::new();
     let dispatcher = Dispatcher::start(Arc::new(outbox), notifiers, options).await?;
     let handle = dispatcher.handle();
     let (done_tx, done) = watch::channel(false);
     let publisher = match stops::bucket(js, &names, target.replicas).await {
-        Ok(store) => Some(tokio::spawn(stops::publish(handle.clone(), store, done))),
+        Ok(store) => Some(tokio::spawn(stops::publish(store, requests, done))),
         Err(e) => {
             tracing::warn!(error = %e, "stop requests from here cannot reach the edges");
             None

@@ -3,7 +3,8 @@
 //!
 //! [`edge_config`] turns the configuration into the edge's: the configured `[[notifier]]`s are the
 //! deliverers' business, so they are replaced by the forwarding slot `cluster`, which routes every event type
-//! but `run_stalled` (the leader makes those). [`registry`] adds the forwarder's type. The daemon itself is
+//! but `run_stalled` (the leader makes those), from every rank of a distributed job; of the edge's own job
+//! events only `rank_lost` (its pid check): the leader makes the others from the whole job. [`registry`] adds the forwarder's type. The daemon itself is
 //! unchanged.
 
 use std::time::Duration;
@@ -24,6 +25,8 @@ pub fn edge_config(config: &Config, target: &Target) -> Config {
         events: forward::forwarded_events(),
         timeout: Duration::from_secs(10),
         max_age: FORWARD_MAX_AGE,
+        // Every rank's events go to the leader, which sees the whole job and makes its job events.
+        all_ranks: true,
         ..Routing::default()
     };
     let forwarder = NotifierConfig {

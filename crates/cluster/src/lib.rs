@@ -6,7 +6,7 @@
 //! (`forward.rs`). A **deliverer** (`deliver.rs`) competes for the lease (`lease.rs`); the leader runs the
 //! daemon's dispatcher over the [`JetStreamOutbox`] (`outbox.rs`), fed from the stream. The stream, its
 //! subjects and buckets are named by `names.rs`; `connect.rs` reaches the servers and checks the stream;
-//! stop requests travel from the leader to the edges through a bucket (`stops.rs`).
+//! stop requests asked at any node travel to the edges through a bucket (`stops.rs`).
 //! This crate does not change the daemon: it configures it and gives it another outbox.
 
 mod connect;
@@ -61,12 +61,16 @@ pub async fn serve(config: &Config, registry: &Registry) -> Result<(), ClusterEr
     let local = herald_daemon::Client::new(d.listen, token, std::time::Duration::from_secs(5))
         .map_err(|e| ClusterError::nats("cannot make a client for the local API", &e))?;
     let watcher = tokio::spawn(stops::watch(target.clone(), local, stop.clone()));
+    // Stops asked here (`herald stop`, the API), for this edge's runs or another's, go to the bucket at once.
+    let (hook, requests) = stops::hook();
+    let sender = tokio::spawn(stops::send(target.clone(), requests, stop.clone()));
     let deliverer = role
         .deliver()
         .then(|| tokio::spawn(deliver::run(config.clone(), registry.clone(), target, cluster.lease, stop)));
-    let served = herald_daemon::serve(&edge, &edge_registry).await;
+    let served = herald_daemon::serve_with_stop_hook(&edge, &edge_registry, Some(hook)).await;
     let _ = stop_tx.send(true);
     let _ = watcher.await;
+    let _ = sender.await;
     if let Some(deliverer) = deliverer {
         deliverer.await.map_err(|e| ClusterError::nats("the deliverer task failed", &e))??;
     }

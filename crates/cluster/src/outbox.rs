@@ -289,7 +289,15 @@ impl JetStreamOutbox {
                 let value = JobValue { notifier: job.notifier.clone(), id: job.id, job: job.job.clone() };
                 puts.push(put(&b.jobs, job_key(&job.notifier, job.id), json(&value)?));
             }
+            // Only the latest receipt of each (notifier, run) is kept: one put per key and batch.
+            let mut latest: HashMap<(&str, &str), &ReceiptRecord> = HashMap::new();
             for r in &batch.receipts {
+                let slot = latest.entry((r.notifier.as_str(), r.run.as_str())).or_insert(r);
+                if r.seq >= slot.seq {
+                    *slot = r;
+                }
+            }
+            for r in latest.into_values() {
                 let key = (r.notifier.clone(), r.run.clone());
                 if index.receipts.get(&key).is_some_and(|seq| *seq > r.seq) {
                     continue;

@@ -1,29 +1,28 @@
 //! Stop requests across machines: the KV bucket `<prefix>-stops`, one key per run (its [`token`]) whose
 //! value is the reason.
 //!
-//! The leader records every run its dispatcher has been asked to stop (Telegram's `/stop` at the leader,
-//! through the daemon's host) with `create`, so each request is written once ([`publish`], which reads the
-//! dispatcher's status every [`PERIOD`]). Every edge watches the bucket ([`watch`]) and hands each request
-//! to its own daemon's API (`POST /v1/runs/{run}/stop`); the edge the run reports to answers its next post
-//! with `control.stop`, the others do not know the run and ignore it. Requests are kept for 14 days.
+//! Every node's daemon tells the cluster of each stop request it is asked, known run or not, through its
+//! stop hook ([`hook`]): Telegram's `/stop` at the leader, `herald stop` and `POST /v1/runs/{run}/stop` at
+//! an edge. [`publish`] writes it at once with `create`, so each run's request is written once. Every edge
+//! watches the bucket ([`watch`]) and hands each request to its own daemon's API (`POST
+//! /v1/runs/{run}/stop`); the edge the run reports to answers its next post with `control.stop`, the others
+//! do not know the run and ignore it. Requests are kept for 14 days.
 
-use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use herald_daemon::{Client, Handle};
-use tokio::sync::watch;
+use herald_daemon::{Client, StopHook};
+use tokio::sync::{mpsc, watch};
 
 use crate::connect::{Target, connect};
 use crate::error::ClusterError;
 use crate::names::{Names, token, untoken};
 
-/// How often the leader looks for new stop requests, and an edge retries its connection.
+/// How soon a write or a connection that failed is tried again.
 pub const PERIOD: Duration = Duration::from_millis(500);
-/// The reason written for a stop asked at the leader (the dispatcher's status does not say who asked).
-const REASON: &str = "asked to stop from the team's chat";
 
 /// The stops bucket, made when missing.
 pub async fn bucket(
@@ -48,35 +47,68 @@ pub async fn bucket(
         .map_err(|e| ClusterError::nats(&format!("cannot create the bucket {name}"), &e))
 }
 
-/// While leading: write each run the dispatcher was asked to stop to the bucket, once, until `done`.
-pub async fn publish(handle: Handle, store: kv::Store, mut done: watch::Receiver<bool>) {
-    let mut sent: HashSet<String> = HashSet::new();
-    let mut tick = tokio::time::interval(PERIOD);
+/// The daemon's stop hook and what it hands over: every stop request the daemon is asked (`herald stop`,
+/// `POST /v1/runs/{run}/stop`, Telegram's `/stop` at the leader), as (run, reason), at once.
+pub fn hook() -> (StopHook, mpsc::UnboundedReceiver<(String, String)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let hook = StopHook(Arc::new(move |run: &str, reason: &str| {
+        tx.send((run.to_owned(), reason.to_owned())).is_ok()
+    }));
+    (hook, rx)
+}
+
+/// Write each request of `requests` to the bucket (once per run: `create`), retrying while NATS does not
+/// answer, until `done`.
+pub async fn publish(
+    store: kv::Store,
+    mut requests: mpsc::UnboundedReceiver<(String, String)>,
+    mut done: watch::Receiver<bool>,
+) {
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
+        let (run, reason) = tokio::select! {
+            r = requests.recv() => match r {
+                Some(r) => r,
+                None => return,
+            },
             _ = done.changed() => return,
-        }
-        let wanted: Vec<String> = handle
-            .status()
-            .runs
-            .into_iter()
-            .filter(|r| r.stop_requested && !sent.contains(&r.run))
-            .map(|r| r.run)
-            .collect();
-        for run in wanted {
-            match store.create(token(&run), Bytes::from_static(REASON.as_bytes())).await {
+        };
+        loop {
+            match store.create(token(&run), Bytes::from(reason.clone().into_bytes())).await {
                 Ok(_) => {
                     tracing::info!(run = %run, "stop request sent to the edges");
-                    sent.insert(run);
+                    break;
                 }
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                    sent.insert(run);
-                }
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => break,
                 Err(e) => {
-                    tracing::warn!(run = %run, error = %e, "cannot record a stop request; trying again")
+                    tracing::warn!(run = %run, error = %e, "cannot record a stop request; trying again");
+                    tokio::select! {
+                        _ = tokio::time::sleep(PERIOD) => {}
+                        _ = done.changed() => return,
+                    }
                 }
             }
+        }
+    }
+}
+
+/// On an edge: connect (again, as often as it must), then [`publish`] the local daemon's stop requests.
+pub async fn send(
+    target: Target,
+    requests: mpsc::UnboundedReceiver<(String, String)>,
+    mut done: watch::Receiver<bool>,
+) {
+    loop {
+        let opened = async {
+            let client = connect(&target, "herald-edge-stop-requests").await?;
+            bucket(&jetstream::new(client), &target.names(), target.replicas).await
+        };
+        match opened.await {
+            Ok(store) => return publish(store, requests, done).await,
+            Err(e) => tracing::debug!(error = %e, "cannot reach the stops bucket yet; trying again"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PERIOD) => {}
+            _ = done.changed() => return,
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::dispatcher::Dispatcher;
 use crate::error::DaemonError;
 use crate::outbox::RedbOutbox;
-use crate::shared::{NotifierSpec, Options};
+use crate::shared::{NotifierSpec, Options, StopHook};
 use crate::{dashboard, forwarder, sdnotify, server};
 
 /// Build every configured notifier.
@@ -52,6 +52,15 @@ pub fn check_listen(config: &Config) -> Result<(), DaemonError> {
 
 /// Run the daemon until SIGTERM or SIGINT.
 pub async fn serve(config: &Config, registry: &Registry) -> Result<(), DaemonError> {
+    serve_with_stop_hook(config, registry, None).await
+}
+
+/// [`serve`], telling `on_stop` of every stop request (cluster mode: the other nodes hear of it).
+pub async fn serve_with_stop_hook(
+    config: &Config,
+    registry: &Registry,
+    on_stop: Option<StopHook>,
+) -> Result<(), DaemonError> {
     check_listen(config)?;
     let d = &config.daemon;
     let notifiers = build_notifiers(config, registry)?;
@@ -78,7 +87,8 @@ pub async fn serve(config: &Config, registry: &Registry) -> Result<(), DaemonErr
     let names: Vec<String> = notifiers.iter().map(|n| format!("{} ({})", n.name, n.kind)).collect();
     let options = Options::new(d.stall_after)
         .with_rules(config.rules.clone())
-        .with_slow_rank_factor(d.slow_rank_factor);
+        .with_slow_rank_factor(d.slow_rank_factor)
+        .with_stop_hook(on_stop);
     let dispatcher = Dispatcher::start(std::sync::Arc::new(store), notifiers, options).await?;
     let handle = dispatcher.handle();
     let replayed = forwarder::replay_orphans(&d.state_dir, &handle).await;

@@ -228,6 +228,7 @@ mod tests {
             rules: Vec::new(),
             slow_rank_factor: 1.5,
             clock: Default::default(),
+            on_stop: None,
         }
     }
 

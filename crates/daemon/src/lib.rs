@@ -40,12 +40,12 @@ mod writer;
 
 pub use api::{IngestReply, RunControl, RunSnapshot, Status};
 pub use client::{Client, ClientError};
-pub use daemon::{build_notifiers, check_listen, default_socket, serve};
+pub use daemon::{build_notifiers, check_listen, default_socket, serve, serve_with_stop_hook};
 pub use dispatcher::Dispatcher;
 pub use embedded::{LinkMode, LinkReport, TrainerLink, spawn_for_trainer, spawn_link};
 pub use error::DaemonError;
 pub use handle::Handle;
 pub use outbox::{MemoryOutbox, Outbox, RedbOutbox};
 pub use periodic::{pid_alive, stall_threshold};
-pub use shared::{NotifierSpec, Options, local_hostname, now_ms};
+pub use shared::{NotifierSpec, Options, StopHook, local_hostname, now_ms};
 pub use worker::deliver_with_timeout;

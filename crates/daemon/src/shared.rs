@@ -46,6 +46,18 @@ pub struct NotifierSpec {
     pub routing: Routing,
 }
 
+/// Called by the writer with (run, reason) for every stop request, known run or not, before it is stored;
+/// it must not block. Cluster mode hands the request to the other nodes; `true` means it was taken there,
+/// so a run this daemon does not know is not an error.
+#[derive(Clone)]
+pub struct StopHook(pub Arc<dyn Fn(&str, &str) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for StopHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StopHook")
+    }
+}
+
 /// How the dispatcher runs.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -60,6 +72,8 @@ pub struct Options {
     pub slow_rank_factor: f64,
     /// The clock jobs are stamped and digests timed by: the system's, unless a test moves it.
     pub clock: Clock,
+    /// Told of every stop request (cluster mode); `None` on a single machine.
+    pub on_stop: Option<StopHook>,
 }
 
 impl Options {
@@ -71,7 +85,13 @@ impl Options {
             rules: Vec::new(),
             slow_rank_factor: 1.5,
             clock: Clock::default(),
+            on_stop: None,
         }
+    }
+
+    /// These options with this stop hook.
+    pub fn with_stop_hook(self, on_stop: Option<StopHook>) -> Options {
+        Options { on_stop, ..self }
     }
 
     /// These options with this `slow_rank_factor`.

@@ -394,7 +394,8 @@ impl<'a> Group<'a> {
         for target in &targets {
             Group::state(self.shared, &mut self.fx.runs, target).stop = Some(reason.to_owned());
         }
-        self.fx.stop_replies.push((index, !targets.is_empty()));
+        let taken = self.shared.options.on_stop.as_ref().is_some_and(|hook| (hook.0)(run, reason));
+        self.fx.stop_replies.push((index, taken || !targets.is_empty()));
     }
 
     /// Apply a change from the phone (rules, mute) to a known run.
