@@ -17,6 +17,7 @@ mod jobs;
 mod phone_rules;
 mod plugins;
 mod python;
+mod quiet;
 mod rules;
 mod slack;
 mod telegram;
