@@ -566,6 +566,16 @@
     setInterval(() => { if (detail) loadDetail(); }, 15000); // stop requests made elsewhere are not events
   }
 
+  // Each cell's column name in `data-label`, which a phone's narrow layout shows beside the value (a row
+  // that leaves out leading cells, under a rowspan, takes the last names).
+  function labelCells(table) {
+    const heads = Array.from(table.tHead.rows[0].cells).map((th) => th.textContent);
+    for (const tr of table.tBodies[0].rows) {
+      const off = heads.length - tr.cells.length;
+      Array.from(tr.cells).forEach((c, i) => { c.dataset.label = heads[i + off] || ""; });
+    }
+  }
+
   // A receipt as a short text: its message id when it has one, else its fields.
   function receiptText(r) {
     if (r == null) return "—";
@@ -586,7 +596,7 @@
     function render(s) {
       const o = s.outbox, now = s.now_ms;
       let text = "Outbox: " + o.jobs + (o.jobs === 1 ? " delivery" : " deliveries") + " waiting";
-      if (o.oldest_waiting_ms) text += ", the oldest for " + duration((now - o.oldest_waiting_ms) / 1000);
+      if (o.oldest_waiting_ms) text += ", the oldest made " + age(o.oldest_waiting_ms - (now - Date.now()));
       if (o.bytes) text += "; " + (o.bytes / 1048576).toFixed(1) + " MB on disk";
       document.getElementById("outbox").textContent = text;
       document.querySelector("#notifiers tbody").replaceChildren(...s.notifiers.map((n) => {
@@ -610,12 +620,15 @@
       }
       document.querySelector("#per-run tbody").replaceChildren(...rows);
       document.getElementById("no-per-run").hidden = rows.length > 0;
+      document.getElementById("per-run").hidden = rows.length === 0;
       const gives = s.notifiers.flatMap((n) => n.recent_give_ups || []).sort((a, b) => b.at_ms - a.at_ms);
       document.querySelector("#give-ups tbody").replaceChildren(...gives.map((g) => el("tr", {},
         cell(age(g.at_ms)), cell(g.notifier),
         el("td", { class: "text" }, el("a", { href: "/runs/" + encodeURIComponent(g.run), text: g.run })),
         cell(g.type + " #" + g.seq), cell(g.error, "text"))));
       document.getElementById("no-give-ups").hidden = gives.length > 0;
+      document.getElementById("give-ups").hidden = gives.length === 0;
+      for (const id of ["notifiers", "per-run", "give-ups"]) labelCells(document.getElementById(id));
     }
     async function load() {
       try { render(await api("/v1/deliveries")); } catch (e) { document.getElementById("outbox").textContent = "Cannot read the deliveries: " + e.message; }

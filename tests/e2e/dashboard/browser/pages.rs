@@ -52,10 +52,15 @@ impl Browser {
         self.click(&format!("{css} option[value={}]", json!(value)));
     }
 
-    /// Both widths' screenshots of the page as it is, ending at 1280.
-    fn screenshots(&self, name: &str) {
+    /// Both widths' screenshots of the page as it is, ending at 1280; `at`: an element to scroll to first.
+    fn screenshots(&self, name: &str, at: Option<&str>) {
+        let scroll = |css: &str| {
+            self.js(&format!("document.querySelector({}).scrollIntoView(); return true", json!(css)));
+        };
+        at.map(scroll);
         self.screenshot(&format!("{name}-1280"));
         self.width(390);
+        at.map(scroll);
         self.screenshot(&format!("{name}-390"));
         assert_eq!(
             self.js("return document.documentElement.scrollWidth <= 390"),
@@ -120,15 +125,16 @@ fn dashboard_in_chromium_overlays_up_to_five_runs_switches_to_wall_time_and_draw
     let lr_shown = "return Array.from(document.querySelectorAll('#chart .u-axis')).length === 3";
     b.wait_js("the lr axis", lr_shown);
     b.assert_no_console_errors("run page with five overlays");
-    b.screenshots("run-overlays");
+    b.screenshots("run-overlays", Some("#h-loss"));
 
-    // Wall time: the x axis says so, and the points spread over the run's 20 seconds.
+    // Wall time: the points spread over the 19 seconds between each run's first and last batch.
     b.click("input[name=xaxis][value=time]");
     b.wait_js(
         "the time axis",
-        "return Array.from(document.querySelectorAll('#chart .u-label')).some(l => l.textContent === 'time since start')",
+        "const c = document.getElementById('chart'); return c.dataset.x === 'time' && c.dataset.xspan === '19'",
     );
     b.assert_no_console_errors("run page by wall time");
+    b.js("document.getElementById('h-loss').scrollIntoView(); return true");
     b.screenshot("run-time-1280");
 
     // Removing an overlay frees a place for another.
@@ -173,10 +179,10 @@ fn dashboard_in_chromium_shows_each_notifier_the_outbox_and_the_latest_deliverie
     assert_eq!(row[4], "status 200", "{row}");
     b.wait_js(
         "the outbox's oldest delivery",
-        "return document.getElementById('outbox').textContent.includes('the oldest for')",
+        "return document.getElementById('outbox').textContent.includes('the oldest made')",
     );
     b.assert_no_console_errors("deliveries page");
-    b.screenshots("notifiers-data");
+    b.screenshots("notifiers-data", None);
 }
 
 #[test]
@@ -199,7 +205,7 @@ fn dashboard_in_chromium_on_a_non_loopback_address_asks_for_the_token_then_serve
     );
     assert_eq!(b.js("return document.querySelectorAll('#runs').length"), json!(0));
     b.assert_no_console_errors("login page");
-    b.screenshots("login");
+    b.screenshots("login", None);
 
     // A wrong token: the form again, saying so.
     b.type_into("#token", "wrong");
