@@ -10,7 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use herald_fakes::telegram::{FakeTelegram, Message};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::daemon::{Daemon, Hit, Receiver, Reply, config_text, free_port, wait_for};
 
@@ -346,4 +346,73 @@ api_url = "{api}"
     let calls = bot.calls();
     let sent = calls.iter().filter(|c| c.method == "sendMessage" && c.ok()).count();
     assert_eq!(sent, 2, "the start and the finish; no message per rank");
+}
+
+/// Cluster mode: ranks 0 and 2 of one job post to edge A (host `gpu-a`), rank 1 to edge B (`gpu-b`); the one
+/// deliverer (real `nats-server`) sees the whole job: one stream (rank 0's start and epochs), rank 1 named
+/// slow on `gpu-b`, and one end for the job once all three ranks ended, with no rank reported on its own.
+#[test]
+fn cluster_ranks_on_two_edges_are_one_job_at_the_deliverer() {
+    use crate::cluster::{Deliverer, Nats, edge_config};
+    use crate::daemon::event;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let nats = Nats::single(&tmp.path().join("nats"));
+    let urls = vec![nats.url()];
+    let hook = Receiver::start(|_, _| Reply::Ok);
+    let edges: Vec<Daemon> = ["edge-a", "edge-b"]
+        .iter()
+        .map(|name| {
+            let dir = tmp.path().join(name);
+            std::fs::create_dir_all(&dir).expect("edge dir");
+            let port = free_port();
+            Daemon::start(&dir, port, &edge_config(&dir, port, &urls, 1))
+        })
+        .collect();
+    let _deliverer = Deliverer::start(&tmp.path().join("deliverer"), &urls, 1, hook.port);
+    // (run, rank, host, edge)
+    let ranks = [("xjob-r1", 1, "gpu-b", 1), ("xjob-r2", 2, "gpu-a", 0), ("xjob-r0", 0, "gpu-a", 0)];
+    let post = |edge: usize, body: String| {
+        let (code, reply) = edges[edge].post(&body);
+        assert_eq!(code, 202, "{reply}");
+    };
+    for (run, rank, host, edge) in ranks {
+        let start = json!({ "name": "across", "host": host, "pid": 4242, "rank": rank, "job": "xjob",
+            "world_size": 3, "n_epochs": 4, "batches_per_epoch": 10, "metric_names": [] });
+        post(edge, event(run, 0, "run_started", start));
+    }
+    for e in 0..4u64 {
+        for (run, rank, _, edge) in ranks {
+            let elapsed = if rank == 1 { 2.0 } else { 1.0 };
+            let epoch = json!({ "epoch": e, "n_epochs": 4, "train_loss": 0.5, "elapsed_s": elapsed });
+            post(edge, event(run, e + 1, "epoch_ended", epoch));
+        }
+    }
+    // The deliverer's job watch looks every 5 s: rank 1 is named before the job ends.
+    let is_job = |h: &Hit| h.body["event"]["job"] == "xjob";
+    wait_for("rank_slow from the deliverer", LONG, || {
+        hook.delivered().iter().any(|h| h.kind == "rank_slow" && is_job(h)).then_some(())
+    });
+    for (run, _, _, edge) in ranks {
+        let end = json!({ "status": "completed", "reason": "done", "duration_s": 4.0 });
+        post(edge, event(run, 5, "run_finished", end));
+    }
+    let hits = wait_for("the job's end from the deliverer", LONG, || {
+        let hits = hook.delivered();
+        (!job_end(&hits).is_empty()).then_some(hits)
+    });
+    assert!(hits.iter().all(|h| h.run == "xjob-r0"), "one stream per job: {hits:?}");
+    assert_eq!(of_kind(&hits, "run_started").len(), 1);
+    assert_eq!(of_kind(&hits, "epoch_ended").len(), 4);
+    let slow = of_kind(&hits, "rank_slow");
+    assert_eq!(slow.len(), 1, "{slow:?}");
+    let e = &slow[0].body["event"];
+    assert_eq!((e["rank"].as_u64(), e["host"].as_str()), (Some(1), Some("gpu-b")), "{e}");
+    let end = job_end(&hits);
+    assert_eq!(end.len(), 1, "{end:?}");
+    let reason = end[0].body["event"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("all 3 ranks of job xjob") && reason.contains("3 completed"), "{reason}");
+    assert_eq!(of_kind(&hits, "run_finished").len(), 1, "rank 0's own end waits for the job's");
+    for kind in ["ranks_missing", "rank_stalled", "rank_lost", "run_stalled"] {
+        assert!(of_kind(&hits, kind).is_empty(), "no {kind}: {hits:?}");
+    }
 }

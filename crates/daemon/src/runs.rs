@@ -350,6 +350,10 @@ pub fn accepts(routing: &Routing, run: &RunState, event: &Event) -> bool {
     if !routing.events.contains(&kind) {
         return false;
     }
+    if routing.all_ranks {
+        let job_made = run.job.is_some() && event.seq >= MADE_SEQ_BASE;
+        return !job_made || kind == EventKind::RankLost;
+    }
     // A rank of a job: the job's stream is rank 0's events and the daemon's job events (stored on rank 0's
     // run); the other ranks speak through job events, and rank 0's own end waits for the job's.
     let job_rank = match &event.payload {
@@ -443,6 +447,7 @@ mod tests {
             timeout: Duration::from_secs(30),
             max_age: Duration::from_secs(86400),
             quiet: None,
+            all_ranks: false,
         }
     }
 
@@ -723,5 +728,28 @@ mod tests {
         assert!(!accepts(&r, &one, &failed));
         // Without a job, rank 1's failure goes out as before.
         assert!(accepts(&r, &run_after(&[started(1)]), &failed));
+        // The cluster's edge forwards every rank's own events, and of its job events only rank_lost.
+        let edge = Routing { all_ranks: true, ..r.clone() };
+        for (st, event) in
+            [(&RunState::new("r"), &job_start(1)), (&one, &failed), (&one, &epoch(0, 1.0, 0.5))]
+        {
+            assert!(accepts(&edge, st, event), "{event:?}");
+        }
+        assert!(accepts(&edge, &zero, &end), "rank 0's own end goes to the leader");
+        assert!(
+            !accepts(&edge, &zero, &Event { seq: MADE_SEQ_BASE, ..end.clone() }),
+            "the leader ends the job"
+        );
+        let stalled =
+            herald_event::RankStalled { job: "j".into(), ranks: vec![], all: true, stall_after_s: 1.0 };
+        assert!(!accepts(&edge, &zero, &Event::now("r", MADE_SEQ_BASE + 2, stalled)));
+        let lost = herald_event::RankLost {
+            job: "j".into(),
+            rank: 1,
+            host: "h".into(),
+            pid: 2,
+            reason: "gone".into(),
+        };
+        assert!(accepts(&edge, &one, &Event::now("r", MADE_SEQ_BASE, lost)), "its pid check is the edge's");
     }
 }

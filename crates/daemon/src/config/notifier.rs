@@ -86,6 +86,10 @@ pub struct Routing {
     /// `quiet_hours`, `timezone` and `digest`: what waits for a digest, and until when; None to send each
     /// notification at once.
     pub quiet: Option<Quiet>,
+    /// Not a configuration key: the cluster's edge forwarding sets it. Every rank's own events of a
+    /// distributed job pass, not only rank 0's (the leader sees the whole job), and of the job events the
+    /// node makes only `rank_lost` (its pid check): the leader makes the others from the whole job.
+    pub all_ranks: bool,
 }
 
 impl Routing {
@@ -119,6 +123,7 @@ impl Default for Routing {
             timeout: Duration::from_secs(30),
             max_age: Duration::from_secs(24 * 3600),
             quiet: None,
+            all_ranks: false,
         }
     }
 }
