@@ -2,8 +2,10 @@
 //! `herald.run` on every rank (`jobs/train_ddp.py`), against the real `herald serve` with the fake Telegram
 //! Bot API or a webhook. A healthy job is one live message edited per epoch and one finish message; a rank
 //! that hangs is named by one `rank_stalled`; a rank killed with `kill -9` by a `rank_lost` with its host; a
-//! rank twice as slow by exactly one `rank_slow`; and `herald stop JOB` ends all three ranks. The healthy job
-//! and the stop run again through Lightning's DDP strategy (`jobs/train_lightning.py`, `HeraldCallback`).
+//! rank twice as slow by exactly one `rank_slow`; and `herald stop JOB` ends all three ranks. The healthy job,
+//! the stop, `kill -9` and a hang run again through Lightning's DDP strategy (`jobs/train_lightning.py`,
+//! `HeraldCallback`), where a hung rank holds the others in the gradient all-reduce, so the whole job stalls
+//! (a slow rank slows every rank alike there, so no rank is slower than the median).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -187,9 +189,38 @@ fn a_hung_rank_is_named_by_one_rank_stalled_not_one_report_per_rank() {
 }
 
 #[test]
+fn a_hung_lightning_rank_stalls_the_whole_job_named_by_rank_stalled() {
+    let (hook, d, dir) = webhook_daemon(r#"stall_after = "3s""#);
+    let job = Job::start_script("train_lightning.py", dir.path(), d.port, "hang", 3, 4, 0.05);
+    // Under DDP the other ranks wait for rank 2 in the next gradient all-reduce: the whole job is hung. The
+    // ranks fall silent a little apart, so a first event may name some of them before one names all three.
+    let hits = until(&hook, &job, "rank_stalled", |e| e["all"] == true);
+    let stalled = of_kind(&hits, "rank_stalled");
+    assert!(stalled.len() <= 2, "one event per job, or two as the ranks fall silent: {stalled:?}");
+    let e = &stalled.last().expect("a rank_stalled").body["event"];
+    let ranks: Vec<u64> =
+        e["ranks"].as_array().expect("ranks").iter().filter_map(|r| r["rank"].as_u64()).collect();
+    assert_eq!(ranks, [0, 1, 2], "{e}");
+    let two = e["ranks"].as_array().and_then(|r| r.iter().find(|r| r["rank"] == 2)).expect("rank 2");
+    assert_eq!((two["host"].as_str(), two["epoch"].as_u64()), (Some(hostname().as_str()), Some(1)), "{e}");
+    assert!(of_kind(&hits, "run_stalled").is_empty() && job_end(&hits).is_empty());
+    drop(job);
+}
+
+#[test]
 fn a_rank_killed_with_kill_9_is_named_by_rank_lost_with_its_host() {
+    rank_killed_is_named("train_ddp.py");
+}
+
+#[test]
+fn a_lightning_rank_killed_with_kill_9_is_named_by_rank_lost_with_its_host() {
+    rank_killed_is_named("train_lightning.py");
+}
+
+/// Rank 1 of a long `script` under torchrun is killed with `kill -9`: `rank_lost` names it with its host.
+fn rank_killed_is_named(script: &str) {
     let (hook, d, dir) = webhook_daemon(r#"stall_after = "60s""#);
-    let job = Job::start(dir.path(), d.port, "healthy", 500, 4, 0.05);
+    let job = Job::start_script(script, dir.path(), d.port, "healthy", 500, 4, 0.05);
     until(&hook, &job, "epoch_ended", |_| true);
     let victim = job.pid(1);
     signal(victim, "-9");

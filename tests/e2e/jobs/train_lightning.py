@@ -1,8 +1,10 @@
 """A tiny Lightning fit through the DDP strategy on CPU (gloo) under torchrun, reporting every rank with
 ``herald.lightning.HeraldCallback``, for tests/e2e/jobs.rs.
 
-Environment: ``JOB_DIR`` (each rank writes ``rank<N>.pid`` there), ``JOB_EPOCHS``, ``JOB_STEPS`` (batches per epoch)
-and ``JOB_STEP_S`` (seconds each training step sleeps, so that a stop request can land mid-epoch).
+Environment: ``JOB_DIR`` (each rank writes ``rank<N>.pid`` there), ``JOB_MODE`` (``healthy``; ``hang``: rank 2
+sleeps forever in its second epoch, and the others wait for it in the next gradient all-reduce), ``JOB_EPOCHS``,
+``JOB_STEPS`` (batches per epoch) and ``JOB_STEP_S`` (seconds each training step sleeps, so that a stop request
+can land mid-epoch).
 """
 
 import os
@@ -15,6 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from herald.lightning import HeraldCallback
 
 rank = int(os.environ["RANK"])
+mode = os.environ.get("JOB_MODE", "healthy")
 epochs = int(os.environ.get("JOB_EPOCHS", "3"))
 steps = int(os.environ.get("JOB_STEPS", "4"))
 step_s = float(os.environ.get("JOB_STEP_S", "0.05"))
@@ -31,6 +34,9 @@ class Tiny(L.LightningModule):
         x, y = batch
         loss = torch.nn.functional.mse_loss(self.layer(x), y)
         time.sleep(step_s)
+        if mode == "hang" and rank == 2 and self.current_epoch == 1:
+            while True:
+                time.sleep(3600)
         self.log("train_loss", loss, on_step=False, on_epoch=True)
         self.log("accuracy", 0.5 + self.current_epoch / 100, on_step=False, on_epoch=True)
         return loss
