@@ -11,8 +11,9 @@
 //! With a token configured, TCP requests to the API routes need `Authorization: Bearer <token>`, compared in
 //! constant time by one middleware layer ([`authorize`]); `/healthz`, unknown paths (404) and wrong methods
 //! (405) need none. The Unix socket is protected by its file mode (0600) and needs no token. Handlers return
-//! `Result<_, ApiError>`; [`ApiError`] is the one place an error becomes a status and a JSON body. This
-//! module only translates HTTP; storing and routing are the dispatcher's.
+//! `Result<_, ApiError>`; [`ApiError`] is the one place an error becomes a status and a JSON body (the
+//! dashboard's handlers use it too). This module only translates HTTP; storing and routing are the
+//! dispatcher's.
 
 use std::sync::Arc;
 
@@ -64,8 +65,25 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    /// An error with this status, code and message (the dashboard's handlers make theirs too).
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError { status, code, message: message.into(), index: None }
+    }
+
+    /// A 400 `bad_request`: a parameter the endpoint does not take, or a value it cannot read.
+    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// A 404 `unknown_run`.
+    pub(crate) fn unknown_run(run: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_run",
+            format!(
+                "no run `{run}` is known to this daemon: `herald status` or `GET /v1/runs` lists the runs"
+            ),
+        )
     }
 
     fn unauthorized(message: &str) -> ApiError {
@@ -121,6 +139,13 @@ impl From<DaemonError> for ApiError {
             _ => "outbox_error",
         };
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, e.to_string())
+    }
+}
+
+/// An outbox read that failed is a 503 `outbox_error`.
+impl From<crate::outbox::StoreError> for ApiError {
+    fn from(e: crate::outbox::StoreError) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "outbox_error", e.to_string())
     }
 }
 
@@ -218,11 +243,7 @@ async fn post_stop(
         }
     }
     if !state.handle.request_stop(&run, &reason).await? {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_run",
-            format!("no run `{run}` is known to this daemon: `herald status` lists the runs"),
-        ));
+        return Err(ApiError::unknown_run(&run));
     }
     Ok(Json(json!({ "run": run, "stop": true, "reason": reason })))
 }

@@ -1,7 +1,8 @@
 //! The dashboard's read API: the runs list, one run in full, its loss series (downsampled on the server) and
 //! its loss plot, plus the dashboard's Stop (`Handle::request_stop`, the path `herald stop` takes).
 //!
-//! Handlers return `Result<_, DashError>`; errors have the API's shape `{"error": {"code", "message"}}`.
+//! Handlers return `Result<_, ApiError>` (the API's one error type, `crate::server::ApiError`): errors have the
+//! shape `{"error": {"code", "message"}}`.
 //! Everything here reads the dispatcher's shared run table and the outbox; nothing is written but a stop
 //! request.
 
@@ -20,59 +21,11 @@ use serde_json::json;
 use super::Dash;
 use crate::api::GiveUp;
 use crate::runs::RunState;
+use crate::server::ApiError;
 use crate::shared::now_ms;
 
 /// Lifecycle events a run's page shows at most (the latest).
 const EVENTS_SHOWN: usize = 1000;
-
-/// An error answer of the dashboard's API.
-#[derive(Debug)]
-pub struct DashError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl DashError {
-    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> DashError {
-        DashError { status, code, message: message.into() }
-    }
-
-    pub(super) fn bad_request(message: impl Into<String>) -> DashError {
-        DashError::new(StatusCode::BAD_REQUEST, "bad_request", message)
-    }
-
-    fn unknown_run(run: &str) -> DashError {
-        DashError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_run",
-            format!("no run `{run}` is known to this daemon: `GET /v1/runs` lists the runs"),
-        )
-    }
-}
-
-impl IntoResponse for DashError {
-    fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": { "code": self.code, "message": self.message } })))
-            .into_response()
-    }
-}
-
-impl From<crate::DaemonError> for DashError {
-    fn from(e: crate::DaemonError) -> DashError {
-        let code = match &e {
-            crate::DaemonError::ShuttingDown => "shutting_down",
-            _ => "outbox_error",
-        };
-        DashError::new(StatusCode::SERVICE_UNAVAILABLE, code, e.to_string())
-    }
-}
-
-impl From<crate::outbox::StoreError> for DashError {
-    fn from(e: crate::outbox::StoreError) -> DashError {
-        DashError::new(StatusCode::SERVICE_UNAVAILABLE, "outbox_error", e.to_string())
-    }
-}
 
 /// One run in the list: where it stands now.
 #[derive(Debug, Clone, Serialize)]
@@ -160,15 +113,12 @@ pub struct RunDetail {
     pub now_ms: u64,
 }
 
-pub(super) fn state_of(dash: &Dash, run: &str) -> Result<RunState, DashError> {
-    dash.handle.shared().runs().get(run).cloned().ok_or_else(|| DashError::unknown_run(run))
+pub(super) fn state_of(dash: &Dash, run: &str) -> Result<RunState, ApiError> {
+    dash.handle.shared().runs().get(run).cloned().ok_or_else(|| ApiError::unknown_run(run))
 }
 
 /// `GET /v1/runs/{run}`.
-pub async fn get_run(
-    State(dash): State<Dash>,
-    Path(run): Path<String>,
-) -> Result<Json<RunDetail>, DashError> {
+pub async fn get_run(State(dash): State<Dash>, Path(run): Path<String>) -> Result<Json<RunDetail>, ApiError> {
     let st = state_of(&dash, &run)?;
     let outbox = dash.handle.shared().outbox.clone();
     let mut events = outbox.events(&run).await?;
@@ -190,19 +140,19 @@ pub async fn get_run(
 
 /// `GET /v1/runs/{run}/plot.png`: the loss curve the phone gets at the run's end; 404 `no_plot` before there
 /// is anything to draw.
-pub async fn get_plot(State(dash): State<Dash>, Path(run): Path<String>) -> Result<Response, DashError> {
+pub async fn get_plot(State(dash): State<Dash>, Path(run): Path<String>) -> Result<Response, ApiError> {
     let st = state_of(&dash, &run)?;
     let points = dash.handle.loss_history(&run).await?;
     let image = tokio::task::spawn_blocking(move || crate::plot::loss_plot(&points, &st.context))
         .await
-        .map_err(|e| DashError::new(StatusCode::INTERNAL_SERVER_ERROR, "plot_failed", e.to_string()))?;
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "plot_failed", e.to_string()))?;
     match image {
         Some(image) => Ok((
             [(header::CONTENT_TYPE, image.mime), (header::CACHE_CONTROL, "no-store".to_owned())],
             image.bytes,
         )
             .into_response()),
-        None => Err(DashError::new(StatusCode::NOT_FOUND, "no_plot", "the run has no loss to draw yet")),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "no_plot", "the run has no loss to draw yet")),
     }
 }
 
@@ -213,7 +163,7 @@ pub async fn post_stop(
     Path(run): Path<String>,
     extensions: Extensions,
     body: Bytes,
-) -> Result<Json<serde_json::Value>, DashError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct StopBody {
@@ -222,7 +172,7 @@ pub async fn post_stop(
     let mut reason = "stop requested from the dashboard".to_owned();
     if !body.iter().all(u8::is_ascii_whitespace) {
         let stop = serde_json::from_slice::<StopBody>(&body).map_err(|e| {
-            DashError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("stop body: {e}"))
+            ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("stop body: {e}"))
         })?;
         if let Some(r) = stop.reason {
             reason = r;
@@ -232,7 +182,7 @@ pub async fn post_stop(
         reason = format!("{reason} (from {})", peer.ip());
     }
     if !dash.handle.request_stop(&run, &reason).await? {
-        return Err(DashError::unknown_run(&run));
+        return Err(ApiError::unknown_run(&run));
     }
     Ok(Json(json!({ "run": run, "stop": true, "reason": reason })))
 }
@@ -246,8 +196,8 @@ pub async fn healthz() -> impl IntoResponse {
     Json(json!({ "ok": true }))
 }
 
-pub async fn not_found() -> DashError {
-    DashError::new(
+pub async fn not_found() -> ApiError {
+    ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
         "no such page: the dashboard has /, /runs/{run}, /notifiers",

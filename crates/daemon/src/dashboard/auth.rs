@@ -17,8 +17,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 
-use super::api::DashError;
 use super::{Dash, assets, form_pairs};
+use crate::server::ApiError;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "herald_session";
@@ -117,7 +117,7 @@ pub async fn guard(State(dash): State<Dash>, request: Request, next: Next) -> Re
     if auth.check_host {
         let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
         if !loopback_host(host) {
-            let e = DashError::new(
+            let e = ApiError::new(
                 StatusCode::FORBIDDEN,
                 "bad_host",
                 "use the dashboard at 127.0.0.1 or localhost",
@@ -130,7 +130,7 @@ pub async fn guard(State(dash): State<Dash>, request: Request, next: Next) -> Re
         by_cookie = auth.has_session(headers);
         if !by_cookie && !auth.has_bearer(headers, token) {
             return Err(if api {
-                DashError::new(
+                ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     "unauthorized",
                     "log in at /login or send the [daemon] token",
@@ -146,7 +146,7 @@ pub async fn guard(State(dash): State<Dash>, request: Request, next: Next) -> Re
         let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or("");
         if !constant_time_eq(sent.as_bytes(), auth.csrf.as_bytes()) {
             let e =
-                DashError::new(StatusCode::FORBIDDEN, "csrf", "missing or wrong CSRF token: reload the page");
+                ApiError::new(StatusCode::FORBIDDEN, "csrf", "missing or wrong CSRF token: reload the page");
             return Err(e.into_response());
         }
     }
@@ -172,7 +172,7 @@ pub async fn login(State(dash): State<Dash>, body: Bytes) -> Response {
     let id = match random_hex() {
         Ok(id) => id,
         Err(e) => {
-            return DashError::new(StatusCode::INTERNAL_SERVER_ERROR, "no_randomness", e.to_string())
+            return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no_randomness", e.to_string())
                 .into_response();
         }
     };

@@ -14,8 +14,8 @@ use herald_plugin::Receipt;
 use serde::Serialize;
 
 use super::Dash;
-use super::api::DashError;
 use crate::api::{NotifierView, OutboxView};
+use crate::server::ApiError;
 use crate::shared::now_ms;
 
 /// Runs the page lists at most.
@@ -75,7 +75,7 @@ pub struct Deliveries {
 }
 
 /// `GET /v1/deliveries`.
-pub async fn get_deliveries(State(dash): State<Dash>) -> Result<Json<Deliveries>, DashError> {
+pub async fn get_deliveries(State(dash): State<Dash>) -> Result<Json<Deliveries>, ApiError> {
     let status = dash.handle.status();
     let shared = dash.handle.shared();
     let outbox = shared.outbox.clone();

@@ -10,10 +10,11 @@ use axum::Json;
 use axum::extract::{RawQuery, State};
 use serde::Serialize;
 
-use super::api::{DashError, RunRow, row};
+use super::api::{RunRow, row};
 use super::{Dash, form_pairs};
 use crate::jobs::{self, JobView};
 use crate::runs::RunState;
+use crate::server::ApiError;
 use crate::shared::now_ms;
 
 /// Rows per page when the request does not say.
@@ -107,14 +108,14 @@ enum Entry<'a> {
 pub async fn list_runs(
     State(dash): State<Dash>,
     RawQuery(query): RawQuery,
-) -> Result<Json<RunList>, DashError> {
+) -> Result<Json<RunList>, ApiError> {
     let mut name = String::new();
     let mut states: Vec<String> = Vec::new();
     let mut limit = DEFAULT_LIMIT;
     let mut offset = 0usize;
     for (k, v) in form_pairs(query.as_deref().unwrap_or("")) {
         let number = |v: &str| {
-            v.parse::<usize>().map_err(|_| DashError::bad_request(format!("{k} `{v}` is not a number")))
+            v.parse::<usize>().map_err(|_| ApiError::bad_request(format!("{k} `{v}` is not a number")))
         };
         match k.as_str() {
             "name" => name = v.to_lowercase(),
@@ -124,14 +125,14 @@ pub async fn list_runs(
             "limit" => {
                 limit = number(&v)?;
                 if !(1..=MAX_LIMIT).contains(&limit) {
-                    return Err(DashError::bad_request(format!(
+                    return Err(ApiError::bad_request(format!(
                         "limit `{v}`: give a number from 1 to {MAX_LIMIT}"
                     )));
                 }
             }
             "offset" => offset = number(&v)?,
             _ => {
-                return Err(DashError::bad_request(format!(
+                return Err(ApiError::bad_request(format!(
                     "unknown parameter `{k}`: use name, state, limit, offset"
                 )));
             }

@@ -13,9 +13,10 @@ use axum::extract::{Path, RawQuery, State};
 use herald_plugin::RunContext;
 use serde::Serialize;
 
-use super::api::{DashError, state_of};
+use super::api::state_of;
 use super::{Dash, downsample, form_pairs};
 use crate::outbox::LossPoint;
+use crate::server::ApiError;
 
 /// Points a loss series has at most when the request does not say.
 pub const DEFAULT_POINTS: usize = 2000;
@@ -151,17 +152,17 @@ pub async fn get_loss(
     State(dash): State<Dash>,
     Path(run): Path<String>,
     RawQuery(query): RawQuery,
-) -> Result<Json<LossSeries>, DashError> {
+) -> Result<Json<LossSeries>, ApiError> {
     let mut max_points = DEFAULT_POINTS;
     for (k, v) in form_pairs(query.as_deref().unwrap_or("")) {
         match k.as_str() {
             "points" => {
                 max_points =
                     v.parse::<usize>().ok().filter(|n| (2..=MAX_POINTS).contains(n)).ok_or_else(|| {
-                        DashError::bad_request(format!("points `{v}`: give a number from 2 to {MAX_POINTS}"))
+                        ApiError::bad_request(format!("points `{v}`: give a number from 2 to {MAX_POINTS}"))
                     })?;
             }
-            _ => return Err(DashError::bad_request(format!("unknown parameter `{k}`: use points"))),
+            _ => return Err(ApiError::bad_request(format!("unknown parameter `{k}`: use points"))),
         }
     }
     let st = state_of(&dash, &run)?;
