@@ -8,9 +8,11 @@
 
 use herald_event::{Alert, EpochEnded, Level, format::format_time};
 
-use super::{alert, memory, num, once};
+use std::collections::BTreeMap;
+
+use super::{alert, num, once};
 use crate::rules::{RuleConfig, RuleKind};
-use crate::runs::{RuleMemory, RunState, epoch_values, lower_is_better};
+use crate::runs::{RuleMemory, epoch_values, lower_is_better};
 
 /// Epoch durations kept per run for the `slow_epoch` median (once per run, shared by all its rules): the
 /// latest 64, so that the run's stored record stays small and the median tracks a run whose epochs change pace.
@@ -18,25 +20,22 @@ const MAX_DURATIONS: usize = 64;
 /// Earlier epochs needed before a `slow_epoch` rule judges one (the first is often slow: warm-up, caches).
 const MIN_DURATIONS: usize = 2;
 
-/// Evaluate one rule of an epoch kind against an `epoch_ended` of the run `st`; `median`: the median of the
-/// run's earlier epoch durations, when it has enough of them ([`pace`]).
+/// Evaluate one rule of an epoch kind, watching the run, against an `epoch_ended` of the run: `best` holds the
+/// run's best values, `memory` is what the rule remembers of the run, `median` the median of the run's earlier
+/// epoch durations, when it has enough of them ([`pace`]).
 pub(super) fn evaluate(
     rule: &RuleConfig,
-    st: &mut RunState,
+    best: &BTreeMap<String, f64>,
+    memory: &mut RuleMemory,
     e: &EpochEnded,
     median: Option<f64>,
 ) -> Option<Alert> {
-    if !rule.runs.matches(&st.context.name) {
-        return None;
-    }
     let Some(metric) = rule.kind.metric() else {
         let RuleKind::SlowEpoch { factor } = rule.kind else { return None };
-        let median = median?;
-        return slow_epoch(rule, memory(rule, st), e, factor, median);
+        return slow_epoch(rule, memory, e, factor, median?);
     };
     // The run's best values hold every metric it reported a finite value of (this epoch included).
-    let seen = st.best.contains_key(metric);
-    let memory = memory(rule, st);
+    let seen = best.contains_key(metric);
     let value = value_of(e, metric);
     let Some(v) = value else {
         return missing(rule, memory, e, metric, seen);

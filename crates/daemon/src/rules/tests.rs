@@ -224,6 +224,33 @@ fn slow_epoch_rules_share_one_list_of_the_runs_epoch_times() {
 }
 
 #[test]
+fn alerts_of_one_epoch_come_in_configuration_order_and_only_watching_rules_keep_a_memory() {
+    let threshold = |name: &str, metric: &str, op, value| {
+        RuleConfig::new(name, RuleKind::Threshold { metric: metric.into(), op, value })
+    };
+    let mut elsewhere = threshold("beta", "accuracy", Op::Ge, 0.1);
+    elsewhere.runs = Glob::new("other-*").expect("valid");
+    let rules = vec![
+        threshold("zeta", "accuracy", Op::Ge, 0.5),
+        elsewhere,
+        threshold("alpha", "valid_loss", Op::Lt, 1.0),
+        threshold("mu", "accuracy", Op::Ge, 0.95),
+    ];
+    let mut bench = Bench::new(rules);
+    bench.start("r", "mnist");
+    for (i, expected) in [(0, &["zeta", "alpha"][..]), (1, &[]), (2, &["mu"])] {
+        let fired: Vec<String> = bench
+            .post("r", epoch(i, 0.5, [0.9, 0.9, 0.96][i as usize], 1.0))
+            .into_iter()
+            .map(|a| a.rule.expect("a rule's alert"))
+            .collect();
+        assert_eq!(fired, expected, "epoch {i}");
+    }
+    let kept: Vec<&String> = bench.runs["r"].rules.keys().collect();
+    assert_eq!(kept, ["alpha", "mu", "zeta"], "no memory for a rule that does not watch the run");
+}
+
+#[test]
 fn a_metric_the_run_does_not_have_is_said_once() {
     let typo = RuleKind::Threshold { metric: "acc".into(), op: Op::Ge, value: 0.9 };
     let mut bench = Bench::new(vec![RuleConfig::new("target", typo)]);
