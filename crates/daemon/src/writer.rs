@@ -3,10 +3,10 @@
 //! Every write (ingested events, delivery outcomes, stop requests, daemon-made events, compaction) reaches
 //! the writer as a [`WriteOp`] over a bounded channel. The writer takes whatever is waiting (up to
 //! [`MAX_GROUP`]), decides each operation in memory (one function per kind: [`Group::ingest`],
-//! [`Group::finish`], [`Group::stop`], [`Group::change`], [`Group::forget`]), commits the group as one outbox batch, and only
-//! then updates the shared run table and counters and answers the senders. So an ingest is answered once its
-//! events and jobs are durable, and many clients share one commit. When a batch fails, its operations are
-//! tried one by one so that one bad operation does not sink the others.
+//! [`Group::finish`], [`Group::stop`], [`Group::change`], [`Group::forget`]), commits the group as one
+//! outbox batch, and only then updates the shared run table and counters and answers the senders. So an
+//! ingest is answered once its events and jobs are durable, and many clients share one commit. When a batch
+//! fails, its operations are tried one by one so that one bad operation does not sink the others.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;

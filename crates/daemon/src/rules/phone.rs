@@ -1,7 +1,8 @@
 //! Threshold rules added from the phone (`/watch <run> <metric> <op> <value>`): kept on the run itself
-//! ([`RunState::watches`]), each fires once, as an `alert` of level `info` (as a configured threshold rule), at the first epoch whose metric
-//! crosses the value, and then stays fired (it is listed until `/unwatch`). A NaN or infinite value never
-//! fires one (that is the `nan` rule's), and an epoch without the metric leaves it waiting.
+//! ([`RunState::watches`]), each fires once, as an `alert` of level `info` (as a configured threshold rule),
+//! at the first epoch whose metric crosses the value, and then stays fired (it is listed until `/unwatch`). A
+//! NaN or infinite value never fires one (that is the `nan` rule's), and an epoch without the metric leaves
+//! it waiting.
 
 use herald_event::{Alert, EpochEnded, Level};
 
