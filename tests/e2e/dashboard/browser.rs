@@ -316,6 +316,13 @@ fn dashboard_in_chromium_updates_live_stops_a_run_shows_names_as_text_and_logs_n
         json!({ "status": "stopped", "reason": "stop requested", "duration_s": 3.0 }),
     )]);
     b.wait_js("`stopped`", "return document.getElementById('run-state').textContent === 'stopped'");
+    // The timeline has the stop request, with where it came from, before the run's end.
+    let items = b.js("return Array.from(document.querySelectorAll('#events li')).map(li => li.className)");
+    let items: Vec<&str> = items.as_array().expect("items").iter().filter_map(Value::as_str).collect();
+    let stop = items.iter().position(|c| *c == "ev-stop").unwrap_or_else(|| panic!("a stop item: {items:?}"));
+    assert_eq!(items.get(stop + 1), Some(&"ev-run_finished"), "{items:?}");
+    let text = b.js("return document.querySelector('#events li.ev-stop').textContent");
+    assert!(text.as_str().is_some_and(|t| t.contains("from the dashboard (from 127.0.0.1)")), "{text}");
     b.assert_no_console_errors("run page after Stop");
 
     // A run named like markup shows as text, on the list and on its own page, and runs no script.
