@@ -1,6 +1,7 @@
 //! Quiet hours and digests through the dispatcher, with its clock set by the test: during quiet hours only
 //! failures and `error` alerts go out, the rest waits in the outbox and goes out as one digest when they end
-//! (also after a restart, over the redb and the memory outbox), and `digest = "1h"` sends one per period.
+//! (also after a restart, over the redb and the memory outbox), `digest = "1h"` sends one per period, and a
+//! failed digest is retried, a refused one given up with its jobs.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +17,8 @@ use herald_plugin::{DeliveryError, Notification, Notifier, Receipt};
 
 type Seen = Arc<Mutex<Vec<Notification>>>;
 
-struct Recorder(Seen);
+/// Records what it gets; fails each digest while `fail` holds errors for it (one per attempt).
+struct Recorder(Seen, Arc<Mutex<Vec<DeliveryError>>>);
 
 #[async_trait::async_trait]
 impl Notifier for Recorder {
@@ -26,6 +28,11 @@ impl Notifier for Recorder {
 
     async fn deliver(&self, n: &Notification) -> Result<Receipt, DeliveryError> {
         self.0.lock().expect("seen lock").push(n.clone());
+        if n.event.run == "digest"
+            && let Some(err) = self.1.lock().expect("fail lock").pop()
+        {
+            return Err(err);
+        }
         Ok(Receipt(serde_json::json!({})))
     }
 }
@@ -42,11 +49,21 @@ fn quiet(hours: Option<&str>, digest: Option<Duration>) -> Quiet {
 }
 
 async fn start(outbox: Arc<dyn Outbox>, quiet: Quiet, clock: &Clock) -> (Dispatcher, Seen) {
+    start_failing(outbox, quiet, clock, Vec::new()).await
+}
+
+/// A dispatcher whose notifier fails its digests with `fail`'s errors, last first, then delivers them.
+async fn start_failing(
+    outbox: Arc<dyn Outbox>,
+    quiet: Quiet,
+    clock: &Clock,
+    fail: Vec<DeliveryError>,
+) -> (Dispatcher, Seen) {
     let seen: Seen = Arc::default();
     let spec = NotifierSpec {
         name: "phone".into(),
         kind: "recorder".into(),
-        notifier: Box::new(Recorder(seen.clone())),
+        notifier: Box::new(Recorder(seen.clone(), Arc::new(Mutex::new(fail)))),
         routing: Routing { quiet: Some(quiet), ..Routing::default() },
     };
     let options = Options { clock: clock.clone(), ..Options::new(Duration::from_secs(24 * 3600)) };
@@ -259,5 +276,40 @@ async fn a_digest_period_sends_one_digest_per_period_on_its_timer() {
     assert_eq!(got.len(), 4, "{:?}", got.iter().map(|n| (&n.title, &n.text)).collect::<Vec<_>>());
     assert!(got[3].text.contains("2 epochs held"), "{}", got[3].text);
     assert_ne!(got[1].event.seq, got[3].event.seq, "two digests never share a sequence number");
+    d.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_failed_digest_is_retried_with_backoff_and_a_refused_one_given_up() {
+    let clock = Clock::default();
+    clock.set_ms(ms("2026-01-14T22:00:00Z"));
+    let fail = vec![DeliveryError::retryable("service unavailable")];
+    let (d, seen) =
+        start_failing(Arc::new(MemoryOutbox::new()), quiet(Some("22:30-07:00"), None), &clock, fail).await;
+    night(&d, &seen).await;
+    clock.set_ms(ms("2026-01-15T06:00:00Z"));
+    let got = until(&seen, "the first try of the digest", is_digest).await;
+    assert_eq!(got.last().map(|n| n.attempt), Some(1));
+    // The retry waits for its backoff (a second or more), then goes as the same digest.
+    clock.advance(Duration::from_secs(600));
+    let got = until(&seen, "the retry", |n| is_digest(n) && n.attempt == 2).await;
+    assert_eq!(got.iter().filter(|n| is_digest(n)).count(), 2);
+    assert_eq!(got[2].event.seq, got[3].event.seq, "a retry keeps the digest's sequence number");
+    check_digest(&got[3]);
+    queued(&d, 0, "the jobs leave the outbox once the digest is through").await;
+    d.shutdown(Duration::from_secs(1)).await;
+
+    // A permanent error gives the digest and its jobs up.
+    let fail = vec![DeliveryError::permanent("unknown recipient")];
+    clock.set_ms(ms("2026-01-15T22:00:00Z"));
+    let (d, seen) =
+        start_failing(Arc::new(MemoryOutbox::new()), quiet(Some("22:30-07:00"), None), &clock, fail).await;
+    night(&d, &seen).await;
+    clock.set_ms(ms("2026-01-16T06:00:00Z"));
+    until(&seen, "the refused digest", is_digest).await;
+    queued(&d, 0, "the given-up jobs leave the outbox").await;
+    let status = d.handle().status();
+    let gave_up = status.notifiers.iter().map(|n| n.gave_up).sum::<u64>();
+    assert_eq!(gave_up, 7, "every held job is given up with the digest");
     d.shutdown(Duration::from_secs(1)).await;
 }
