@@ -115,7 +115,15 @@ impl Rules {
                     return fired;
                 }
                 for rule in self.rules.iter().filter(|r| r.kind == RuleKind::Nan) {
-                    if let Some(alert) = watching(rule, st).and_then(|m| nan::batch(rule, m, b)) {
+                    if !rule.runs.matches(&st.context.name) {
+                        continue;
+                    }
+                    // One lookup per batch; the memory is made at the run's first batch.
+                    let alert = match st.rules.get_mut(&rule.name) {
+                        Some(m) => nan::batch(rule, m, b),
+                        None => nan::batch(rule, st.rules.entry(rule.name.clone()).or_default(), b),
+                    };
+                    if let Some(alert) = alert {
                         fired.push(Fired { alert, notifiers: rule.notifiers.as_deref() });
                     }
                 }
@@ -205,14 +213,6 @@ impl Rules {
         };
         epoch::pace(&mut shared.epoch_s, e.elapsed_s)
     }
-}
-
-/// The rule's memory of the run when the rule watches it (its `runs` glob matches the run's name).
-fn watching<'s>(rule: &RuleConfig, st: &'s mut RunState) -> Option<&'s mut RuleMemory> {
-    if !rule.runs.matches(&st.context.name) {
-        return None;
-    }
-    Some(memory(rule, st))
 }
 
 /// The rule's memory of the run, made empty the first time.
