@@ -15,6 +15,8 @@ mod cluster;
 mod daemon;
 #[path = "bench_ranks.rs"]
 mod ranks;
+#[path = "bench_rules.rs"]
+mod rules;
 #[path = "bench_trainer.rs"]
 mod trainer;
 
@@ -33,11 +35,12 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         Some("apprise") => apprise::run(root, &args[1..]),
         Some("trainer") => trainer::run(root, &args[1..]),
         Some("ranks") => ranks::run(root, &args[1..]),
+        Some("rules") => rules::run(root, &args[1..]),
         Some(other) => {
             bail!(
-                "unknown benchmark `{other}`: expected emitter, trainer, daemon, ranks, cluster, plugins or apprise"
+                "unknown benchmark `{other}`: expected emitter, trainer, daemon, ranks, rules, cluster, plugins or apprise"
             )
         }
-        None => bail!("name a benchmark: emitter, trainer, daemon, ranks, cluster, plugins or apprise"),
+        None => bail!("name a benchmark: emitter, trainer, daemon, ranks, rules, cluster, plugins or apprise"),
     }
 }
