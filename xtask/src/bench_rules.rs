@@ -69,6 +69,9 @@ fn epoch_body(run: &str, first_seq: u64, n: usize) -> Vec<u8> {
     body.into_bytes()
 }
 
+/// Makes a POST body: `n` events of a run from a sequence number.
+type Body = fn(&str, u64, usize) -> Vec<u8>;
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -117,8 +120,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             &format!("{notifier}{rules}"),
         )?);
     }
-    let loads: [(&str, fn(&str, u64, usize) -> Vec<u8>); 2] =
-        [("batch_ended", batch_body), ("epoch_ended", epoch_body)];
+    let loads: [(&str, Body); 2] = [("batch_ended", batch_body), ("epoch_ended", epoch_body)];
     // figures[load][daemon]: events/s per round.
     let mut figures = vec![vec![Vec::new(); daemons.len()]; loads.len()];
     for round in 0..ROUNDS {
