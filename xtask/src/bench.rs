@@ -13,6 +13,8 @@ mod apprise;
 mod cluster;
 #[path = "bench_daemon.rs"]
 mod daemon;
+#[path = "bench_dashboard.rs"]
+mod dashboard;
 #[path = "bench_ranks.rs"]
 mod ranks;
 #[path = "bench_rules.rs"]
@@ -31,6 +33,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             cargo(&["bench", "-p", "herald-plugin-host", "--bench", "plugins", "--", "--warm-up-time", "1"]),
         ),
         Some("daemon") => daemon::run(root, &args[1..]),
+        Some("dashboard") => dashboard::run(root, &args[1..]),
         Some("cluster") => cluster::run(root, &args[1..]),
         Some("apprise") => apprise::run(root, &args[1..]),
         Some("trainer") => trainer::run(root, &args[1..]),
@@ -38,9 +41,13 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         Some("rules") => rules::run(root, &args[1..]),
         Some(other) => {
             bail!(
-                "unknown benchmark `{other}`: expected emitter, trainer, daemon, ranks, rules, cluster, plugins or apprise"
+                "unknown benchmark `{other}`: expected emitter, trainer, daemon, dashboard, ranks, rules, cluster, plugins or apprise"
             )
         }
-        None => bail!("name a benchmark: emitter, trainer, daemon, ranks, rules, cluster, plugins or apprise"),
+        None => {
+            bail!(
+                "name a benchmark: emitter, trainer, daemon, dashboard, ranks, rules, cluster, plugins or apprise"
+            )
+        }
     }
 }
