@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use super::{alert, num, once};
 use crate::rules::{RuleConfig, RuleKind};
-use crate::runs::{RuleMemory, epoch_values, lower_is_better};
+use crate::runs::{RuleMemory, epoch_values};
 
 /// Epoch durations kept per run for the `slow_epoch` median (once per run, shared by all its rules): the
 /// latest 64, so that the run's stored record stays small and the median tracks a run whose epochs change pace.
@@ -20,11 +20,13 @@ const MAX_DURATIONS: usize = 64;
 /// Earlier epochs needed before a `slow_epoch` rule judges one (the first is often slow: warm-up, caches).
 const MIN_DURATIONS: usize = 2;
 
-/// Evaluate one rule of an epoch kind, watching the run, against an `epoch_ended` of the run: `best` holds the
-/// run's best values, `memory` is what the rule remembers of the run, `median` the median of the run's earlier
-/// epoch durations, when it has enough of them ([`pace`]).
+/// Evaluate one rule of an epoch kind, watching the run, against an `epoch_ended` of the run: `lower` whether
+/// the rule's metric improves downwards (`runs::lower_is_better`, worked out once per rule), `best` the run's
+/// best values, `memory` what the rule remembers of the run, `median` the median of the run's earlier epoch
+/// durations, when it has enough of them ([`pace`]).
 pub(super) fn evaluate(
     rule: &RuleConfig,
+    lower: bool,
     best: &BTreeMap<String, f64>,
     memory: &mut RuleMemory,
     e: &EpochEnded,
@@ -49,9 +51,9 @@ pub(super) fn evaluate(
             alert(rule, format!("{metric} {} {}", op.as_str(), num(*value)), text, Some(e.epoch))
         }),
         RuleKind::Plateau { patience, min_delta, .. } => {
-            plateau(rule, memory, e, metric, v, *patience, *min_delta)
+            plateau(rule, memory, e, (metric, lower), v, *patience, *min_delta)
         }
-        RuleKind::Diverging { factor, .. } => diverging(rule, memory, e, metric, v, *factor),
+        RuleKind::Diverging { factor, .. } => diverging(rule, memory, e, (metric, lower), v, *factor),
         _ => None,
     }
 }
@@ -90,21 +92,21 @@ fn missing(
 }
 
 /// Whether `v` improves on `best` by more than `min_delta`.
-fn improves(metric: &str, v: f64, best: f64, min_delta: f64) -> bool {
-    if lower_is_better(metric) { v < best - min_delta } else { v > best + min_delta }
+fn improves(lower: bool, v: f64, best: f64, min_delta: f64) -> bool {
+    if lower { v < best - min_delta } else { v > best + min_delta }
 }
 
 fn plateau(
     rule: &RuleConfig,
     memory: &mut RuleMemory,
     e: &EpochEnded,
-    metric: &str,
+    (metric, lower): (&str, bool),
     v: f64,
     patience: u32,
     min_delta: f64,
 ) -> Option<Alert> {
     match memory.best {
-        Some((best, _)) if !improves(metric, v, best, min_delta) => {
+        Some((best, _)) if !improves(lower, v, best, min_delta) => {
             memory.since_best = memory.since_best.saturating_add(1);
         }
         _ => {
@@ -132,12 +134,12 @@ fn diverging(
     rule: &RuleConfig,
     memory: &mut RuleMemory,
     e: &EpochEnded,
-    metric: &str,
+    (metric, lower): (&str, bool),
     v: f64,
     factor: f64,
 ) -> Option<Alert> {
     let (best, best_epoch) = match memory.best {
-        Some((best, epoch)) if !improves(metric, v, best, 0.0) => (best, epoch),
+        Some((best, epoch)) if !improves(lower, v, best, 0.0) => (best, epoch),
         _ => {
             memory.best = Some((v, e.epoch));
             (v, e.epoch)
@@ -145,7 +147,6 @@ fn diverging(
     };
     // Worse than the best by `factor`: a loss above 1.5 x its minimum, an accuracy below its best / 1.5. A best
     // at or below zero has no such ratio: then worse by `factor - 1` times its size.
-    let lower = lower_is_better(metric);
     let holds = if best > 0.0 {
         if lower { v > best * factor } else { v < best / factor }
     } else {

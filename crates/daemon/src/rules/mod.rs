@@ -29,7 +29,7 @@ use herald_event::{Alert, EpochEnded, Event, EventKind, Payload};
 
 pub use crate::config::{Glob, Op, RuleConfig, RuleKind};
 
-use crate::runs::{RuleMemory, RunState};
+use crate::runs::{RuleMemory, RunState, lower_is_better};
 
 /// The key in [`RunState::rules`] of what all the rules of a run share (its epoch durations, for
 /// `slow_epoch`), rather than a copy per rule. No rule has this name: rule names are never blank.
@@ -57,6 +57,9 @@ pub struct Rules {
     watches_pace: bool,
     /// The indices of `rules` in the order of their names, the order of a run's memories ([`RunState::rules`]).
     by_name: Vec<usize>,
+    /// Per rule: whether its metric improves downwards (`runs::lower_is_better`, a few string searches saved
+    /// from every epoch).
+    lower: Vec<bool>,
 }
 
 impl Rules {
@@ -66,7 +69,8 @@ impl Rules {
         let watches_pace = rules.iter().any(|r| matches!(r.kind, RuleKind::SlowEpoch { .. }));
         let mut by_name: Vec<usize> = (0..rules.len()).collect();
         by_name.sort_by(|&a, &b| rules[a].name.cmp(&rules[b].name));
-        Rules { rules, watches_batches, watches_pace, by_name }
+        let lower = rules.iter().map(|r| r.kind.metric().is_some_and(lower_is_better)).collect();
+        Rules { rules, watches_batches, watches_pace, by_name, lower }
     }
 
     /// Whether no rule is configured (then evaluation costs nothing).
@@ -150,13 +154,14 @@ impl Rules {
     fn epoch<'r>(&'r self, st: &mut RunState, e: &EpochEnded, fired: &mut Vec<Fired<'r>>) {
         // The median of the run's earlier epochs, computed once for all its `slow_epoch` rules.
         let pace = self.pace(st, e);
-        let judge = |rule: &RuleConfig, name: &str, best: &BTreeMap<String, f64>, m: &mut RuleMemory| {
+        let judge = |i: usize, name: &str, best: &BTreeMap<String, f64>, m: &mut RuleMemory| {
+            let rule = &self.rules[i];
             if !rule.runs.matches(name) {
                 return None;
             }
             match rule.kind {
                 RuleKind::Nan => nan::epoch(rule, m, e),
-                _ => epoch::evaluate(rule, best, m, e, pace),
+                _ => epoch::evaluate(rule, self.lower[i], best, m, e, pace),
             }
         };
         let start = fired.len();
@@ -174,7 +179,7 @@ impl Rules {
                     missing.push(i);
                     continue;
                 };
-                if let Some(alert) = judge(rule, name, best, m) {
+                if let Some(alert) = judge(i, name, best, m) {
                     fired.push(Fired { alert, notifiers: rule.notifiers.as_deref() });
                 }
             }
@@ -185,7 +190,7 @@ impl Rules {
                 continue;
             }
             let m = st.rules.entry(rule.name.clone()).or_default();
-            if let Some(alert) = judge(rule, &st.context.name, &st.best, m) {
+            if let Some(alert) = judge(i, &st.context.name, &st.best, m) {
                 fired.push(Fired { alert, notifiers: rule.notifiers.as_deref() });
             }
         }
