@@ -382,40 +382,73 @@ api_url = "{api}"
 /// Cluster mode: ranks 0 and 2 of one job post to edge A (host `gpu-a`), rank 1 to edge B (`gpu-b`); the one
 /// deliverer (real `nats-server`) sees the whole job: one stream (rank 0's start and epochs), rank 1 named
 /// slow on `gpu-b`, and one end for the job once all three ranks ended, with no rank reported on its own.
+/// A cluster for a job's ranks: one `nats-server`, two edges (A, B) and one deliverer posting to a webhook.
+struct TwoEdges {
+    edges: Vec<Daemon>,
+    hook: Receiver,
+    _deliverer: crate::cluster::Deliverer,
+    _nats: crate::cluster::Nats,
+    _tmp: tempfile::TempDir,
+}
+
+impl TwoEdges {
+    fn start() -> TwoEdges {
+        use crate::cluster::{Deliverer, Nats, edge_config};
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let nats = Nats::single(&tmp.path().join("nats"));
+        let urls = vec![nats.url()];
+        let hook = Receiver::start(|_, _| Reply::Ok);
+        let edges: Vec<Daemon> = ["edge-a", "edge-b"]
+            .iter()
+            .map(|name| {
+                let dir = tmp.path().join(name);
+                std::fs::create_dir_all(&dir).expect("edge dir");
+                let port = free_port();
+                Daemon::start(&dir, port, &edge_config(&dir, port, &urls, 1))
+            })
+            .collect();
+        let deliverer = Deliverer::start(&tmp.path().join("deliverer"), &urls, 1, hook.port);
+        TwoEdges { edges, hook, _deliverer: deliverer, _nats: nats, _tmp: tmp }
+    }
+
+    /// Post `body` to edge `edge` (0: A, 1: B).
+    fn post(&self, edge: usize, body: &str) {
+        let (code, reply) = self.edges[edge].post(body);
+        assert_eq!(code, 202, "{reply}");
+    }
+}
+
+fn rank_started(run: &str, rank: u32, host: &str, pid: u32, world_size: u32) -> String {
+    let start = json!({ "name": "across", "host": host, "pid": pid, "rank": rank, "job": "xjob",
+        "world_size": world_size, "n_epochs": 4, "batches_per_epoch": 10, "metric_names": [] });
+    crate::daemon::event(run, 0, "run_started", start)
+}
+
+fn rank_epoch(run: &str, e: u64, elapsed_s: f64) -> String {
+    let epoch = json!({ "epoch": e, "n_epochs": 4, "train_loss": 0.5, "elapsed_s": elapsed_s });
+    crate::daemon::event(run, e + 1, "epoch_ended", epoch)
+}
+
+fn rank_end(run: &str, seq: u64) -> String {
+    let end = json!({ "status": "completed", "reason": "done", "duration_s": 4.0 });
+    crate::daemon::event(run, seq, "run_finished", end)
+}
+
+/// Cluster mode: ranks 0 and 2 of one job post to edge A (host `gpu-a`), rank 1 to edge B (`gpu-b`); the one
+/// deliverer (real `nats-server`) sees the whole job: one stream (rank 0's start and epochs), rank 1 named
+/// slow on `gpu-b`, and one end for the job once all three ranks ended, with no rank reported on its own.
 #[test]
 fn cluster_ranks_on_two_edges_are_one_job_at_the_deliverer() {
-    use crate::cluster::{Deliverer, Nats, edge_config};
-    use crate::daemon::event;
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let nats = Nats::single(&tmp.path().join("nats"));
-    let urls = vec![nats.url()];
-    let hook = Receiver::start(|_, _| Reply::Ok);
-    let edges: Vec<Daemon> = ["edge-a", "edge-b"]
-        .iter()
-        .map(|name| {
-            let dir = tmp.path().join(name);
-            std::fs::create_dir_all(&dir).expect("edge dir");
-            let port = free_port();
-            Daemon::start(&dir, port, &edge_config(&dir, port, &urls, 1))
-        })
-        .collect();
-    let _deliverer = Deliverer::start(&tmp.path().join("deliverer"), &urls, 1, hook.port);
+    let c = TwoEdges::start();
+    let hook = &c.hook;
     // (run, rank, host, edge)
     let ranks = [("xjob-r1", 1, "gpu-b", 1), ("xjob-r2", 2, "gpu-a", 0), ("xjob-r0", 0, "gpu-a", 0)];
-    let post = |edge: usize, body: String| {
-        let (code, reply) = edges[edge].post(&body);
-        assert_eq!(code, 202, "{reply}");
-    };
     for (run, rank, host, edge) in ranks {
-        let start = json!({ "name": "across", "host": host, "pid": 4242, "rank": rank, "job": "xjob",
-            "world_size": 3, "n_epochs": 4, "batches_per_epoch": 10, "metric_names": [] });
-        post(edge, event(run, 0, "run_started", start));
+        c.post(edge, &rank_started(run, rank, host, 4242, 3));
     }
     for e in 0..4u64 {
         for (run, rank, _, edge) in ranks {
-            let elapsed = if rank == 1 { 2.0 } else { 1.0 };
-            let epoch = json!({ "epoch": e, "n_epochs": 4, "train_loss": 0.5, "elapsed_s": elapsed });
-            post(edge, event(run, e + 1, "epoch_ended", epoch));
+            c.post(edge, &rank_epoch(run, e, if rank == 1 { 2.0 } else { 1.0 }));
         }
     }
     // The deliverer's job watch looks every 5 s: rank 1 is named before the job ends.
@@ -424,8 +457,7 @@ fn cluster_ranks_on_two_edges_are_one_job_at_the_deliverer() {
         hook.delivered().iter().any(|h| h.kind == "rank_slow" && is_job(h)).then_some(())
     });
     for (run, _, _, edge) in ranks {
-        let end = json!({ "status": "completed", "reason": "done", "duration_s": 4.0 });
-        post(edge, event(run, 5, "run_finished", end));
+        c.post(edge, &rank_end(run, 5));
     }
     let hits = wait_for("the job's end from the deliverer", LONG, || {
         let hits = hook.delivered();
@@ -446,4 +478,41 @@ fn cluster_ranks_on_two_edges_are_one_job_at_the_deliverer() {
     for kind in ["ranks_missing", "rank_stalled", "rank_lost", "run_stalled"] {
         assert!(of_kind(&hits, kind).is_empty(), "no {kind}: {hits:?}");
     }
+}
+
+/// Cluster mode: rank 1's process, on edge B's machine, dies: its edge's pid check names it (`rank_lost` with
+/// its host and pid, forwarded); the deliverer counts it gone, says it once, and ends the job when rank 0 ends,
+/// failed with one rank lost, not waiting for rank 1 nor calling it stalled.
+#[test]
+fn cluster_a_rank_lost_on_its_edge_is_gone_for_the_whole_job() {
+    let c = TwoEdges::start();
+    let mut victim = Command::new("sleep").arg("600").spawn().expect("sleep");
+    let pid = victim.id();
+    c.post(0, &rank_started("xjob-r0", 0, "gpu-a", 4242, 2));
+    c.post(1, &rank_started("xjob-r1", 1, &hostname(), pid, 2));
+    c.post(1, &rank_epoch("xjob-r1", 0, 1.0));
+    c.post(0, &rank_epoch("xjob-r0", 0, 1.0));
+    let _ = victim.kill();
+    let _ = victim.wait();
+    // Edge B's run watch looks every 5 s.
+    wait_for("rank_lost from edge B through the deliverer", LONG, || {
+        c.hook.delivered().iter().any(|h| h.kind == "rank_lost").then_some(())
+    });
+    c.post(0, &rank_end("xjob-r0", 2));
+    let hits = wait_for("the job's end from the deliverer", LONG, || {
+        let hits = c.hook.delivered();
+        (!job_end(&hits).is_empty()).then_some(hits)
+    });
+    let lost = of_kind(&hits, "rank_lost");
+    assert_eq!(lost.len(), 1, "said once, by rank 1's edge: {lost:?}");
+    let e = &lost[0].body["event"];
+    assert_eq!(
+        (e["rank"].as_u64(), e["host"].as_str(), e["pid"].as_u64()),
+        (Some(1), Some(hostname().as_str()), Some(u64::from(pid))),
+        "{e}"
+    );
+    let end = &job_end(&hits)[0].body["event"];
+    assert_eq!(end["status"], "failed", "{end}");
+    assert!(end["reason"].as_str().is_some_and(|r| r.ends_with("1 completed, 1 lost")), "{end}");
+    assert!(of_kind(&hits, "rank_stalled").is_empty() && of_kind(&hits, "run_lost").is_empty());
 }

@@ -276,7 +276,7 @@ impl RunState {
                 Ending::Stopped => RunStatus::Stopped,
                 Ending::Failed => RunStatus::Failed,
             }),
-            gone,
+            gone: gone || member.gone_elsewhere,
             member,
         })
     }

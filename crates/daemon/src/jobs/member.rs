@@ -34,6 +34,10 @@ pub struct Member {
     pub epoch_s: Vec<(u32, f64)>,
     /// The rank's `run_failed`: error and traceback.
     pub failure: Option<(String, Option<String>)>,
+    /// Another daemon found the rank's process gone and said so with a `rank_lost` naming it, on the rank's
+    /// own run: in cluster mode, the rank's edge (only it can check the process); the leader then counts the
+    /// rank gone, and does not say it again.
+    pub gone_elsewhere: bool,
     /// What the job watch said about the job (kept on the anchor's record only).
     pub said: Said,
 }
@@ -77,6 +81,13 @@ impl Member {
     /// Take one of the rank's own events into account.
     pub fn observe(&mut self, event: &Event, now_ms: u64) {
         let kind = event.kind();
+        if let Payload::RankLost(l) = &event.payload {
+            // Not progress: the rank's edge telling that its process is gone.
+            if l.rank == self.rank && l.job == self.job {
+                self.gone_elsewhere = true;
+            }
+            return;
+        }
         if kind != EventKind::Heartbeat {
             self.progress_ms = self.progress_ms.max(now_ms);
             self.last = Some(kind);

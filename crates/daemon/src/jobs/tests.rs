@@ -317,3 +317,34 @@ fn a_member_follows_progress_but_not_heartbeats() {
     m.observe(&Event::now("r", 4, RunFailed { error: "e".into(), traceback: None }), 100);
     assert_eq!(m.failure, Some(("e".into(), None)));
 }
+
+#[test]
+fn a_rank_its_edge_said_lost_is_gone_at_the_leader_and_not_said_again() {
+    // Cluster mode: rank 1's edge forwards its rank_lost on rank 1's own run; the leader counts it gone.
+    let lost = herald_event::RankLost {
+        job: "j".into(),
+        rank: 1,
+        host: "gpu-1".into(),
+        pid: 101,
+        reason: "gone".into(),
+    };
+    let mut one = rank("j", 1, Some(2)).epochs(&[1.0], 5_000);
+    let mut other = one.member.clone();
+    other.observe(
+        &herald_event::Event::now("j-r1", 1 << 48, herald_event::RankLost { rank: 0, ..lost.clone() }),
+        9_000,
+    );
+    assert!(!other.gone_elsewhere, "another rank's loss says nothing of this one");
+    one.member.observe(&herald_event::Event::now("j-r1", 1 << 48, lost), 9_000);
+    assert!(one.member.gone_elsewhere);
+    assert_eq!(one.member.progress_ms, 5_000, "not a sign of progress");
+    // The caller (RunState::rank_facts) counts it gone; the leader makes no rank_lost of its own, and the
+    // job ends when rank 0 does, with the rank counted lost.
+    one.gone = true;
+    let ranks = [rank("j", 0, Some(2)).epochs(&[1.0], 5_000).ended(RunStatus::Completed, 10_000), one];
+    let v = &views(&ranks)[0];
+    assert!(failures(v).is_empty(), "{:?}", failures(v));
+    let end = job_end(v, 10_000).expect("the job's end");
+    assert_eq!(end.status, RunStatus::Failed);
+    assert!(end.reason.ends_with("1 completed, 1 lost"), "{}", end.reason);
+}

@@ -66,7 +66,8 @@ pub fn failures(view: &JobView<'_>) -> Vec<Payload> {
     let said = &anchor.member.said;
     let mut out = Vec::new();
     for (rank, f) in &view.ranks {
-        if f.gone && f.ended.is_none() && !said.lost.contains(rank) {
+        // A rank its edge said lost (cluster mode) was said already, by the edge.
+        if f.gone && f.ended.is_none() && !said.lost.contains(rank) && !f.member.gone_elsewhere {
             let reason = LOST_REASON.to_owned();
             let job = view.job.clone();
             out.push(RankLost { job, rank: *rank, host: f.host.to_owned(), pid: f.pid, reason }.into());
