@@ -44,7 +44,7 @@ pub(super) fn evaluate(
             m.fired = false;
         }
     }
-    let Some(word) = word.filter(|_| end) else { return None };
+    let word = word.filter(|_| end)?;
     let mut counts: Vec<(&'static str, usize)> = vec![(word, 1)];
     let mut running = 0usize;
     others(&mut |other: &RunState| {
