@@ -245,7 +245,7 @@
   // run's results table).
   function lossSeries(s, epochs) {
     const out = { x: s.x.slice(), y: s.smooth_loss.slice(), lr: (s.lr || []).slice(), t: [],
-      ex: s.epochs.map((e) => e.x), ev: s.epochs.map((e) => e.valid_loss == null ? null : e.valid_loss), et: [], t0: null };
+      en: s.epochs.map((e) => e.epoch), ex: s.epochs.map((e) => e.x), ev: s.epochs.map((e) => e.valid_loss == null ? null : e.valid_loss), et: [], t0: null };
     if (Array.isArray(s.wall_ms) && s.wall_ms.some((w) => w > 0)) {
       const t0 = Math.min(...s.wall_ms.filter((w) => w > 0));
       out.t0 = t0;
@@ -411,7 +411,7 @@
         byTime ? { label: "time since start", values: timeAxis } : { label: "batch" },
         { label: "loss" },
       ];
-      if (showLr) axes.push({ label: "lr", scale: "lr", side: 1, grid: { show: false } });
+      if (showLr) axes.push({ label: "lr", scale: "lr", side: 1, grid: { show: false }, values: (u, vals) => vals.map(num) });
       chart = new uPlot({
         width: width, height: width < 500 ? 260 : 340,
         scales: { x: { time: false }, y: log ? { distr: 3 } : {}, lr: {} },
@@ -556,6 +556,16 @@
       },
       epoch_ended: (e) => {
         if (!mine(e)) return;
+        if (own && !own.en.includes(e.epoch)) {
+          // The epoch's valid point now, where it ends; the reload below puts it exactly.
+          const end = own.x.length ? own.x[own.x.length - 1] + 1 : 0;
+          const bpe = detail && detail.context.batches_per_epoch > 0 ? detail.context.batches_per_epoch : 0;
+          own.en.push(e.epoch);
+          own.ex.push(bpe > 0 ? (e.epoch + 1) * bpe : end);
+          own.ev.push(e.valid_loss == null ? null : e.valid_loss);
+          own.et.push(own.t.length ? own.t[own.t.length - 1] : null);
+          redraw();
+        }
         reloadDetail();
         reloadLoss(); // the epoch's mark, and its place on the time axis
       },
