@@ -146,3 +146,40 @@ pub async fn get_deliveries(State(dash): State<Dash>) -> Result<Json<Deliveries>
         now_ms: now_ms(),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::api::RecentDelivery;
+    use crate::shared::{Facts, RECENT_DELIVERIES};
+
+    fn delivery(run: &str, seq: u64, at_ms: u64) -> RecentDelivery {
+        RecentDelivery {
+            notifier: "n".into(),
+            run: run.into(),
+            seq,
+            kind: "epoch_ended".into(),
+            at_ms,
+            receipt: herald_plugin::Receipt(serde_json::json!({ "message_id": seq })),
+        }
+    }
+
+    #[test]
+    fn a_notifier_keeps_the_latest_delivery_of_each_run_for_the_latest_runs() {
+        let mut f = Facts::default();
+        f.delivered(delivery("a", 1, 10));
+        f.delivered(delivery("b", 1, 20));
+        f.delivered(delivery("a", 2, 30));
+        let kept: Vec<(&str, u64)> = f.deliveries.iter().map(|d| (d.run.as_str(), d.seq)).collect();
+        assert_eq!(kept, [("b", 1), ("a", 2)], "a's later delivery replaces its first, and goes last");
+        assert_eq!(f.last_delivery_ms, Some(30));
+        for i in 0..RECENT_DELIVERIES as u64 + 10 {
+            f.delivered(delivery(&format!("r{i}"), 0, 100 + i));
+        }
+        assert_eq!(f.deliveries.len(), RECENT_DELIVERIES);
+        assert_eq!(
+            f.deliveries.front().map(|d| d.run.as_str()),
+            Some("r10"),
+            "the oldest runs are forgotten"
+        );
+    }
+}
