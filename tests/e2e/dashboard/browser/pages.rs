@@ -24,8 +24,14 @@ fn timed_batch(run: &str, seq: u64, epoch: u32, batch: u64, scale: f64) -> Strin
 }
 
 /// A run's history: its start, two epochs of ten batches, the first epoch's end.
-fn history(run: &str, scale: f64) -> Vec<String> {
-    let mut out = vec![started(run, "box", 1)];
+fn history(run: &str, name: &str, scale: f64) -> Vec<String> {
+    let mut out = vec![event(
+        run,
+        0,
+        "run_started",
+        json!({ "name": name, "host": "box", "pid": 1, "n_epochs": 3, "batches_per_epoch": 10,
+            "metric_names": ["accuracy"] }),
+    )];
     for seq in 1..=20u64 {
         let (ep, b) = (((seq - 1) / 10) as u32, (seq - 1) % 10);
         out.push(timed_batch(run, seq, ep, b, scale));
@@ -75,10 +81,13 @@ impl Browser {
 fn dashboard_in_chromium_overlays_up_to_five_runs_switches_to_wall_time_and_draws_the_lr() {
     let d = Dash::start();
     let base = format!("http://127.0.0.1:{}", d.port);
-    d.post(&history("main-run", 1.0));
+    d.post(&history("main-run", "main-run", 1.0));
     let others = ["other-a", "other-b", "other-c", "other-d", "other-e", "other-f"];
+    // other-e is named like markup: its legend entry and its chip show the name as text.
+    let evil = "<img src=x onerror=alert(1)>";
+    let name_of = |run: &str| if run == "other-e" { evil.to_owned() } else { run.to_owned() };
     for (i, run) in others.iter().enumerate() {
-        d.post(&history(run, 1.0 + 0.2 * (i + 1) as f64));
+        d.post(&history(run, &name_of(run), 1.0 + 0.2 * (i + 1) as f64));
     }
     let b = Browser::start();
     b.open(&format!("{base}/runs/main-run"));
@@ -102,8 +111,14 @@ fn dashboard_in_chromium_overlays_up_to_five_runs_switches_to_wall_time_and_draw
         "return Array.from(document.querySelectorAll('#chart .u-legend .u-label')).map(l => l.textContent)",
     );
     for run in &others[..5] {
-        assert!(legend.as_array().is_some_and(|l| l.contains(&json!(run))), "{run} in the legend: {legend}");
+        let name = name_of(run);
+        assert!(
+            legend.as_array().is_some_and(|l| l.contains(&json!(name))),
+            "{name} in the legend: {legend}"
+        );
     }
+    assert_eq!(b.js("return document.querySelectorAll('main img').length"), json!(0));
+    assert_eq!(b.alert(), None, "no script ran");
     let colours = b.js(
         "return Array.from(document.querySelectorAll('#overlay-list .swatch')).map(s => s.style.background)",
     );
