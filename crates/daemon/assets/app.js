@@ -238,7 +238,7 @@
   // The run page: table, chart (this run's loss, valid points and lr, up to five other runs overlaid; x by
   // batch or by time since each run's start), hyperparameters, timeline, deliveries, Stop.
   const OVERLAY_MAX = 5;
-  const OVERLAY_COLOURS = ["#15803d", "#7c3aed", "#b45309", "#db2777", "#0891b2"];
+  const OVERLAY_COLOURS = ["#15803d", "#7c3aed", "#ca8a04", "#db2777", "#0891b2"]; // none near the valid points' orange
 
   // A run's series from `GET /v1/runs/{run}/loss`, with a time axis: the endpoint's `wall_ms` when it has
   // them, otherwise (an older daemon) times spread over each epoch from the epochs' durations (`epochs`: the
