@@ -283,9 +283,10 @@ impl Worker {
         if max <= 1 || self.bucket.is_some() || !self.slot.routing.min_interval.is_zero() {
             return vec![id];
         }
-        let mut batch = vec![id];
+        // From the window's start: a run whose earlier job waits (for a retry) is blocked for the rest.
+        let mut batch = Vec::new();
         let mut blocked: HashSet<&str> = HashSet::new();
-        for (other, job) in self.window.range(id + 1..) {
+        for (other, job) in &self.window {
             if batch.len() >= max {
                 break;
             }
@@ -299,7 +300,10 @@ impl Worker {
                 blocked.insert(run);
             }
         }
-        batch
+        match batch.first() {
+            Some(first) if *first == id => batch,
+            _ => vec![id],
+        }
     }
 
     /// The notification for job `id`, if it is still in the window.
