@@ -363,6 +363,66 @@ fn cluster_edge_loses_and_doubles_nothing_when_one_of_three_servers_is_killed_an
     check_once_in_order(&stream_events(&url), &expected);
 }
 
+#[test]
+fn cluster_edge_keeps_answering_while_all_three_servers_are_down_for_20_s_then_replays_in_order() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut servers = Nats::cluster(&tmp.path().join("nats"), 3);
+    let urls: Vec<String> = servers.iter().map(Nats::url).collect();
+    let edge_dir = tmp.path().join("edge");
+    std::fs::create_dir_all(&edge_dir).expect("edge dir");
+    let port = free_port();
+    let edge = Daemon::start(&edge_dir, port, &edge_config(&edge_dir, port, &urls, 3));
+    let runs = ["2026-11-30T13:00:00-1-0-dead01", "2026-11-30T13:00:00-2-0-dead02"];
+    let mut expected = Vec::new();
+    let mut seq = 0;
+    let mut post_step = |expected: &mut Vec<(String, u64)>| {
+        for run in runs {
+            let event = if seq == 0 { started(run, "elsewhere", 1) } else { batch(run, seq, seq) };
+            let asked = std::time::Instant::now();
+            let (code, reply) = edge.post(&event);
+            assert_eq!(code, 202, "the edge answers 202 whatever NATS does: {reply}");
+            assert!(
+                asked.elapsed() < Duration::from_secs(2),
+                "a post waited for NATS: {:?}",
+                asked.elapsed()
+            );
+            expected.push((run.to_owned(), seq));
+        }
+        seq += 1;
+    };
+    for _ in 0..5 {
+        post_step(&mut expected);
+    }
+    let first = expected.len() as u64;
+    wait_for("the first events in the R3 stream", Duration::from_secs(30), || {
+        (stream_len(&urls[0]) >= first).then_some(())
+    });
+    for s in &mut servers {
+        s.kill9();
+    }
+    // Training goes on for 20 s with every server down, posting as a trainer does (every 100 ms here).
+    let down = std::time::Instant::now();
+    while down.elapsed() < Duration::from_secs(20) {
+        post_step(&mut expected);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(edge.status()["notifiers"][0]["queue"].as_u64().unwrap_or(0) >= 1, "events wait in the outbox");
+    for s in &mut servers {
+        s.restart_process();
+    }
+    for s in &mut servers {
+        s.wait_ready();
+    }
+    let n = expected.len() as u64;
+    wait_for("the replay after the servers came back", Duration::from_secs(90), || {
+        (stream_len(&urls[1]) >= n).then_some(())
+    });
+    check_once_in_order(&stream_events(&urls[1]), &expected);
+    wait_for("the forwarder's queue to empty", Duration::from_secs(10), || {
+        (edge.status()["notifiers"][0]["queue"].as_u64() == Some(0)).then_some(())
+    });
+}
+
 /// A deliverer: `herald serve` with `role = "deliver"` (no API), started and killed by the test.
 pub struct Deliverer {
     child: Option<Child>,
@@ -727,7 +787,7 @@ fn cluster_telegram_live_message_is_edited_across_a_failover_and_only_the_leader
 }
 
 #[test]
-fn cluster_stop_from_the_phone_at_the_leader_reaches_the_run_on_its_edge() {
+fn cluster_stop_from_the_phone_at_the_leader_stops_herald_train_on_an_edge() {
     const TOKEN: &str = "777000:E2E-stop_token";
     const CHAT: i64 = 4343;
     let runtime =
@@ -744,9 +804,40 @@ fn cluster_stop_from_the_phone_at_the_leader_reaches_the_run_on_its_edge() {
         "[[notifier]]\nname = \"phone\"\ntype = \"telegram\"\ntoken = \"{TOKEN}\"\nchat_id = {CHAT}\napi_url = \"{}\"\n",
         bot.url
     );
-    let _leader = Deliverer::with_notifier(&tmp.path().join("d0"), &urls, 1, &phone);
-    let run = "phone-stop-cluster";
-    assert_eq!(edge.post(&started(run, "elsewhere", 1)).0, 202);
+    let leader = Deliverer::with_notifier(&tmp.path().join("d0"), &urls, 1, &phone);
+    wait_for("the leader", Duration::from_secs(20), || {
+        leader_pid(&nats.url()).filter(|p| Some(*p) == leader.pid())
+    });
+    // A real trainer on the edge's machine: batch size 1 makes an epoch far longer than a stop takes.
+    let digits = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/digits.csv.gz");
+    let mut train = crate::KillOnDrop(
+        crate::herald()
+            .arg("--config")
+            .arg(&edge.config)
+            .args([
+                "train",
+                "--epochs",
+                "50",
+                "--bs",
+                "1",
+                "--threads",
+                "1",
+                "--name",
+                "e2e-cluster-stop",
+                "--data",
+            ])
+            .arg(&digits)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start herald train"),
+    );
+    let run = wait_for("the run at the edge", Duration::from_secs(60), || {
+        edge.status()["runs"]
+            .as_array()
+            .and_then(|runs| runs.first())
+            .and_then(|r| r["run"].as_str().map(str::to_owned))
+    });
     wait_for("the live message", Duration::from_secs(40), || {
         (!bot.bot_messages(CHAT).is_empty()).then_some(())
     });
@@ -764,14 +855,18 @@ fn cluster_stop_from_the_phone_at_the_leader_reaches_the_run_on_its_edge() {
         .expect("a stop button")
         .to_owned();
     bot.press_button(CHAT, question.message_id, 5, &data);
-    // The trainer posts on; one of its next posts to its own edge is answered with control.stop.
-    let mut seq = 1;
-    let reply = wait_for("control.stop at the edge", Duration::from_secs(20), || {
-        let (code, reply) = edge.post(&message(run, seq, "still training"));
-        seq += 1;
-        assert_eq!(code, 202, "{reply}");
-        (reply["control"][run]["stop"] == true).then_some(reply)
+    // The stop goes to the stops bucket, the edge hands it to the run, and herald train ends the run.
+    let status = wait_for("herald train to exit after the stop", Duration::from_secs(60), || {
+        train.0.try_wait().expect("poll herald train")
     });
-    assert!(reply["control"][run]["reason"].as_str().is_some_and(|r| !r.is_empty()), "{reply}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(train.0.stderr.as_mut().expect("piped stderr"), &mut stderr)
+        .expect("stderr");
+    assert!(status.success(), "herald train: {status}\n{stderr}");
+    assert!(stderr.contains("reporting to the daemon at"), "{stderr}");
+    // Its run_finished (stopped) reaches the phone through the stream and the leader.
+    wait_for("the stopped run on the phone", Duration::from_secs(40), || {
+        bot.bot_messages(CHAT).iter().any(|m| m.text.contains("stopped after")).then_some(())
+    });
     drop(runtime);
 }

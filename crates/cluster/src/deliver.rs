@@ -78,6 +78,7 @@ pub async fn run(
         if *stop.borrow() {
             return Ok(());
         }
+        let sent = std::time::Instant::now();
         let revision = match lease::try_acquire(&store, &node).await {
             Ok(revision) => revision,
             Err(e) => {
@@ -93,7 +94,9 @@ pub async fn run(
             continue;
         };
         tracing::info!(node = %node, "took the lease: leading");
-        match lead(&config, &registry, &target, &js, &store, &node, revision, lease, &mut stop).await {
+        let fence = lease::Fence::new(sent, lease);
+        match lead(&config, &registry, &target, &js, &store, &node, (revision, fence), lease, &mut stop).await
+        {
             Ok(Term::Stopped) => return Ok(()),
             Ok(Term::Lost) => tracing::warn!("no longer the leader"),
             Err(e) => {
@@ -117,15 +120,23 @@ async fn lead(
     js: &jetstream::Context,
     store: &async_nats::jetstream::kv::Store,
     node: &str,
-    revision: u64,
+    (revision, fence): (u64, lease::Fence),
     lease: Duration,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Term, ClusterError> {
     let (lost_tx, mut lost) = watch::channel(false);
     let (release_tx, release) = watch::channel(false);
-    let holder = tokio::spawn(lease::hold(store.clone(), node.to_owned(), revision, lease, lost_tx, release));
+    let holder = tokio::spawn(lease::hold(
+        store.clone(),
+        node.to_owned(),
+        revision,
+        lease,
+        fence.clone(),
+        lost_tx,
+        release,
+    ));
     let names = target.names();
-    let outbox = JetStreamOutbox::open(js, &names, target.replicas).await?;
+    let outbox = JetStreamOutbox::open(js, &names, target.replicas).await?.with_fence(fence.clone());
     let notifiers = build_notifiers(config, registry)?;
     let (hook, requests) = stops::hook();
     let mut options = Options::new(config.daemon.stall_after).with_stop_hook(Some(hook));
@@ -147,7 +158,7 @@ async fn lead(
             tokio::select! {
                 _ = stop.changed() => if *stop.borrow() { break Ok(Term::Stopped) },
                 _ = lost.changed() => break Ok(Term::Lost),
-                fetched = fetch(&consumer) => match fetched {
+                fetched = fetch(&consumer), if fence.holds() => match fetched {
                     Ok(batch) => {
                         if let Err(e) = ingest(&handle, batch).await {
                             tracing::warn!(error = %e, "cannot apply a batch from the stream; it will be read again");

@@ -4,7 +4,8 @@
 //! last one's entry expired), renews it every third of the lease with `update` at the revision it holds
 //! (compare-and-set: a renewal after someone else took over fails), and gives it up with a delete at that
 //! revision when it shuts down, so the next one need not wait for the expiry. [`hold`] renews until a
-//! renewal fails; the holder then steps down at once.
+//! renewal fails; the holder then steps down at once. The [`Fence`] stops a deposed leader's writes even
+//! before it notices: they are refused once its last renewal may have expired.
 
 use std::time::Duration;
 
@@ -17,6 +18,35 @@ use crate::names::Names;
 
 /// The key the leader holds.
 const KEY: &str = "leader";
+
+/// The leader's fence: until when its lease surely holds. A renewal sent at `t` keeps the key until at
+/// least `t + lease` (the server counts `max_age` from when it stored the write), so no other node can take
+/// the lease before then; the fence stands at `t + 3/4 lease`, leaving a quarter for clocks that run at
+/// different rates. The leader writes (commits) and reads the stream only inside it ([`Fence::holds`]).
+#[derive(Clone)]
+pub struct Fence {
+    base: std::time::Instant,
+    until_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Fence {
+    /// A fence up to `sent + 3/4 lease`, for a lease taken by a write sent at `sent`.
+    pub fn new(sent: std::time::Instant, lease: Duration) -> Fence {
+        let fence = Fence { base: sent, until_ms: Default::default() };
+        fence.renewed(sent, lease);
+        fence
+    }
+
+    fn renewed(&self, sent: std::time::Instant, lease: Duration) {
+        let until = sent.saturating_duration_since(self.base) + lease * 3 / 4;
+        self.until_ms.fetch_max(until.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the lease surely still holds now.
+    pub fn holds(&self) -> bool {
+        (self.base.elapsed().as_millis() as u64) < self.until_ms.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
 
 /// The lease bucket, made when missing.
 pub async fn bucket(
@@ -63,6 +93,7 @@ pub async fn hold(
     node: String,
     mut revision: u64,
     lease: Duration,
+    fence: Fence,
     lost: watch::Sender<bool>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -73,9 +104,13 @@ pub async fn hold(
         tokio::select! {
             _ = tick.tick() => {
                 // A renewal slower than the rest of the lease is a lost lease.
+                let sent = std::time::Instant::now();
                 let renew = store.update(KEY, Bytes::from(node.clone()), revision);
                 match tokio::time::timeout(lease / 2, renew).await {
-                    Ok(Ok(r)) => revision = r,
+                    Ok(Ok(r)) => {
+                        revision = r;
+                        fence.renewed(sent, lease);
+                    }
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "lost the leader's lease; stepping down");
                         let _ = lost.send(true);

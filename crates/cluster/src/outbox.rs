@@ -9,11 +9,16 @@
 //! deletes (finished jobs, forgotten runs), so a crash in between leaves a finished job beside its receipt:
 //! [`JetStreamOutbox::open`] drops such a job, and only deliveries in flight at a crash are repeated.
 //!
+//! Jobs are written in chunks, one entry per commit (up to [`CHUNK`] jobs), not one per job: a chunk is
+//! deleted once all its jobs are finished, and a job finished without a receipt (superseded, given up)
+//! while its chunk lives on gets a tombstone. So a delivery costs about one receipt write per run and
+//! commit, not a put and a delete of its own.
+//!
 //! `known(run, seq)` of a sender's event is `seq <=` the run's high-water mark: a run's events reach the
 //! leader in order (one edge, per-run order kept by its worker), so that is what was applied. Loss points
 //! (`batch_ended`) are kept in memory only: after a failover a run's curve starts where the new leader did.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
@@ -66,16 +71,39 @@ struct Buckets {
     meta: kv::Store,
 }
 
-/// What the outbox knows beyond the [`MemoryOutbox`]: run records and where the receipts are.
+/// What the outbox knows beyond the [`MemoryOutbox`]: run records, where the receipts are, and which
+/// chunks of the `jobs` bucket hold which unfinished jobs.
 #[derive(Default)]
 struct Index {
     runs: HashMap<String, RunRecord>,
     /// (notifier, run) -> the latest receipt's sequence number.
     receipts: HashMap<(String, String), u64>,
+    /// Chunk number -> the unfinished jobs it holds a copy of.
+    chunks: HashMap<u64, HashSet<u64>>,
+    /// Unfinished job -> (notifier, run, seq) and the chunks holding a copy of it.
+    jobs: HashMap<u64, ((String, String, u64), Vec<u64>)>,
+    /// Chunk number -> the tombstones (`d.<id>`) that stand for finished jobs it still holds.
+    tombs: HashMap<u64, Vec<u64>>,
+    /// Tombstone -> how many live chunks still hold its job.
+    tomb_refs: HashMap<u64, usize>,
+    next_chunk: u64,
+}
+
+/// Jobs per chunk: a chunk is one key-value entry (under NATS's 1 MB message limit).
+const CHUNK: usize = 256;
+
+fn chunk_key(n: u64) -> String {
+    format!("c.{n:020}")
+}
+
+fn tomb_key(id: u64) -> String {
+    format!("d.{id:020}")
 }
 
 /// The leader's outbox in JetStream key-value buckets.
 pub struct JetStreamOutbox {
+    /// Writes are refused outside it (a deposed leader's late writes).
+    fence: Option<crate::lease::Fence>,
     buckets: Buckets,
     memory: MemoryOutbox,
     index: std::sync::Mutex<Index>,
@@ -167,6 +195,94 @@ fn decode<T: for<'de> Deserialize<'de>>(bucket: &str, key: &str, bytes: &[u8]) -
     }
 }
 
+/// Read the `jobs` bucket: chunks (`c.<n>`, the latest copy of a job wins), tombstones of finished jobs
+/// (`d.<id>`) and single jobs of an earlier version. A job whose receipt is recorded, or tombstoned, is
+/// finished. Unfinished jobs go into `batch` and the chunk index; the entries no longer needed are
+/// returned, to be deleted.
+async fn load_jobs(
+    store: &kv::Store,
+    index: &mut Index,
+    batch: &mut WriteBatch,
+) -> Result<Vec<Put>, ClusterError> {
+    let mut chunks: Vec<(u64, Vec<JobValue>)> = Vec::new();
+    let mut tombstones: HashSet<u64> = HashSet::new();
+    let mut single: Vec<(String, JobValue)> = Vec::new();
+    for (key, bytes) in load(store).await? {
+        if let Some(n) = key.strip_prefix("c.").and_then(|n| n.parse::<u64>().ok()) {
+            if let Some(values) = decode::<Vec<JobValue>>("jobs", &key, &bytes) {
+                chunks.push((n, values));
+            }
+        } else if let Some(id) = key.strip_prefix("d.").and_then(|n| n.parse::<u64>().ok()) {
+            tombstones.insert(id);
+        } else if let Some(j) = decode::<JobValue>("jobs", &key, &bytes) {
+            single.push((key, j));
+        }
+    }
+    chunks.sort_by_key(|(n, _)| *n);
+    index.next_chunk = chunks.last().map_or(0, |(n, _)| n + 1);
+    let delivered = |index: &Index, j: &JobValue| {
+        index
+            .receipts
+            .get(&(j.notifier.clone(), j.job.event.run.clone()))
+            .is_some_and(|seq| *seq >= j.job.event.seq)
+    };
+    let mut stale = Vec::new();
+    let mut latest: HashMap<u64, (JobValue, Vec<u64>)> = HashMap::new();
+    for (n, values) in chunks {
+        for j in values {
+            let id = j.id;
+            let slot = latest.entry(id).or_insert_with(|| (j.clone(), Vec::new()));
+            slot.0 = j;
+            slot.1.push(n);
+        }
+        index.chunks.insert(n, HashSet::new());
+    }
+    for (id, (j, held)) in latest {
+        if tombstones.contains(&id) {
+            for n in &held {
+                index.tombs.entry(*n).or_default().push(id);
+            }
+            index.tomb_refs.insert(id, held.len());
+            continue;
+        }
+        if delivered(index, &j) {
+            continue;
+        }
+        for n in &held {
+            index.chunks.entry(*n).or_default().insert(id);
+        }
+        let what = (j.notifier.clone(), j.job.event.run.clone(), j.job.event.seq);
+        index.jobs.insert(id, (what, held));
+        batch.jobs.push(PutJob { notifier: j.notifier, id, job: j.job });
+    }
+    // Chunks of finished jobs only, and the tombstones no live chunk needs.
+    let empty: Vec<u64> = index.chunks.iter().filter(|(_, set)| set.is_empty()).map(|(n, _)| *n).collect();
+    for n in empty {
+        index.chunks.remove(&n);
+        stale.push(delete(store, chunk_key(n)));
+        for id in index.tombs.remove(&n).unwrap_or_default() {
+            if let Some(left) = index.tomb_refs.get_mut(&id) {
+                *left = left.saturating_sub(1);
+            }
+        }
+    }
+    for id in tombstones {
+        if index.tomb_refs.get(&id).is_none_or(|left| *left == 0) {
+            index.tomb_refs.remove(&id);
+            stale.push(delete(store, tomb_key(id)));
+        }
+    }
+    for (key, j) in single {
+        if delivered(index, &j) {
+            stale.push(delete(store, key));
+        } else {
+            batch.jobs.push(PutJob { notifier: j.notifier, id: j.id, job: j.job });
+        }
+    }
+    batch.jobs.sort_by_key(|j| j.id);
+    Ok(stale)
+}
+
 impl JetStreamOutbox {
     /// Open the buckets of `names` (made with `replicas` when missing) and read them into memory.
     pub async fn open(
@@ -208,23 +324,10 @@ impl JetStreamOutbox {
                 });
             }
         }
-        let mut stale = Vec::new();
-        for (key, bytes) in load(&buckets.jobs).await? {
-            let Some(j) = decode::<JobValue>("jobs", &key, &bytes) else { continue };
-            let delivered = index
-                .receipts
-                .get(&(j.notifier.clone(), j.job.event.run.clone()))
-                .is_some_and(|seq| *seq >= j.job.event.seq);
-            if delivered {
-                // Delivered, its receipt recorded, but the job's removal was lost with the last leader.
-                stale.push(delete(&buckets.jobs, key));
-            } else {
-                batch.jobs.push(PutJob { notifier: j.notifier, id: j.id, job: j.job });
-            }
-        }
+        let stale = load_jobs(&buckets.jobs, &mut index, &mut batch).await?;
         if !stale.is_empty() {
-            tracing::info!(jobs = stale.len(), "dropping jobs whose delivery was recorded");
-            try_join_all(stale).await.map_err(|e| ClusterError::nats("cannot drop delivered jobs", &e))?;
+            tracing::info!(entries = stale.len(), "dropping job entries whose jobs are finished");
+            try_join_all(stale).await.map_err(|e| ClusterError::nats("cannot drop finished jobs", &e))?;
         }
         for (key, bytes) in load(&buckets.giveups).await? {
             if let (Ok(id), Some(g)) = (key.parse::<u64>(), decode::<GiveUp>("giveups", &key, &bytes)) {
@@ -242,7 +345,12 @@ impl JetStreamOutbox {
         }
         let memory = MemoryOutbox::new();
         memory.commit(batch).await.map_err(|e| ClusterError::nats("cannot load the outbox", &e))?;
-        Ok(JetStreamOutbox { buckets, memory, index: std::sync::Mutex::new(index) })
+        Ok(JetStreamOutbox { fence: None, buckets, memory, index: std::sync::Mutex::new(index) })
+    }
+
+    /// This outbox, writing only while `fence` holds.
+    pub fn with_fence(self, fence: crate::lease::Fence) -> JetStreamOutbox {
+        JetStreamOutbox { fence: Some(fence), ..self }
     }
 
     fn index(&self) -> std::sync::MutexGuard<'_, Index> {
@@ -285,9 +393,22 @@ impl JetStreamOutbox {
                     puts.push(put(&b.runs, token(&run), json(record)?));
                 }
             }
-            for job in &batch.jobs {
-                let value = JobValue { notifier: job.notifier.clone(), id: job.id, job: job.job.clone() };
-                puts.push(put(&b.jobs, job_key(&job.notifier, job.id), json(&value)?));
+            // New and rescheduled jobs go out as chunks, one entry per [`CHUNK`] jobs.
+            for group in batch.jobs.chunks(CHUNK) {
+                let n = index.next_chunk;
+                index.next_chunk += 1;
+                let mut values = Vec::with_capacity(group.len());
+                for job in group {
+                    values.push(JobValue {
+                        notifier: job.notifier.clone(),
+                        id: job.id,
+                        job: job.job.clone(),
+                    });
+                    let what = (job.notifier.clone(), job.job.event.run.clone(), job.job.event.seq);
+                    index.jobs.entry(job.id).or_insert_with(|| (what, Vec::new())).1.push(n);
+                    index.chunks.entry(n).or_default().insert(job.id);
+                }
+                puts.push(put(&b.jobs, chunk_key(n), json(&values)?));
             }
             // Only the latest receipt of each (notifier, run) is kept: one put per key and batch.
             let mut latest: HashMap<(&str, &str), &ReceiptRecord> = HashMap::new();
@@ -317,8 +438,49 @@ impl JetStreamOutbox {
             if let Some(id) = batch.next_job_id {
                 puts.push(put(&b.meta, "next_job_id".to_owned(), id.to_string().into_bytes()));
             }
+            // A finished job leaves its chunks; a chunk left empty is deleted. One finished without a
+            // receipt saying so (superseded, given up) while a chunk still holds it gets a tombstone.
+            let mut emptied = Vec::new();
             for done in &batch.done {
-                deletes.push(delete(&b.jobs, job_key(&done.notifier, done.id)));
+                let Some(((notifier, run, seq), held)) = index.jobs.remove(&done.id) else {
+                    // Stored one per key by an earlier version.
+                    deletes.push(delete(&b.jobs, job_key(&done.notifier, done.id)));
+                    continue;
+                };
+                let mut alive = Vec::new();
+                for n in held {
+                    if let Some(set) = index.chunks.get_mut(&n) {
+                        set.remove(&done.id);
+                        if set.is_empty() {
+                            emptied.push(n);
+                        } else {
+                            alive.push(n);
+                        }
+                    }
+                }
+                let delivered = index.receipts.get(&(notifier, run)).is_some_and(|r| *r >= seq);
+                if !alive.is_empty() && !delivered {
+                    index.tomb_refs.insert(done.id, alive.len());
+                    for n in alive {
+                        index.tombs.entry(n).or_default().push(done.id);
+                    }
+                    puts.push(put(&b.jobs, tomb_key(done.id), Vec::new()));
+                }
+            }
+            emptied.sort_unstable();
+            emptied.dedup();
+            for n in emptied {
+                index.chunks.remove(&n);
+                deletes.push(delete(&b.jobs, chunk_key(n)));
+                for id in index.tombs.remove(&n).unwrap_or_default() {
+                    let left = index.tomb_refs.get(&id).copied().unwrap_or(1).saturating_sub(1);
+                    if left == 0 {
+                        index.tomb_refs.remove(&id);
+                        deletes.push(delete(&b.jobs, tomb_key(id)));
+                    } else {
+                        index.tomb_refs.insert(id, left);
+                    }
+                }
             }
             for run in &batch.forget {
                 index.runs.remove(run);
@@ -349,6 +511,9 @@ impl Outbox for JetStreamOutbox {
     }
 
     async fn commit(&self, batch: WriteBatch) -> Result<Committed, StoreError> {
+        if self.fence.as_ref().is_some_and(|f| !f.holds()) {
+            return Err(StoreError::Task("no longer sure to hold the leader's lease: not writing".into()));
+        }
         self.write_through(&batch).await?;
         self.memory.commit(batch).await
     }
