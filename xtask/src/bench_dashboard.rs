@@ -8,7 +8,8 @@
 //! - time to first paint of `/` and of a run page in headless Chromium (Debian's, over WebDriver), from the
 //!   Performance API: `first-paint`, `first-contentful-paint`, and when the data is on the page (the runs
 //!   page's `herald:runs-rendered` mark; the run page's loss response end), median and max of several loads;
-//! - the daemon's RSS with 10 open dashboards (five runs pages, five run pages) following a live run.
+//! - the daemon's RSS with 10 open dashboards (five runs pages, five run pages, in three Chromium instances)
+//!   following a live run.
 //!
 //! `--runs N` fills a smaller store (a quick look), `--no-build` uses the binary already built. Goals (issue 14):
 //! first paint <= 300 ms each, loss <= 20 ms, RSS with 10 dashboards <= idle + 10 MB.
@@ -197,7 +198,8 @@ impl Browser {
     }
 
     fn call(&mut self, method: &str, path: &str, body: &Value) -> Result<Value> {
-        let body = if method == "GET" { Vec::new() } else { body.to_string().into_bytes() };
+        let body =
+            if method == "GET" || method == "DELETE" { Vec::new() } else { body.to_string().into_bytes() };
         // A connection per command: chromedriver may close one after an answer.
         let stream = TcpStream::connect(("127.0.0.1", self.port))?;
         stream.set_read_timeout(Some(Duration::from_secs(60)))?;
@@ -239,10 +241,19 @@ impl Browser {
         }
     }
 
-    fn new_tab(&mut self) -> Result<()> {
+    /// Open a tab and switch to it; returns the tab it came from.
+    fn new_tab(&mut self) -> Result<String> {
+        let was = self.session_call("GET", "/window", &Value::Null)?.as_str().context("a window")?.to_owned();
         let v = self.session_call("POST", "/window/new", &json!({ "type": "tab" }))?;
         let handle = v["handle"].as_str().context("a window handle")?.to_owned();
-        self.session_call("POST", "/window", &json!({ "handle": handle })).map(|_| ())
+        self.session_call("POST", "/window", &json!({ "handle": handle }))?;
+        Ok(was)
+    }
+
+    /// Close this tab (and the connections its page holds) and switch to `back`.
+    fn close_tab(&mut self, back: &str) -> Result<()> {
+        self.session_call("DELETE", "/window", &Value::Null)?;
+        self.session_call("POST", "/window", &json!({ "handle": back })).map(|_| ())
     }
 }
 
@@ -266,7 +277,17 @@ fn paints(b: &mut Browser, data: &str) -> Result<(f64, f64, f64)> {
          const f = e.find(x => x.name === 'first-paint'), c = e.find(x => x.name === 'first-contentful-paint'); \
          return c ? [f ? f.startTime : c.startTime, c.startTime] : null;",
     )?;
-    let d = b.wait_js("the data on the page", data)?;
+    let d = match b.wait_js("the data on the page", data) {
+        Ok(d) => d,
+        Err(e) => {
+            let seen = b.js(
+                "return [location.href, document.title, (document.getElementById('count') || {}).textContent, \
+                 document.querySelectorAll('tbody tr').length, performance.getEntriesByType('mark').map(m => m.name), \
+                 performance.getEntriesByType('resource').map(r => r.name)];",
+            )?;
+            bail!("{e}: the page shows {seen}");
+        }
+    };
     Ok((p[0].as_f64().unwrap_or(f64::NAN), p[1].as_f64().unwrap_or(f64::NAN), d.as_f64().unwrap_or(f64::NAN)))
 }
 
@@ -370,7 +391,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut b = Browser::start(dir.join("chromium-profile"))?;
     let mut runs_page = (Vec::new(), Vec::new(), Vec::new());
     let mut run_page = (Vec::new(), Vec::new(), Vec::new());
+    // Each load in a tab of its own, closed after: a page's stream holds one of the six connections
+    // Chromium allows per host, and a page left behind may keep it a while.
     for k in 0..LOADS {
+        let home = b.new_tab()?;
         b.goto(&format!("{base}/"))?;
         let (fp, fcp, data) = paints(
             &mut b,
@@ -379,7 +403,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         runs_page.0.push(fp);
         runs_page.1.push(fcp);
         runs_page.2.push(data);
+        b.close_tab(&home)?;
         let i = (k * 131 + 17) % opts.runs;
+        let home = b.new_tab()?;
         b.goto(&format!("{base}/runs/bench-{i:04}"))?;
         let (fp, fcp, data) = paints(
             &mut b,
@@ -389,7 +415,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         run_page.0.push(fp);
         run_page.1.push(fcp);
         run_page.2.push(data);
+        b.close_tab(&home)?;
     }
+    drop(b);
 
     // Ten open dashboards following a live run.
     eprintln!("first paint measured; ten dashboards on a live run...");
@@ -408,10 +436,17 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         "metric_names": [], "hyper": {} });
     post(vec![started.to_string()])?;
     seq += 1;
-    b.goto(&format!("{base}/"))?;
-    for k in 1..10 {
-        b.new_tab()?;
-        b.goto(&if k % 2 == 0 { format!("{base}/") } else { format!("{base}/runs/{live}") })?;
+    // Three browsers (4 + 3 + 3 tabs): Chromium keeps at most six connections per host, one per page's stream.
+    let mut browsers = Vec::new();
+    for n in 0..3 {
+        let mut b = Browser::start(dir.join(format!("chromium-profile-{n}")))?;
+        for k in 0..(if n == 0 { 4 } else { 3 }) {
+            if k > 0 {
+                b.new_tab()?;
+            }
+            b.goto(&if (n + k) % 2 == 0 { format!("{base}/") } else { format!("{base}/runs/{live}") })?;
+        }
+        browsers.push(b);
     }
     let before_live = d.rss_kib();
     let mut peak = before_live;
@@ -440,7 +475,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     }
     let streams = String::from_utf8_lossy(&conn.request("GET", "/v1/status", b"")?.1).into_owned();
     let live_rss = d.rss_kib();
-    drop(b);
+    drop(browsers);
     drop(d);
 
     let ms = |v: f64| format!("{v:.1} ms");
