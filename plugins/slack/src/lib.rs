@@ -15,6 +15,9 @@
 //! retryable or permanent errors that say what to fix. The daemon and the CLI use this crate through its
 //! [`SlackConfig`] ([`NotifierType`]); retries and queueing are the host's.
 
+mod error;
+mod format;
+
 use async_trait::async_trait;
 use herald_event::Payload;
 use herald_plugin::http::AnswerPolicy;
@@ -25,10 +28,12 @@ use herald_plugin::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::error::{SlackError, send_error};
+use crate::format::fallback;
+pub use crate::format::{blocks, escape_mrkdwn};
+
 /// Slack's Web API.
 pub const DEFAULT_API_URL: &str = "https://slack.com/api";
-/// Slack's limit on a section block's text.
-const SECTION_LIMIT: usize = 3000;
 
 /// How Slack's HTTP answers are read: an incoming webhook that is gone answers 403, 404 or 410.
 const WEBHOOK_ANSWERS: AnswerPolicy<'static> = AnswerPolicy::new("Slack").with_hints(|status| match status {
@@ -378,49 +383,6 @@ enum Body {
     Form(Vec<(String, String)>),
 }
 
-enum SlackError {
-    /// Slack's `error` code from an `ok: false` answer.
-    Api(String),
-    Other(DeliveryError),
-}
-
-impl SlackError {
-    fn into_error(self, method: &str) -> DeliveryError {
-        match self {
-            SlackError::Other(e) => e,
-            SlackError::Api(code) => {
-                let (retryable, hint) = match code.as_str() {
-                    "invalid_auth" | "not_authed" | "account_inactive" | "token_revoked"
-                    | "token_expired" => (false, "check the bot token in the configuration"),
-                    "channel_not_found" => (false, "check `channel`, and that the bot can see it"),
-                    "not_in_channel" => (false, "invite the bot to the channel (/invite @yourbot)"),
-                    "missing_scope" => {
-                        (false, "give the bot the chat:write and files:write scopes and reinstall it")
-                    }
-                    "is_archived" => (false, "the channel is archived: pick another one"),
-                    "internal_error"
-                    | "fatal_error"
-                    | "service_unavailable"
-                    | "request_timeout"
-                    | "ratelimited" => (true, "will retry"),
-                    _ => (false, "the request was refused"),
-                };
-                let message = format!("Slack answered {method} with `{code}`: {hint}");
-                let e = if retryable {
-                    DeliveryError::retryable(message)
-                } else {
-                    DeliveryError::permanent(message)
-                };
-                e.with_code(format!("slack_{code}"))
-            }
-        }
-    }
-}
-
-fn send_error(e: reqwest::Error) -> DeliveryError {
-    herald_http::send_error("Slack", e)
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Start,
@@ -453,69 +415,6 @@ fn kind(p: &Payload) -> Kind {
         | Payload::RankSlow(_)
         | Payload::RanksMissing(_) => Kind::Alarm,
     }
-}
-
-/// Escape text for Slack mrkdwn: `&`, `<` and `>` (so nothing becomes a link or a mention).
-pub fn escape_mrkdwn(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
-
-/// The notification text for phones and screen readers: the title and the first line.
-fn fallback(n: &Notification) -> String {
-    let first = n.text.lines().next().unwrap_or_default();
-    escape_mrkdwn(&format!("{}: {first}", n.title))
-}
-
-/// `text` cut to its last lines within `limit` characters, saying how many were left out.
-fn tail_within(text: &str, limit: usize) -> String {
-    if text.chars().count() <= limit {
-        return text.to_owned();
-    }
-    let lines: Vec<&str> = text.lines().collect();
-    let header = lines.first().copied().unwrap_or_default();
-    let mut kept: Vec<&str> = Vec::new();
-    let mut len = header.chars().count() + 40;
-    for line in lines.iter().skip(1).rev() {
-        len += line.chars().count() + 1;
-        if len > limit {
-            break;
-        }
-        kept.push(line);
-    }
-    kept.reverse();
-    let skipped = lines.len().saturating_sub(1 + kept.len());
-    let mut out = vec![header.to_owned(), format!("({skipped} earlier lines not shown)")];
-    out.extend(kept.iter().map(|l| (*l).to_owned()));
-    let out = out.join("\n");
-    out.chars().take(limit).collect()
-}
-
-/// Block Kit: the title, the summary, and each monospace section (table, traceback) in a code block.
-pub fn blocks(n: &Notification) -> Value {
-    let mut sections = n.text.split("\n\n");
-    let prose = sections.next().unwrap_or_default();
-    let mut out = vec![json!({
-        "type": "section",
-        "text": { "type": "mrkdwn", "text": tail_within(&format!("*{}*\n{}", escape_mrkdwn(&n.title), escape_mrkdwn(prose)), SECTION_LIMIT) }
-    })];
-    for section in sections {
-        let (label, body) = match section.split_once(":\n") {
-            Some((label, body)) if !label.contains('\n') && !label.starts_with("epoch ") => {
-                (Some(label), body)
-            }
-            _ => (None, section),
-        };
-        let code = tail_within(&escape_mrkdwn(body).replace("```", "'''"), SECTION_LIMIT - 40);
-        let text = match label {
-            Some(l) => format!("*{}*\n```{code}```", escape_mrkdwn(l)),
-            None => format!("```{code}```"),
-        };
-        out.push(json!({ "type": "section", "text": { "type": "mrkdwn", "text": text } }));
-        if out.len() >= 45 {
-            break;
-        }
-    }
-    Value::Array(out)
 }
 
 #[async_trait]
@@ -585,22 +484,5 @@ mod tests {
                 .expect("valid");
         assert!(!hook.capabilities().edit);
         assert!(!format!("{hook:?}").contains("SECRET"));
-    }
-
-    #[test]
-    fn escapes_mrkdwn() {
-        assert_eq!(escape_mrkdwn("<!channel> & <@U1>"), "&lt;!channel&gt; &amp; &lt;@U1&gt;");
-    }
-
-    #[test]
-    fn long_code_keeps_its_header_and_latest_lines() {
-        let text = std::iter::once("epoch     train_loss".to_owned())
-            .chain((0..500).map(|i| format!("{i:<8}  0.1")))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let out = tail_within(&text, 1000);
-        assert!(out.chars().count() <= 1000);
-        assert!(out.starts_with("epoch     train_loss\n("), "{out}");
-        assert!(out.ends_with("499       0.1"), "{out}");
     }
 }
