@@ -870,3 +870,32 @@ fn cluster_stop_from_the_phone_at_the_leader_stops_herald_train_on_an_edge() {
     });
     drop(runtime);
 }
+
+#[test]
+fn cluster_a_stop_asked_at_another_edge_reaches_the_run_through_the_stops_bucket() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let nats = Nats::single(&tmp.path().join("nats"));
+    let urls = vec![nats.url()];
+    let start_edge = |name: &str| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).expect("edge dir");
+        let port = free_port();
+        Daemon::start(&dir, port, &edge_config(&dir, port, &urls, 1))
+    };
+    let (here, there) = (start_edge("edge-a"), start_edge("edge-b"));
+    let run = "2026-11-30T14:00:00-9-0-5709aa";
+    assert_eq!(here.post(&started(run, "elsewhere", 1)).0, 202);
+    // Asked at the edge the run does not report to: taken for the cluster, not `unknown_run`.
+    let path = format!("/v1/runs/{run}/stop");
+    let (code, reply) =
+        crate::daemon::http(there.port, "POST", &path, &[], br#"{"reason":"asked at edge b"}"#);
+    assert!((200..300).contains(&code), "{code}: {reply}");
+    let mut seq = 1;
+    let reply = wait_for("control.stop at the run's own edge", Duration::from_secs(20), || {
+        let (code, reply) = here.post(&message(run, seq, "still training"));
+        seq += 1;
+        assert_eq!(code, 202, "{reply}");
+        (reply["control"][run]["stop"] == true).then_some(reply)
+    });
+    assert_eq!(reply["control"][run]["reason"], "asked at edge b", "{reply}");
+}
