@@ -50,7 +50,10 @@ pub struct NotifierSpec {
 /// it must not block. Cluster mode hands the request to the other nodes; `true` means it was taken there,
 /// so a run this daemon does not know is not an error.
 #[derive(Clone)]
-pub struct StopHook(pub Arc<dyn Fn(&str, &str) -> bool + Send + Sync>);
+pub struct StopHook(pub Arc<StopFn>);
+
+/// What a [`StopHook`] calls: (run, reason) -> taken.
+pub type StopFn = dyn Fn(&str, &str) -> bool + Send + Sync;
 
 impl std::fmt::Debug for StopHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
