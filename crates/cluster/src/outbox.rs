@@ -81,13 +81,16 @@ struct Index {
     /// Chunk number -> the unfinished jobs it holds a copy of.
     chunks: HashMap<u64, HashSet<u64>>,
     /// Unfinished job -> (notifier, run, seq) and the chunks holding a copy of it.
-    jobs: HashMap<u64, ((String, String, u64), Vec<u64>)>,
+    jobs: HashMap<u64, (JobOf, Vec<u64>)>,
     /// Chunk number -> the tombstones (`d.<id>`) that stand for finished jobs it still holds.
     tombs: HashMap<u64, Vec<u64>>,
     /// Tombstone -> how many live chunks still hold its job.
     tomb_refs: HashMap<u64, usize>,
     next_chunk: u64,
 }
+
+/// A job's (notifier, run, seq).
+type JobOf = (String, String, u64);
 
 /// Jobs per chunk: a chunk is one key-value entry (under NATS's 1 MB message limit).
 const CHUNK: usize = 256;
