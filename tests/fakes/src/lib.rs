@@ -203,6 +203,25 @@ pub(crate) fn header_map(headers: &HeaderMap) -> HashMap<String, String> {
         .collect()
 }
 
+/// Serves a fake on a free port of 127.0.0.1: `make` gets the base URL (`http://127.0.0.1:PORT`) and builds
+/// the fake, a clone of which is the state of every request to `handler`. The server runs on a spawned task
+/// for as long as the test's runtime.
+pub(crate) async fn serve<F, H, T>(make: impl FnOnce(String) -> F, handler: H) -> F
+where
+    F: Clone + Send + Sync + 'static,
+    H: axum::handler::Handler<T, F>,
+    T: 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("bound address");
+    let fake = make(format!("http://{addr}"));
+    let app = axum::Router::new().fallback(handler).with_state(fake.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    fake
+}
+
 /// Wait until `check` holds, polling every 10 ms, or panic with `what` after `timeout`.
 pub async fn wait_until(what: &str, timeout: std::time::Duration, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + timeout;

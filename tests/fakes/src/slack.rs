@@ -82,18 +82,12 @@ pub struct FakeSlack {
 impl FakeSlack {
     /// Starts the fake on 127.0.0.1 (a free port), accepting `token`.
     pub async fn start(token: &str) -> FakeSlack {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("bound address");
-        let fake = FakeSlack {
-            url: format!("http://{addr}"),
+        let make = |url| FakeSlack {
+            url,
             token: token.to_owned(),
             state: Arc::new(Mutex::new(State { next_ts: 1, ..State::default() })),
         };
-        let app = axum::Router::new().fallback(handle).with_state(fake.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        fake
+        crate::serve(make, handle).await
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {

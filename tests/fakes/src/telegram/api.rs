@@ -39,10 +39,8 @@ impl Drop for Polling {
 impl FakeTelegram {
     /// Start a fake bot with this token on a free port.
     pub async fn start(token: &str) -> FakeTelegram {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("bound address");
-        let fake = FakeTelegram {
-            url: format!("http://{addr}"),
+        let make = |url| FakeTelegram {
+            url,
             token: token.to_owned(),
             state: Arc::new(Mutex::new(State {
                 next_message_id: 100,
@@ -51,11 +49,7 @@ impl FakeTelegram {
             })),
             updates: Arc::new(Notify::new()),
         };
-        let app = axum::Router::new().fallback(handle).with_state(fake.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        fake
+        crate::serve(make, handle).await
     }
 }
 
