@@ -233,19 +233,23 @@ class HeraldCallback(Callback):
         if not self.learn.training or not run.batch_due():
             return
         try:
-            learn = self.learn
-            loss = learn.loss if learn.loss is not None else float("nan")
-            run.batch_ended(
-                loss,
-                smooth_loss=getattr(learn, "smooth_loss", loss),
-                lr=learn.opt.hypers[-1]["lr"],
-                epoch=learn.epoch,
-                batch=learn.iter,
-                n_batches=learn.n_iter,
-                force=True,
-            )
+            loss = self.learn.loss
+            self._herald_batch_ended(run, loss if loss is not None else float("nan"))
         except Exception as err:  # noqa: BLE001
             self.herald.warn("after_batch", err)
+
+    def _herald_batch_ended(self, run: Run, loss: Any) -> None:
+        """Sends the current batch's ``batch_ended`` with ``loss`` (due or not: the caller decided)."""
+        learn = self.learn
+        run.batch_ended(
+            loss,
+            smooth_loss=getattr(learn, "smooth_loss", loss),
+            lr=learn.opt.hypers[-1]["lr"],
+            epoch=learn.epoch,
+            batch=learn.iter,
+            n_batches=learn.n_iter,
+            force=True,
+        )
 
     def after_epoch(self) -> None:
         run = self.herald.run
@@ -295,15 +299,7 @@ class HeraldCallback(Callback):
             loss = _wire.to_float(learn.loss)
             if not math.isfinite(loss):
                 self.herald_diverged = loss
-                run.batch_ended(
-                    loss,
-                    smooth_loss=getattr(learn, "smooth_loss", loss),
-                    lr=learn.opt.hypers[-1]["lr"],
-                    epoch=learn.epoch,
-                    batch=learn.iter,
-                    n_batches=learn.n_iter,
-                    force=True,
-                )
+                self._herald_batch_ended(run, loss)
         except Exception as err:  # noqa: BLE001
             self.herald.warn("after_cancel_fit", err)
 

@@ -20,8 +20,8 @@ from typing import Any, Dict, Mapping, Optional
 
 import keras
 
-from ._client import Client
-from ._run import Reporter, Run, end_run_for_exception, number
+from ._callback import ReporterCallback
+from ._run import Run, end_run_for_exception, number
 
 __all__ = ["HeraldCallback"]
 
@@ -32,7 +32,7 @@ def _number(value: Any) -> Optional[float]:
     return number(value, keras.ops.convert_to_numpy)
 
 
-class HeraldCallback(keras.callbacks.Callback):
+class HeraldCallback(ReporterCallback, keras.callbacks.Callback):
     """Report each ``fit`` as a Herald run (``name``, ``monitor``, ``batch_interval``, ``hyper``, ``client`` as
     in the fastai callback)."""
 
@@ -40,21 +40,8 @@ class HeraldCallback(keras.callbacks.Callback):
     #: dispatch thread, so the training loop does not wait for the logs of each batch on its account.
     async_safe = True
 
-    def __init__(
-        self,
-        name: Optional[str] = None,
-        *,
-        monitor: Optional[str] = None,
-        batch_interval: float = 0.5,
-        hyper: Optional[Mapping[str, Any]] = None,
-        client: Optional[Client] = None,
-        ranks: str = "all",
-    ):
-        super().__init__()
-        self.herald = Reporter(name, monitor=monitor, batch_interval=batch_interval, hyper=hyper, client=client,
-                               ranks=ranks)
-        self._epochs_done = 0
-        self._train_function: Any = None
+    _epochs_done = 0
+    _train_function: Any = None
 
     def _lr(self) -> Optional[float]:
         opt = getattr(self.model, "optimizer", None)

@@ -30,8 +30,8 @@ try:
 except ImportError:  # the standalone package
     from pytorch_lightning import Callback  # type: ignore[no-redef]
 
-from ._client import Client
-from ._run import Reporter, Run, end_run_for_exception, number
+from ._callback import ReporterCallback
+from ._run import Run, end_run_for_exception, number
 
 __all__ = ["HeraldCallback"]
 
@@ -39,23 +39,9 @@ _TRAIN_LOSS = ("train_loss", "loss", "train_loss_epoch")
 _VALID_LOSS = ("val_loss", "valid_loss", "val_loss_epoch")
 
 
-class HeraldCallback(Callback):
+class HeraldCallback(ReporterCallback, Callback):
     """Report each ``fit`` as a Herald run (``name``, ``monitor``, ``batch_interval``, ``hyper``, ``client`` as
     in the fastai callback)."""
-
-    def __init__(
-        self,
-        name: Optional[str] = None,
-        *,
-        monitor: Optional[str] = None,
-        batch_interval: float = 0.5,
-        hyper: Optional[Mapping[str, Any]] = None,
-        client: Optional[Client] = None,
-        ranks: str = "all",
-    ):
-        super().__init__()
-        self.herald = Reporter(name, monitor=monitor, batch_interval=batch_interval, hyper=hyper, client=client,
-                               ranks=ranks)
 
     @staticmethod
     def _lr(trainer: Any) -> Optional[float]:

@@ -23,30 +23,18 @@ from typing import Any, Dict, Mapping, Optional
 
 from transformers import TrainerCallback
 
-from ._client import Client
-from ._run import Reporter, Run, number
+from ._callback import ReporterCallback
+from ._run import Run, number
 
 __all__ = ["HeraldCallback"]
 
 
-class HeraldCallback(TrainerCallback):
+class HeraldCallback(ReporterCallback, TrainerCallback):
     """Report each ``train`` as a Herald run (``name``, ``monitor``, ``batch_interval``, ``hyper``, ``client`` as
     in the fastai callback)."""
 
-    def __init__(
-        self,
-        name: Optional[str] = None,
-        *,
-        monitor: Optional[str] = None,
-        batch_interval: float = 0.5,
-        hyper: Optional[Mapping[str, Any]] = None,
-        client: Optional[Client] = None,
-        ranks: str = "all",
-    ):
-        self.herald = Reporter(name, monitor=monitor, batch_interval=batch_interval, hyper=hyper, client=client,
-                               ranks=ranks)
-        self._train_loss: Optional[float] = None
-        self._pending: Optional[Dict[str, Any]] = None
+    _train_loss: Optional[float] = None
+    _pending: Optional[Dict[str, Any]] = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         self._train_loss = None
