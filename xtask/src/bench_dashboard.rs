@@ -465,7 +465,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             lines.push(v.to_string());
             seq += 1;
             batch += 1;
-            if batch % 50 == 0 {
+            if batch.is_multiple_of(50) {
                 let v = json!({ "v": 1, "run": live, "seq": seq, "time": stamp(batch * 20), "type": "epoch_ended",
                     "epoch": e, "n_epochs": 1000, "train_loss": 0.5, "valid_loss": 0.6, "metrics": {}, "elapsed_s": 1.0 });
                 lines.push(v.to_string());

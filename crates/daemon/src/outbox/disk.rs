@@ -30,8 +30,10 @@ const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
 const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
 /// The loss history of outboxes written before `loss_lr`: read, cleared with its runs, never written.
 const LEGACY_LOSS: TableDefinition<(&str, u64), (u32, u64, f64)> = TableDefinition::new("loss");
-/// (run, seq) -> (epoch, batch, smoothed loss, lr, wall time in ms) per `batch_ended`.
-const LOSS: TableDefinition<(&str, u64), (u32, u64, f64, f64, u64)> = TableDefinition::new("loss_lr");
+/// A stored loss point: (epoch, batch, smoothed loss, lr, wall time in ms).
+type LossRow = (u32, u64, f64, f64, u64);
+/// (run, seq) -> [`LossRow`] per `batch_ended`.
+const LOSS: TableDefinition<(&str, u64), LossRow> = TableDefinition::new("loss_lr");
 const JOBS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("jobs");
 const RECEIPT_LOG: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("receipt_log");
 /// The receipts table of outboxes written before `receipt_log`: read, cleared with its runs, never written.
