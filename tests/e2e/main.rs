@@ -10,6 +10,7 @@ use std::process::Command;
 mod apprise;
 mod cli;
 mod cluster;
+mod cluster_edge;
 mod daemon;
 mod dashboard;
 mod install;
