@@ -3,6 +3,12 @@
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(doc)]
+use super::payloads::{
+    Alert, BatchEnded, EpochEnded, EpochStarted, Heartbeat, Message, RankFailed, RankLost, RankSlow,
+    RankStalled, RanksMissing, RunFailed, RunFinished, RunLost, RunStalled, RunStarted,
+};
+
 /// The `type` of an event, without its payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
