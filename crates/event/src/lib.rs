@@ -2,9 +2,9 @@
 //!
 //! A training process reports what it does as a stream of [`Event`]s: one flat JSON object per event, with
 //! the envelope fields `v`, `run`, `seq`, `time`, `type` and the payload fields of that type side by side.
-//! The trainer's callback ([`herald-callback`]), the daemon, the Python clients and every notifier agree on
-//! this crate's types, its decoder ([`decode_event`], [`decode_batch`]) and its formatting ([`format`]): the
-//! fastai results table and the one-line summary.
+//! The trainer's callback (`herald-callback`), the daemon, the Python clients and every notifier agree on
+//! this crate's types, its decoder ([`decode_event`], [`decode_batch`]) and its formatting ([`mod@format`]):
+//! the fastai results table and the one-line summary.
 //!
 //! This crate does no I/O and has no async code: it is plain data, serde and text. `docs/events.md` documents
 //! the wire format with an example of each type, and a test parses every example there.

@@ -10,9 +10,9 @@
 //! [`Registry`] holds the types by name (`Registry::add`). HTTP notifiers share one [`http::AnswerPolicy`];
 //! notifiers whose deliveries make several calls remember them in a [`DeliveryProgress`].
 //!
-//! Out of process, a notifier is a child process speaking the JSON-lines [`protocol`]; [`serve_type`] runs
-//! a [`NotifierType`] that way and [`serve`] any [`Notifier`] (the only I/O this crate does: stdin and
-//! stdout).
+//! Out of process, a notifier is a child process speaking the JSON-lines [`protocol`]; [`serve_type`] runs a
+//! [`NotifierType`] that way and [`serve`](fn@serve) any [`Notifier`] (the only I/O this crate does: stdin
+//! and stdout).
 //!
 //! Plugins depend on this crate only, never on the daemon.
 

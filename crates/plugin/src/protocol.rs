@@ -1,10 +1,10 @@
 //! The out-of-process plugin protocol, version 1.0: the messages a host (the daemon) and a plugin exchange.
 //!
 //! A plugin is a child process speaking newline-delimited JSON on its stdin (host to plugin) and stdout
-//! (plugin to host), one object per line with a `type` field; its stderr is its log. `docs/plugin-protocol.md`
-//! is the specification with an example of every message; this module is its Rust form, shared by the host
-//! (`herald-plugin-host`'s child process host and its conformance kit) and the plugin side ([`crate::serve`]). It only
-//! encodes, decodes and checks versions: it does no I/O.
+//! (plugin to host), one object per line with a `type` field; its stderr is its log.
+//! `docs/plugin-protocol.md` is the specification with an example of every message; this module is its Rust
+//! form, shared by the host (`herald-plugin-host`'s child process host and its conformance kit) and the
+//! plugin side ([`mod@crate::serve`]). It only encodes, decodes and checks versions: it does no I/O.
 //!
 //! Compatibility: a reader ignores fields it does not know, so a minor version may add optional fields; a
 //! different major version is refused at the handshake with [`check_version`].

@@ -1,15 +1,15 @@
-//! The plugin side of the protocol: [`serve`] runs any [`Notifier`] as an out-of-process plugin.
+//! The plugin side of the protocol: [`serve`](fn@serve) runs any [`Notifier`] as an out-of-process plugin.
 //!
 //! A Rust plugin is a binary whose `main` calls [`serve_type`] (a [`NotifierType`] built from the
-//! `[[notifier]]` table the host sends in `hello`, exactly as the registry builds a built-in) or [`serve`] (a
-//! notifier configured by other means): so a Rust author writes the same type in process or out of it, and
-//! every built-in could run out of process. It reads host messages from stdin, answers on stdout and logs to
-//! stderr (the host tags those lines with the notifier's name). Deliveries run concurrently, each answered
-//! with its `id`; a malformed line is logged and skipped, never fatal; `shutdown` or the end of stdin ends
-//! [`serve`] once what is in flight has been answered. Everything runs in the caller's task (deliveries,
-//! the command listener and the writer are polled side by side, not spawned), so the SDK needs no runtime
-//! of its own; the plugin's `main` brings one (`#[tokio::main]`). The host side (supervision, restarts,
-//! timeouts) is not here: it is `herald-plugin-host`.
+//! `[[notifier]]` table the host sends in `hello`, exactly as the registry builds a built-in) or
+//! [`serve`](fn@serve) (a notifier configured by other means): so a Rust author writes the same type in
+//! process or out of it, and every built-in could run out of process. It reads host messages from stdin,
+//! answers on stdout and logs to stderr (the host tags those lines with the notifier's name). Deliveries run
+//! concurrently, each answered with its `id`; a malformed line is logged and skipped, never fatal; `shutdown`
+//! or the end of stdin ends [`serve`](fn@serve) once what is in flight has been answered. Everything runs in
+//! the caller's task (deliveries, the command listener and the writer are polled side by side, not spawned),
+//! so the SDK needs no runtime of its own; the plugin's `main` brings one (`#[tokio::main]`). The host side
+//! (supervision, restarts, timeouts) is not here: it is `herald-plugin-host`.
 
 use std::collections::HashMap;
 use std::future::{Future, poll_fn};
@@ -40,7 +40,7 @@ type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<(bool, String)>>>>;
 /// Work in flight beside the reading of host lines: a delivery and the sending of its answer.
 type InFlight = FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>>;
 
-/// Why [`serve`] ended early.
+/// Why [`serve`](fn@serve) ended early.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// Reading from stdin or writing to stdout failed.
@@ -133,7 +133,7 @@ pub async fn serve_type<T: NotifierType>(version: &str) -> Result<(), ServeError
     .await
 }
 
-/// [`serve`] over any reader and writer: `build` turns the notifier's name and table into the notifier.
+/// [`serve`](fn@serve) over any reader and writer: `build` turns the notifier's name and table into the notifier.
 pub async fn serve_io<R, W, B>(reader: R, writer: W, version: String, build: B) -> Result<(), ServeError>
 where
     R: AsyncRead + Unpin,

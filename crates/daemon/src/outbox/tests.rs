@@ -10,7 +10,14 @@ fn message(run: &str, seq: u64) -> Event {
 }
 
 fn job(e: &Event) -> JobRecord {
-    JobRecord { event: e.clone(), attempt: 0, not_before_ms: 0, created_ms: 1, last_error: None, digest: false }
+    JobRecord {
+        event: e.clone(),
+        attempt: 0,
+        not_before_ms: 0,
+        created_ms: 1,
+        last_error: None,
+        digest: false,
+    }
 }
 
 fn put(notifier: &str, id: u64, e: &Event) -> PutJob {
