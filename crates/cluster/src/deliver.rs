@@ -9,7 +9,8 @@
 //! runs, so only it polls Telegram's `getUpdates` and makes `run_stalled`; it does not look for lost
 //! processes (`run_lost` comes from the edge on the run's machine). The leader writes the stop requests
 //! its dispatcher gets (Telegram's `/stop`) to the stops bucket for the edges at once, through the
-//! daemon's stop hook (`stops.rs`). Losing the lease
+//! daemon's stop hook (`stops.rs`), and publishes its status for every node's `herald status`
+//! (`status.rs`). Losing the lease
 //! stops the dispatcher at once.
 
 use std::sync::Arc;
@@ -71,7 +72,7 @@ pub async fn run(
     }
     let names = target.names();
     let store = lease::bucket(&js, &names, target.replicas, lease).await?;
-    let node = format!("{}/{}", herald_daemon::local_hostname(), std::process::id());
+    let node = crate::status::node_id();
     tracing::info!(node = %node, "deliverer ready; competing for the lease");
     herald_daemon::sdnotify::notify("READY=1\nSTATUS=competing for the lease");
     loop {
@@ -146,9 +147,18 @@ async fn lead(
     let handle = dispatcher.handle();
     let (done_tx, done) = watch::channel(false);
     let publisher = match stops::bucket(js, &names, target.replicas).await {
-        Ok(store) => Some(tokio::spawn(stops::publish(store, requests, done))),
+        Ok(store) => Some(tokio::spawn(stops::publish(store, requests, done.clone()))),
         Err(e) => {
             tracing::warn!(error = %e, "stop requests from here cannot reach the edges");
+            None
+        }
+    };
+    let shower = match crate::status::bucket(js, &names, target.replicas).await {
+        Ok(store) => {
+            Some(tokio::spawn(crate::status::publish(store, handle.clone(), fence.clone(), done.clone())))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the leader's status cannot reach the other nodes");
             None
         }
     };
@@ -181,6 +191,9 @@ async fn lead(
     let _ = done_tx.send(true);
     if let Some(publisher) = publisher {
         let _ = publisher.await;
+    }
+    if let Some(shower) = shower {
+        let _ = shower.await;
     }
     dispatcher.shutdown(drain).await;
     let _ = release_tx.send(matches!(term, Ok(Term::Stopped)));

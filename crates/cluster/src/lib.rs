@@ -6,7 +6,8 @@
 //! (`forward.rs`). A **deliverer** (`deliver.rs`) competes for the lease (`lease.rs`); the leader runs the
 //! daemon's dispatcher over the [`JetStreamOutbox`] (`outbox.rs`), fed from the stream. The stream, its
 //! subjects and buckets are named by `names.rs`; `connect.rs` reaches the servers and checks the stream;
-//! stop requests asked at any node travel to the edges through a bucket (`stops.rs`).
+//! stop requests asked at any node travel to the edges through a bucket (`stops.rs`); the leader's status
+//! reaches every node's `herald status` through another (`status.rs`).
 //! This crate does not change the daemon: it configures it and gives it another outbox.
 
 mod connect;
@@ -15,8 +16,10 @@ mod edge;
 mod error;
 mod forward;
 mod lease;
+mod loss;
 pub mod names;
 mod outbox;
+mod status;
 mod stops;
 
 use herald_daemon::config::Config;
@@ -61,6 +64,17 @@ pub async fn serve(config: &Config, registry: &Registry) -> Result<(), ClusterEr
     let local = herald_daemon::Client::new(d.listen, token, std::time::Duration::from_secs(5))
         .map_err(|e| ClusterError::nats("cannot make a client for the local API", &e))?;
     let watcher = tokio::spawn(stops::watch(target.clone(), local, stop.clone()));
+    // `herald status` here shows the leader and its status (every edge's runs) beside this node's own.
+    let view: status::Shared = std::sync::Arc::new(std::sync::Mutex::new(herald_daemon::ClusterView {
+        role: role.as_str().to_owned(),
+        node: status::node_id(),
+        ..Default::default()
+    }));
+    let shown = view.clone();
+    herald_daemon::api::set_cluster_view(Box::new(move || {
+        Some(shown.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
+    }));
+    let viewer = tokio::spawn(status::watch(target.clone(), view, stop.clone()));
     // Stops asked here (`herald stop`, the API), for this edge's runs or another's, go to the bucket at once.
     let (hook, requests) = stops::hook();
     let sender = tokio::spawn(stops::send(target.clone(), requests, stop.clone()));
@@ -70,6 +84,7 @@ pub async fn serve(config: &Config, registry: &Registry) -> Result<(), ClusterEr
     let served = herald_daemon::serve_with_stop_hook(&edge, &edge_registry, Some(hook)).await;
     let _ = stop_tx.send(true);
     let _ = watcher.await;
+    let _ = viewer.await;
     let _ = sender.await;
     if let Some(deliverer) = deliverer {
         deliverer.await.map_err(|e| ClusterError::nats("the deliverer task failed", &e))??;

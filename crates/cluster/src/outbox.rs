@@ -16,7 +16,8 @@
 //!
 //! `known(run, seq)` of a sender's event is `seq <=` the run's high-water mark: a run's events reach the
 //! leader in order (one edge, per-run order kept by its worker), so that is what was applied. Loss points
-//! (`batch_ended`) are kept in memory only: after a failover a run's curve starts where the new leader did.
+//! (`batch_ended`) are not written to the buckets: the stream already holds them, and the first time a
+//! leader needs a run's history it reads them back from there (`loss.rs`), so the curve survives a failover.
 
 use std::collections::{HashMap, HashSet};
 
@@ -105,6 +106,10 @@ fn tomb_key(id: u64) -> String {
 
 /// The leader's outbox in JetStream key-value buckets.
 pub struct JetStreamOutbox {
+    js: jetstream::Context,
+    names: Names,
+    /// Runs whose loss history was read back from the stream.
+    read_back: tokio::sync::Mutex<HashSet<String>>,
     /// Writes are refused outside it (a deposed leader's late writes).
     fence: Option<crate::lease::Fence>,
     buckets: Buckets,
@@ -348,7 +353,15 @@ impl JetStreamOutbox {
         }
         let memory = MemoryOutbox::new();
         memory.commit(batch).await.map_err(|e| ClusterError::nats("cannot load the outbox", &e))?;
-        Ok(JetStreamOutbox { fence: None, buckets, memory, index: std::sync::Mutex::new(index) })
+        Ok(JetStreamOutbox {
+            js: js.clone(),
+            names: names.clone(),
+            read_back: Default::default(),
+            fence: None,
+            buckets,
+            memory,
+            index: std::sync::Mutex::new(index),
+        })
     }
 
     /// This outbox, writing only while `fence` holds.
@@ -560,6 +573,21 @@ impl Outbox for JetStreamOutbox {
     }
 
     async fn loss_history(&self, run: &str) -> Result<Vec<LossPoint>, StoreError> {
+        let mut read_back = self.read_back.lock().await;
+        if !read_back.contains(run) {
+            match crate::loss::batch_ended_events(&self.js, &self.names, run).await {
+                Ok(events) => {
+                    if !events.is_empty() {
+                        self.memory.commit(WriteBatch { events, ..WriteBatch::default() }).await?;
+                    }
+                    read_back.insert(run.to_owned());
+                }
+                Err(e) => {
+                    tracing::warn!(run, error = %e, "cannot read the run's loss history back from the stream; showing the points read since taking the lead")
+                }
+            }
+        }
+        drop(read_back);
         self.memory.loss_history(run).await
     }
 

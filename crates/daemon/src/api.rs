@@ -3,7 +3,8 @@
 //! [`IngestReply`] answers a post of events (with each run's [`RunControl`], the way stop requests reach a
 //! trainer), [`Status`] is `GET /v1/status` with its rows ([`RunSnapshot`], [`NotifierView`], [`OutboxView`]),
 //! and [`GiveUp`] is a delivery the daemon stopped trying. These are plain serde types: the dispatcher fills
-//! them, `server.rs` sends them and `client.rs` reads them back. This module imports nothing else of the
+//! them, `server.rs` sends them and `client.rs` reads them back. In cluster mode [`ClusterView`] is filled by
+//! the function `herald-cluster` registers with [`set_cluster_view`]. This module imports nothing else of the
 //! crate, so every other module may use it.
 
 use std::collections::BTreeMap;
@@ -85,6 +86,43 @@ pub struct Status {
     pub jobs: Vec<JobSnapshot>,
     /// Every notifier.
     pub notifiers: Vec<NotifierView>,
+    /// In cluster mode: this node's role, the leader and the leader's status ([`ClusterView`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterView>,
+}
+
+/// The `cluster` section of [`Status`] on a node in cluster mode (`docs/cluster.md`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// This node's role: `edge`, `deliver` or `both`.
+    pub role: String,
+    /// This node's id, `<host>/<pid>`.
+    pub node: String,
+    /// The leader's node id; none while no deliverer holds the lease.
+    pub leader: Option<String>,
+    /// Seconds since the leader last renewed its lease.
+    pub lease_renewed_s_ago: Option<f64>,
+    /// The leader's status as it last published it: every edge's runs and the notifiers' health.
+    pub leader_status: Option<Box<Status>>,
+    /// Seconds since the leader published `leader_status`.
+    pub leader_status_age_s: Option<f64>,
+    /// Why the cluster could not be read just now (NATS unreachable), if so.
+    pub error: Option<String>,
+}
+
+/// What fills [`Status::cluster`]: set once by cluster mode (`herald-cluster`), read by every status.
+type ClusterViewFn = dyn Fn() -> Option<ClusterView> + Send + Sync;
+
+static CLUSTER_VIEW: std::sync::OnceLock<Box<ClusterViewFn>> = std::sync::OnceLock::new();
+
+/// Make every [`Status`] of this process carry `view()` as its `cluster` section; only the first call counts.
+pub fn set_cluster_view(view: Box<ClusterViewFn>) {
+    let _ = CLUSTER_VIEW.set(view);
+}
+
+/// The `cluster` section for a [`Status`] made now: none outside cluster mode.
+pub fn cluster_view() -> Option<ClusterView> {
+    CLUSTER_VIEW.get().and_then(|view| view())
 }
 
 /// The outbox in [`Status`].

@@ -165,6 +165,7 @@ impl Handle {
             runs,
             jobs,
             notifiers,
+            cluster: crate::api::cluster_view(),
         }
     }
 }

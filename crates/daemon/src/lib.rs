@@ -38,7 +38,7 @@ mod shared;
 mod worker;
 mod writer;
 
-pub use api::{IngestReply, RunControl, RunSnapshot, Status};
+pub use api::{ClusterView, IngestReply, RunControl, RunSnapshot, Status};
 pub use client::{Client, ClientError};
 pub use daemon::{build_notifiers, check_listen, default_socket, serve, serve_with_stop_hook};
 pub use dispatcher::Dispatcher;

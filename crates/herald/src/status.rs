@@ -149,6 +149,34 @@ pub fn render(s: &Status) -> String {
             ));
         }
     }
+    if let Some(c) = &s.cluster {
+        out.push_str(&render_cluster(c));
+    }
+    out
+}
+
+/// The cluster section: this node, the leader, and the leader's status (every edge's runs, its notifiers).
+fn render_cluster(c: &herald_daemon::ClusterView) -> String {
+    let mut out = format!("\ncluster: this node {} ({})", c.node, c.role);
+    match (&c.leader, c.lease_renewed_s_ago) {
+        (Some(leader), age) => {
+            let me = if *leader == c.node { ", this node" } else { "" };
+            let renewed = age.map_or_else(String::new, |a| format!(", lease renewed {} ago", ago(a)));
+            out.push_str(&format!("; leader {leader}{me}{renewed}\n"));
+        }
+        (None, _) => out.push_str("; no leader now\n"),
+    }
+    if let Some(e) = &c.error {
+        out.push_str(&format!("cannot read the cluster now: {e}\n"));
+    }
+    if let Some(status) = &c.leader_status {
+        let age = c.leader_status_age_s.map_or_else(String::new, |a| format!(" (published {} ago)", ago(a)));
+        out.push_str(&format!("\nthe leader's status{age}: every edge's runs and the notifiers\n"));
+        for line in render(status).lines() {
+            out.push_str(&format!("  {line}").trim_end().to_owned());
+            out.push('\n');
+        }
+    }
     out
 }
 
@@ -198,6 +226,34 @@ mod tests {
         assert!(text.contains("phone     telegram  ok"), "{text}");
         assert!(text.contains("phone r1 seq 3 (message) after 1 attempt(s): bad token"), "{text}");
         assert!(!text.contains("JOB"), "no jobs, no jobs table: {text}");
+    }
+
+    #[test]
+    fn the_cluster_section_names_the_leader_and_shows_its_runs() {
+        let leader = serde_json::json!({
+            "version": "0.1.0", "uptime_s": 5.0, "outbox": { "jobs": 0, "bytes": 0, "path": null },
+            "runs": [{
+                "run": "r-edge2", "name": "far", "host": "h2", "pid": 1, "rank": 0, "state": "running",
+                "n_epochs": 5, "epochs_done": 1, "last_epoch": null, "smooth_loss": null, "best": {},
+                "events": 3, "silent_s": 1.0, "last_event_ms": 1, "stop_requested": false
+            }],
+            "notifiers": [{
+                "name": "hook", "type": "webhook", "queue": 0, "delivered": 3, "failed_attempts": 0,
+                "gave_up": 0, "superseded": 0, "health": { "state": "ok" }, "last_error": null,
+                "last_delivery_ms": 5, "recent_give_ups": []
+            }]
+        });
+        let status: Status = serde_json::from_value(serde_json::json!({
+            "version": "0.1.0", "uptime_s": 5.0, "outbox": { "jobs": 0, "bytes": 0, "path": null },
+            "runs": [], "notifiers": [],
+            "cluster": { "role": "edge", "node": "a/1", "leader": "b/2", "lease_renewed_s_ago": 1.0,
+                         "leader_status": leader, "leader_status_age_s": 2.0, "error": null }
+        }))
+        .expect("a status document with a cluster section");
+        let text = render(&status);
+        assert!(text.contains("cluster: this node a/1 (edge); leader b/2, lease renewed 1s ago"), "{text}");
+        assert!(text.contains("the leader's status (published 2s ago)"), "{text}");
+        assert!(text.contains("  r-edge2") && text.contains("  hook"), "{text}");
     }
 
     #[test]
