@@ -11,6 +11,7 @@ mod apprise;
 mod cli;
 mod cluster;
 mod cluster_edge;
+mod cluster_status;
 mod daemon;
 mod dashboard;
 mod install;
