@@ -173,7 +173,7 @@ fn render_cluster(c: &herald_daemon::ClusterView) -> String {
         let age = c.leader_status_age_s.map_or_else(String::new, |a| format!(" (published {} ago)", ago(a)));
         out.push_str(&format!("\nthe leader's status{age}: every edge's runs and the notifiers\n"));
         for line in render(status).lines() {
-            out.push_str(&format!("  {line}").trim_end().to_owned());
+            out.push_str(format!("  {line}").trim_end());
             out.push('\n');
         }
     }
