@@ -9,6 +9,11 @@
 //! [`herald_http::check_response`]). One attempt per `deliver`: retries, rate
 //! limits and the overall per-delivery deadline belong to the host. Redirects are not followed (a POST
 //! would turn into a GET); the URL and header values are secrets and never appear in errors or logs.
+//!
+//! With `batch = N` (N > 1) the host hands up to N ready notifications at once ([`Notifier::deliver_batch`])
+//! and they go in one POST whose body is a JSON array of the same objects, in the host's order (each run's
+//! in order). The whole POST succeeds or fails as one: a failure answers the same error for every
+//! notification, so the host retries them all, in order, by the same rules (`Retry-After` included).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -33,6 +38,13 @@ fn default_request_timeout() -> Duration {
     Duration::from_secs(20)
 }
 
+fn default_batch() -> usize {
+    1
+}
+
+/// The largest `batch` accepted.
+pub const MAX_BATCH: usize = 1000;
+
 /// The notifier's configuration table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +60,10 @@ pub struct WebhookConfig {
     /// Timeout of one HTTP request (connect, send, answer), default `20s`.
     #[serde(default = "default_request_timeout", deserialize_with = "herald_plugin::duration::deserialize")]
     pub request_timeout: Duration,
+    /// Notifications per POST: 1 (the default) POSTs each as one JSON object; more sends up to that many at
+    /// once as a JSON array of the same objects. At most [`MAX_BATCH`].
+    #[serde(default = "default_batch")]
+    pub batch: usize,
 }
 
 /// POSTs notifications to one URL.
@@ -56,6 +72,7 @@ pub struct Webhook {
     url: reqwest::Url,
     headers: HeaderMap,
     secret: Option<Secret>,
+    batch: usize,
     client: reqwest::Client,
 }
 
@@ -66,6 +83,7 @@ impl std::fmt::Debug for Webhook {
             .field("url", &"***")
             .field("headers", &self.headers.keys().map(|k| k.as_str()).collect::<Vec<_>>())
             .field("secret", &self.secret)
+            .field("batch", &self.batch)
             .finish()
     }
 }
@@ -103,6 +121,12 @@ impl NotifierType for WebhookConfig {
         if config.request_timeout.is_zero() {
             return Err(ConfigError::for_key("request_timeout", "must be more than zero, such as `20s`"));
         }
+        if config.batch == 0 || config.batch > MAX_BATCH {
+            return Err(ConfigError::for_key(
+                "batch",
+                format!("must be 1 to {MAX_BATCH} notifications per request, found {}", config.batch),
+            ));
+        }
         let client = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
@@ -110,7 +134,14 @@ impl NotifierType for WebhookConfig {
             .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ConfigError::new(format!("cannot set up the HTTP client: {e}")))?;
-        Ok(Webhook { name: name.to_owned(), url, headers, secret: config.secret, client })
+        Ok(Webhook {
+            name: name.to_owned(),
+            url,
+            headers,
+            secret: config.secret,
+            batch: config.batch,
+            client,
+        })
     }
 }
 
@@ -122,6 +153,21 @@ impl Webhook {
 
     /// The exact bytes POSTed for a notification.
     pub fn body(&self, n: &Notification) -> Result<Vec<u8>, DeliveryError> {
+        serde_json::to_vec(&self.object(n)?).map_err(|e| {
+            DeliveryError::permanent(format!("cannot encode the body as JSON: {e}")).with_code("encode")
+        })
+    }
+
+    /// The exact bytes POSTed for a batch: a JSON array of each notification's object, in order.
+    pub fn batch_body(&self, ns: &[Notification]) -> Result<Vec<u8>, DeliveryError> {
+        let objects = ns.iter().map(|n| self.object(n)).collect::<Result<Vec<_>, _>>()?;
+        serde_json::to_vec(&objects).map_err(|e| {
+            DeliveryError::permanent(format!("cannot encode the body as JSON: {e}")).with_code("encode")
+        })
+    }
+
+    /// The JSON object sent for one notification.
+    fn object(&self, n: &Notification) -> Result<serde_json::Value, DeliveryError> {
         let event = serde_json::to_value(&n.event).map_err(|e| {
             DeliveryError::permanent(format!("cannot encode the event as JSON: {e}")).with_code("encode")
         })?;
@@ -137,9 +183,27 @@ impl Webhook {
             "idempotency_key": self.idempotency_key(n),
             "event": event,
         });
-        serde_json::to_vec(&body).map_err(|e| {
-            DeliveryError::permanent(format!("cannot encode the body as JSON: {e}")).with_code("encode")
-        })
+        Ok(body)
+    }
+
+    /// One POST of `body`: the status on a 2xx answer.
+    async fn post(&self, body: Vec<u8>, key: Option<&str>, attempt: u32) -> Result<u16, DeliveryError> {
+        let mut request = self
+            .client
+            .post(self.url.clone())
+            .headers(self.headers.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("X-Herald-Attempt", attempt.to_string());
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        if let Some(secret) = &self.secret {
+            request = request.header("X-Herald-Signature", signature(secret.expose().as_bytes(), &body));
+        }
+        let response = request.body(body).send().await.map_err(network_error)?;
+        let status = response.status().as_u16();
+        herald_http::check_response(response, &ANSWERS).await?;
+        Ok(status)
     }
 }
 
@@ -179,23 +243,61 @@ fn network_error(err: reqwest::Error) -> DeliveryError {
 #[async_trait::async_trait]
 impl Notifier for Webhook {
     async fn deliver(&self, n: &Notification) -> Result<Receipt, DeliveryError> {
+        if self.batch > 1 {
+            // Batch mode: even one notification goes as an array, so the receiver sees one shape.
+            return self.deliver_batch(std::slice::from_ref(n)).await.pop().unwrap_or_else(|| {
+                Err(DeliveryError::permanent("no result for the notification").with_code("internal"))
+            });
+        }
         let body = self.body(n)?;
         let key = self.idempotency_key(n);
-        let mut request = self
-            .client
-            .post(self.url.clone())
-            .headers(self.headers.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("Idempotency-Key", key.as_str())
-            .header("X-Herald-Attempt", n.attempt.to_string());
-        if let Some(secret) = &self.secret {
-            request = request.header("X-Herald-Signature", signature(secret.expose().as_bytes(), &body));
-        }
-        let response = request.body(body).send().await.map_err(network_error)?;
-        let status = response.status().as_u16();
-        herald_http::check_response(response, &ANSWERS).await?;
+        let status = self.post(body, Some(&key), n.attempt).await?;
         tracing::debug!(notifier = %self.name, run = %n.event.run, seq = n.event.seq, status, "webhook delivered");
         Ok(Receipt(serde_json::json!({ "status": status })))
+    }
+
+    fn max_batch(&self) -> usize {
+        self.batch
+    }
+
+    /// With `batch` > 1, one POST of a JSON array; its answer is every notification's (a failure fails them
+    /// all, which keeps each run's order). With `batch = 1`, one POST per notification as `deliver` does.
+    async fn deliver_batch(&self, ns: &[Notification]) -> Vec<Result<Receipt, DeliveryError>> {
+        if self.batch <= 1 {
+            let mut out = Vec::with_capacity(ns.len());
+            let mut failed: Vec<&str> = Vec::new();
+            for n in ns {
+                if failed.contains(&n.event.run.as_str()) {
+                    out.push(Err(DeliveryError::retryable(
+                        "an earlier event of the run failed in this batch",
+                    )));
+                    continue;
+                }
+                let result = self.deliver(n).await;
+                if result.is_err() {
+                    failed.push(n.event.run.as_str());
+                }
+                out.push(result);
+            }
+            return out;
+        }
+        if ns.is_empty() {
+            return Vec::new();
+        }
+        let attempt = ns.iter().map(|n| n.attempt).max().unwrap_or(1);
+        let result = match self.batch_body(ns) {
+            Ok(body) => self.post(body, None, attempt).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(status) => {
+                tracing::debug!(notifier = %self.name, count = ns.len(), status, "webhook delivered a batch");
+                ns.iter()
+                    .map(|_| Ok(Receipt(serde_json::json!({ "status": status, "batch": ns.len() }))))
+                    .collect()
+            }
+            Err(e) => ns.iter().map(|_| Err(e.clone())).collect(),
+        }
     }
 
     /// Always `Ok`: checking would mean sending a request the receiver would take as a notification.

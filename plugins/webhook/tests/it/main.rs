@@ -1,6 +1,9 @@
 //! The webhook notifier against a fake receiver: an axum server on 127.0.0.1 that records every request and
 //! answers as the path says (`/ok`, `/rate-secs`, `/rate-date`, `/fail`, `/bad`, `/slow-reader`, `/hang`,
-//! `/redirect`).
+//! `/redirect`, `/rate-once`: 429 with `Retry-After: 1` to the first request, then 200). Batch mode is in
+//! [`batch`].
+
+mod batch;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -61,6 +64,15 @@ async fn answer(
     log.lock().expect("no handler panicked").push(Received { path: path.clone(), headers, body });
     match path.as_str() {
         "ok" => (StatusCode::OK, "ok").into_response(),
+        "rate-once" => {
+            let seen =
+                log.lock().expect("no handler panicked").iter().filter(|r| r.path == "rate-once").count();
+            if seen == 1 {
+                (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "slow down").into_response()
+            } else {
+                (StatusCode::OK, "ok").into_response()
+            }
+        }
         "rate-secs" => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "7")], "slow down").into_response(),
         "rate-date" => {
             let at = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
