@@ -7,8 +7,10 @@
 //! - failover: `kill -9` of the leading deliverer, then the time until the sink gets the next event
 //!   (goal <= 2x `lease`).
 //!
-//! The same throughput and latency are measured through a single-machine daemon first. Std only: a small
-//! HTTP/1.1 client and sink. `nats-server` comes from `.venv/bin` (`cargo xtask setup`).
+//! The same throughput and latency are measured through a single-machine daemon first. Each is measured twice,
+//! with the webhook's `batch = 1` (one POST per event, the default) and `batch = 500` (up to 500 events per
+//! POST, a JSON array); failover with `batch = 500`. Std only: a small HTTP/1.1 client and sink.
+//! `nats-server` comes from `.venv/bin` (`cargo xtask setup`).
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::daemon::{Conn, Sink, percentile, profiling_herald, start_sink};
+use super::daemon::{Conn, Sink, lat_marks, percentile, profiling_herald, start_sink};
 
 /// The deliverers' lease.
 const LEASE_S: u64 = 3;
@@ -26,29 +28,37 @@ const LEASE_S: u64 = 3;
 const EVENTS: u64 = 20_000;
 /// Events per POST in the throughput phase.
 const BATCH: u64 = 500;
+/// The webhook's `batch` values compared.
+const WEBHOOK_BATCHES: [usize; 2] = [1, 500];
 
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// (arrival, latency) in ns since `base` of every sink body carrying `lat:<ns since base>:`, from the
-/// `from`-th body on.
+/// (arrival, latency) in ns since `base` of every `lat:<ns since base>:` marker the sink got (a batch body
+/// holds several), from the `from`-th body on.
 fn probes(sink: &Sink, from: usize) -> Vec<(u64, u64)> {
     let bodies = sink.bodies.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     bodies
         .get(from..)
         .unwrap_or_default()
         .iter()
-        .filter_map(|(at, body)| {
+        .flat_map(|(at, body)| {
             let text = String::from_utf8_lossy(body);
-            let sent = text.split("lat:").nth(1)?.split(':').next()?.parse::<u64>().ok()?;
-            Some((*at, at.saturating_sub(sent)))
+            lat_marks(&text).map(|sent| (*at, at.saturating_sub(sent))).collect::<Vec<_>>()
         })
         .collect()
 }
 
 fn bodies(sink: &Sink) -> usize {
     sink.bodies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+}
+
+/// Whether a body from the `from`-th on mentions `run`.
+fn delivered(sink: &Sink, from: usize, run: &str) -> bool {
+    let needle = format!("\"run\":\"{run}\"");
+    let bodies = sink.bodies.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    bodies.get(from..).unwrap_or_default().iter().any(|(_, b)| String::from_utf8_lossy(b).contains(&needle))
 }
 
 /// A keep-alive client of one daemon.
@@ -109,16 +119,16 @@ fn herald(bin: &Path, dir: &Path, config: &str) -> Result<Proc> {
     Ok(Proc(child))
 }
 
-fn sink_notifier(sink: &Sink) -> String {
+fn sink_notifier(sink: &Sink, batch: usize) -> String {
     format!(
-        "[[notifier]]\nname = \"sink\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{}/hook\"\nevents = [\"batch_ended\", \"message\"]\n",
+        "[[notifier]]\nname = \"sink\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{}/hook\"\nbatch = {batch}\nevents = [\"batch_ended\", \"message\"]\n",
         sink.port
     )
 }
 
 /// `EVENTS` batch_ended events in POSTs of `BATCH`, then the time until the sink has them: events/s.
 fn throughput(port: u16, sink: &Sink, run: &str) -> Result<f64> {
-    let before = sink.requests.load(Ordering::Relaxed);
+    let before = sink.events.load(Ordering::Relaxed);
     let mut client = Client::connect(port)?;
     let t0 = Instant::now();
     for first in (0..EVENTS).step_by(BATCH as usize) {
@@ -131,9 +141,9 @@ fn throughput(port: u16, sink: &Sink, run: &str) -> Result<f64> {
         client.post(body.as_bytes())?;
     }
     let deadline = t0 + Duration::from_secs(300);
-    while sink.requests.load(Ordering::Relaxed) < before + EVENTS {
+    while sink.events.load(Ordering::Relaxed) < before + EVENTS {
         if Instant::now() > deadline {
-            bail!("the sink got {} of {EVENTS} events", sink.requests.load(Ordering::Relaxed) - before);
+            bail!("the sink got {} of {EVENTS} events", sink.events.load(Ordering::Relaxed) - before);
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -149,6 +159,7 @@ fn message(run: &str, seq: u64, sent_ns: u64) -> String {
 /// 3 000 messages at 1 000/s, one per POST: (p50, p99) in ms from POST to the sink.
 fn latency(port: u16, sink: &Sink, base: Instant, run: &str) -> Result<(f64, f64)> {
     let before = bodies(sink);
+    let before_events = sink.events.load(Ordering::Relaxed);
     let mut client = Client::connect(port)?;
     let n = 3000u64;
     let t0 = Instant::now();
@@ -160,8 +171,8 @@ fn latency(port: u16, sink: &Sink, base: Instant, run: &str) -> Result<(f64, f64
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let got = bodies(sink) - before;
-        if got as u64 >= n {
+        let got = sink.events.load(Ordering::Relaxed) - before_events;
+        if got >= n {
             break;
         }
         if Instant::now() > deadline {
@@ -174,6 +185,63 @@ fn latency(port: u16, sink: &Sink, base: Instant, run: &str) -> Result<(f64, f64
     Ok((percentile(&ns, 0.5), percentile(&ns, 0.99)))
 }
 
+/// Throughput and latency through a single-machine daemon whose webhook has `batch`.
+fn single(bin: &Path, dir: &Path, sink: &Sink, base: Instant, batch: usize) -> Result<(f64, f64, f64)> {
+    let port = free_port()?;
+    let dir = dir.join(format!("single-{batch}"));
+    let daemon = herald(
+        bin,
+        &dir,
+        &format!(
+            "[daemon]\nlisten = \"127.0.0.1:{port}\"\nsocket = \"\"\nstate_dir = \"{}/state\"\n\n{}",
+            dir.display(),
+            sink_notifier(sink, batch)
+        ),
+    )?;
+    wait_port(port, "the single daemon")?;
+    let tp = throughput(port, sink, &format!("single-tp-{batch}"))?;
+    let (p50, p99) = latency(port, sink, base, &format!("single-lat-{batch}"))?;
+    drop(daemon);
+    Ok((tp, p50, p99))
+}
+
+/// Two deliverers whose webhook has `batch`, in `dir/deliver-<batch>-<i>`, once one of them delivered a
+/// warm-up event posted to the edge.
+fn deliverers(
+    bin: &Path,
+    dir: &Path,
+    cluster: &str,
+    sink: &Sink,
+    base: Instant,
+    edge_port: u16,
+    batch: usize,
+) -> Result<Vec<(Proc, PathBuf)>> {
+    let mut deliverers = Vec::new();
+    for i in 0..2 {
+        let d = dir.join(format!("deliver-{batch}-{i}"));
+        let config = format!(
+            "[daemon]\nlisten = \"127.0.0.1:{}\"\nsocket = \"\"\nstate_dir = \"{}/state\"\ndrain_timeout = \"1s\"\n\n{cluster}\n{}",
+            free_port()?,
+            d.display(),
+            sink_notifier(sink, batch)
+        );
+        deliverers.push((herald(bin, &d, &config)?, d));
+    }
+    // Warm up: the stream, the consumer and a leader.
+    let from = bodies(sink);
+    let run = format!("warm-{batch}");
+    let mut warm = Client::connect(edge_port)?;
+    warm.post(message(&run, 0, base.elapsed().as_nanos() as u64).as_bytes())?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !delivered(sink, from, &run) || leader(&deliverers).is_none() {
+        if Instant::now() > deadline {
+            bail!("no leader delivered the warm-up event (webhook batch = {batch})");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(deliverers)
+}
+
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let bin = profiling_herald(root, args)?;
     crate::nats::ensure(root)?;
@@ -183,21 +251,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let sink = start_sink(base, true)?;
 
     // The single machine, for comparison.
-    let single_port = free_port()?;
-    let single_dir = dir.join("single");
-    let single = herald(
-        &bin,
-        &single_dir,
-        &format!(
-            "[daemon]\nlisten = \"127.0.0.1:{single_port}\"\nsocket = \"\"\nstate_dir = \"{}/state\"\n\n{}",
-            single_dir.display(),
-            sink_notifier(&sink)
-        ),
-    )?;
-    wait_port(single_port, "the single daemon")?;
-    let single_tp = throughput(single_port, &sink, "single-tp")?;
-    let (single_p50, single_p99) = latency(single_port, &sink, base, "single-lat")?;
-    drop(single);
+    let mut single_figures = Vec::new();
+    for batch in WEBHOOK_BATCHES {
+        single_figures.push(single(&bin, &dir, &sink, base, batch)?);
+    }
 
     // Three NATS servers, one edge, two deliverers.
     let ports: Vec<(u16, u16)> = (0..3).map(|_| Ok((free_port()?, free_port()?))).collect::<Result<_>>()?;
@@ -224,18 +281,6 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let cluster = |role: &str| {
         format!("[cluster]\nservers = [{}]\nrole = \"{role}\"\nlease = \"{LEASE_S}s\"\n", urls.join(", "))
     };
-    let mut deliverers = Vec::new();
-    for i in 0..2 {
-        let d = dir.join(format!("deliver{i}"));
-        let config = format!(
-            "[daemon]\nlisten = \"127.0.0.1:{}\"\nsocket = \"\"\nstate_dir = \"{}/state\"\ndrain_timeout = \"1s\"\n\n{}\n{}",
-            free_port()?,
-            d.display(),
-            cluster("deliver"),
-            sink_notifier(&sink)
-        );
-        deliverers.push((herald(&bin, &d, &config)?, d));
-    }
     let edge_port = free_port()?;
     let edge_dir = dir.join("edge");
     let edge_config = format!(
@@ -245,18 +290,18 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     );
     let _edge = herald(&bin, &edge_dir, &edge_config)?;
     wait_port(edge_port, "the edge")?;
-    // Warm up: the stream, the consumer and a leader.
-    let mut warm = Client::connect(edge_port)?;
-    warm.post(message("warm", 0, base.elapsed().as_nanos() as u64).as_bytes())?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while sink.requests.load(Ordering::Relaxed) == 0 || leader(&deliverers).is_none() {
-        if Instant::now() > deadline {
-            bail!("no leader delivered the warm-up event");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let mut cluster_figures = Vec::new();
+    let mut last = Vec::new();
+    for batch in WEBHOOK_BATCHES {
+        // The previous pair stops first (its lease lapses), so that one pair at a time delivers.
+        drop(std::mem::take(&mut last));
+        let pair = deliverers(&bin, &dir, &cluster("deliver"), &sink, base, edge_port, batch)?;
+        let tp = throughput(edge_port, &sink, &format!("cluster-tp-{batch}"))?;
+        let (p50, p99) = latency(edge_port, &sink, base, &format!("cluster-lat-{batch}"))?;
+        cluster_figures.push((tp, p50, p99));
+        last = pair;
     }
-    let cluster_tp = throughput(edge_port, &sink, "cluster-tp")?;
-    let (cluster_p50, cluster_p99) = latency(edge_port, &sink, base, "cluster-lat")?;
+    let mut deliverers = last;
 
     // Failover: kill -9 the leader, keep posting every 10 ms, time the first delivery sent after the kill.
     let leading = leader(&deliverers).context("no leader")?;
@@ -286,16 +331,25 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     drop(servers);
     let _ = std::fs::remove_dir_all(&dir);
 
-    println!("| Measure | single machine | cluster (3 NATS, R3) | goal |");
-    println!("|---|---|---|---|");
+    println!("| Measure | webhook | single machine | cluster (3 NATS, R3) | goal |");
+    println!("|---|---|---|---|---|");
+    for (batch, ((s_tp, _, _), (c_tp, _, _))) in
+        WEBHOOK_BATCHES.iter().zip(single_figures.iter().zip(&cluster_figures))
+    {
+        println!(
+            "| edge ingest to sink, batches of {BATCH} | batch = {batch} | {s_tp:.0} events/s | {c_tp:.0} events/s | >= 50 000 |"
+        );
+    }
+    for (batch, ((_, s50, s99), (_, c50, c99))) in
+        WEBHOOK_BATCHES.iter().zip(single_figures.iter().zip(&cluster_figures))
+    {
+        println!(
+            "| POST to sink at 1 000 events/s | batch = {batch} | p50 {s50:.1} ms, p99 {s99:.1} ms | p50 {c50:.1} ms, p99 {c99:.1} ms | p99 <= 50 ms |"
+        );
+    }
     println!(
-        "| edge ingest to sink, batches of {BATCH} | {single_tp:.0} events/s | {cluster_tp:.0} events/s | >= 50 000 |"
-    );
-    println!(
-        "| POST to sink at 1 000 events/s | p50 {single_p50:.1} ms, p99 {single_p99:.1} ms | p50 {cluster_p50:.1} ms, p99 {cluster_p99:.1} ms | p99 <= 50 ms |"
-    );
-    println!(
-        "| failover, kill -9 of the leader to the next delivery | | {:.2} s (lease {LEASE_S} s) | <= {} s |",
+        "| failover, kill -9 of the leader to the next delivery | batch = {} | | {:.2} s (lease {LEASE_S} s) | <= {} s |",
+        WEBHOOK_BATCHES[WEBHOOK_BATCHES.len() - 1],
         failover.as_secs_f64(),
         2 * LEASE_S
     );

@@ -93,10 +93,14 @@ impl<S: Read + Write> Conn<S> {
 pub(crate) type Bodies = Mutex<Vec<(u64, Vec<u8>)>>;
 
 /// The local webhook sink: answers 200 to everything and records the latency marked in message texts, and, when
-/// asked, every body with its arrival (`bench ranks`).
+/// asked, every body with its arrival (`bench ranks`). It takes single notifications (a JSON object) and the
+/// webhook's batches (a JSON array of them, `batch = N`).
 pub(crate) struct Sink {
     pub(crate) port: u16,
+    /// HTTP requests received.
     pub(crate) requests: Arc<AtomicU64>,
+    /// Notifications received: one per object, the length of each array.
+    pub(crate) events: Arc<AtomicU64>,
     latencies: Arc<Mutex<Vec<u64>>>,
     /// Every body with its arrival in ns since `base`, when started with `keep_bodies`.
     pub(crate) bodies: Arc<Bodies>,
@@ -106,24 +110,38 @@ pub(crate) fn start_sink(base: Instant, keep_bodies: bool) -> Result<Sink> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     let requests = Arc::new(AtomicU64::new(0));
+    let events = Arc::new(AtomicU64::new(0));
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let bodies = Arc::new(Mutex::new(Vec::new()));
-    let (r, l, b) = (requests.clone(), latencies.clone(), bodies.clone());
+    let (r, e, l, b) = (requests.clone(), events.clone(), latencies.clone(), bodies.clone());
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let (r, l, b) = (r.clone(), l.clone(), b.clone());
+            let (r, e, l, b) = (r.clone(), e.clone(), l.clone(), b.clone());
             std::thread::spawn(move || {
-                let _ = serve_sink(stream, base, &r, &l, keep_bodies.then_some(&*b));
+                let _ = serve_sink(stream, base, (&r, &e), &l, keep_bodies.then_some(&*b));
             });
         }
     });
-    Ok(Sink { port, requests, latencies, bodies })
+    Ok(Sink { port, requests, events, latencies, bodies })
+}
+
+/// Notifications in a sink body: the objects of an array (each has one `idempotency_key`), else one.
+pub(crate) fn notifications_in(body: &[u8]) -> u64 {
+    if body.first() != Some(&b'[') {
+        return 1;
+    }
+    String::from_utf8_lossy(body).matches("\"idempotency_key\":").count() as u64
+}
+
+/// Every `lat:<ns>:` marker in `text`, in order.
+pub(crate) fn lat_marks(text: &str) -> impl Iterator<Item = u64> + '_ {
+    text.split("lat:").skip(1).filter_map(|rest| rest.split(':').next()?.parse::<u64>().ok())
 }
 
 fn serve_sink(
     stream: TcpStream,
     base: Instant,
-    requests: &AtomicU64,
+    (requests, events): (&AtomicU64, &AtomicU64),
     latencies: &Mutex<Vec<u64>>,
     bodies: Option<&Bodies>,
 ) -> Result<()> {
@@ -150,13 +168,14 @@ fn serve_sink(
         let mut body = vec![0u8; length];
         reader.read_exact(&mut body)?;
         let now = base.elapsed().as_nanos() as u64;
-        requests.fetch_add(1, Ordering::Relaxed);
         let text = String::from_utf8_lossy(&body);
-        if let Some(rest) = text.split("lat:").nth(1)
-            && let Some(sent) = rest.split(':').next().and_then(|s| s.parse::<u64>().ok())
-        {
-            latencies.lock().expect("latency lock").push(now.saturating_sub(sent));
+        let marks: Vec<u64> = lat_marks(&text).map(|sent| now.saturating_sub(sent)).collect();
+        if !marks.is_empty() {
+            latencies.lock().expect("latency lock").extend(marks);
         }
+        // Counted last, so that a reader who sees the count also sees the latencies.
+        events.fetch_add(notifications_in(&body), Ordering::Relaxed);
+        requests.fetch_add(1, Ordering::Relaxed);
         if let Some(bodies) = bodies {
             bodies.lock().expect("body lock").push((now, body));
         }
@@ -455,7 +474,11 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         a.as_secs_f64() * 1e3,
         a.as_secs_f64() / h.as_secs_f64()
     );
-    println!("  sink requests: {}", sink.requests.load(Ordering::Relaxed));
+    println!(
+        "  sink requests: {} ({} notifications)",
+        sink.requests.load(Ordering::Relaxed),
+        sink.events.load(Ordering::Relaxed)
+    );
     Ok(())
 }
 
