@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use herald_fakes::telegram::{FakeTelegram, Message};
+use herald_fakes::telegram::Message;
 use serde_json::{Value, json};
 
 use crate::daemon::{Daemon, Hit, Receiver, Reply, config_text, free_port, wait_for};
+use crate::telegram::{self, Bot};
 
 /// Sequence numbers of daemon-made events start here.
 const MADE: u64 = 1 << 48;
@@ -313,9 +314,6 @@ fn stop_ends_every_rank(script: &str) {
     assert!(end["reason"].as_str().is_some_and(|r| r.contains("3 stopped")), "{end}");
 }
 
-const TOKEN: &str = "777000:E2E-jobs_token";
-const CHAT: i64 = 31338;
-
 #[test]
 fn a_healthy_job_is_one_live_message_edited_per_epoch_and_one_finish_message() {
     healthy_job_on_the_phone("train_ddp.py", "ddp-e2e");
@@ -328,35 +326,16 @@ fn a_healthy_lightning_ddp_job_is_one_live_message_edited_per_epoch_and_one_fini
 
 /// `script` (run name `name`) under torchrun, all ranks healthy, against the fake Telegram Bot API.
 fn healthy_job_on_the_phone(script: &str, name: &str) {
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
-    let bot: FakeTelegram = runtime.block_on(FakeTelegram::start(TOKEN));
+    let bot = Bot::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
-    let config = format!(
-        r#"[daemon]
-listen = "127.0.0.1:{port}"
-socket = "{dir}/herald.sock"
-state_dir = "{dir}/state"
-drain_timeout = "2s"
-stall_after = "60s"
-
-[[notifier]]
-name = "phone"
-type = "telegram"
-token = "{TOKEN}"
-chat_id = {CHAT}
-api_url = "{api}"
-"#,
-        dir = dir.path().display(),
-        api = bot.url
-    );
+    let config = telegram::config_with(dir.path(), port, &bot.fake.url, "stall_after = \"60s\"");
     let d = Daemon::start(dir.path(), port, &config);
     let mut job = Job::start_script(script, dir.path(), d.port, "healthy", 3, 6, 0.25);
     let status = job.wait(LONG);
     assert!(status.success(), "torchrun failed: {}", job.log());
     let messages: Vec<Message> = wait_for("the finish message and the loss curve", LONG, || {
-        let m = bot.bot_messages(CHAT);
+        let m = bot.messages();
         (m.len() >= 3 && m.iter().any(|m| m.photo.is_some())).then_some(m)
     });
     let (live, finish, photo) = (&messages[0], &messages[1], &messages[2]);
@@ -374,7 +353,7 @@ api_url = "{api}"
         finish.text
     );
     assert!(photo.photo.is_some_and(|size| size > 1000), "{photo:?}");
-    let calls = bot.calls();
+    let calls = bot.fake.calls();
     let sent = calls.iter().filter(|c| c.method == "sendMessage" && c.ok()).count();
     assert_eq!(sent, 2, "the start and the finish; no message per rank");
 }

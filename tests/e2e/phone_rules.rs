@@ -5,78 +5,11 @@
 //! arrives; after a daemon restart `herald rules` still lists the phone rule, the run it fired for and the
 //! mute.
 
-use std::time::Duration;
-
-use herald_fakes::telegram::{FakeTelegram, Message};
+use herald_fakes::telegram::Message;
 use serde_json::{Value, json};
 
 use crate::daemon::{Daemon, event, free_port, wait_for};
-
-const TOKEN: &str = "777000:E2E-phone_rules";
-const CHAT: i64 = 31337;
-const OTHER_CHAT: i64 = 4040;
-const LONG: Duration = Duration::from_secs(40);
-
-/// The fake Bot API on its own runtime (the test thread stays synchronous, like the daemon tests).
-struct Bot {
-    fake: FakeTelegram,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl Bot {
-    fn start() -> Bot {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let fake = runtime.block_on(FakeTelegram::start(TOKEN));
-        Bot { fake, _runtime: runtime }
-    }
-
-    /// Wait until the allowed chat's bot messages satisfy `check`.
-    fn wait(&self, what: &str, check: impl Fn(&[Message]) -> bool) -> Vec<Message> {
-        wait_for(what, LONG, || {
-            let m = self.fake.bot_messages(CHAT);
-            check(&m).then_some(m)
-        })
-    }
-
-    /// Send `text` from the allowed chat and wait for the answer: the first new message that starts with
-    /// `starts`.
-    fn ask(&self, text: &str, starts: &str) -> Message {
-        let before = self.fake.bot_messages(CHAT).len();
-        self.fake.user_message(CHAT, 5, text);
-        let m = self.wait(&format!("the answer to {text}"), |m| {
-            m.iter().skip(before).any(|x| x.text.starts_with(starts))
-        });
-        m.into_iter().skip(before).find(|x| x.text.starts_with(starts)).expect("found above")
-    }
-
-    /// Successful edits of the live message so far.
-    fn edits(&self) -> usize {
-        self.fake.ok_calls_to("editMessageText").len()
-    }
-}
-
-fn config(dir: &std::path::Path, port: u16, api: &str) -> String {
-    format!(
-        r#"[daemon]
-listen = "127.0.0.1:{port}"
-socket = "{dir}/herald.sock"
-state_dir = "{dir}/state"
-drain_timeout = "2s"
-
-[[notifier]]
-name = "phone"
-type = "telegram"
-token = "{TOKEN}"
-chat_id = {CHAT}
-api_url = "{api}"
-"#,
-        dir = dir.display()
-    )
-}
+use crate::telegram::{Bot, CHAT, LONG, OTHER_CHAT, config};
 
 fn started(run: &str) -> String {
     event(

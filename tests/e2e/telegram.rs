@@ -12,19 +12,20 @@ use serde_json::{Value, json};
 
 use crate::daemon::{Daemon, event, free_port, wait_for};
 
-const TOKEN: &str = "777000:E2E-test_token";
-const CHAT: i64 = 31337;
-const OTHER_CHAT: i64 = 4040;
-const LONG: Duration = Duration::from_secs(40);
+pub(crate) const TOKEN: &str = "777000:E2E-test_token";
+pub(crate) const CHAT: i64 = 31337;
+pub(crate) const OTHER_CHAT: i64 = 4040;
+pub(crate) const LONG: Duration = Duration::from_secs(40);
 
-/// The fake Bot API on its own runtime (the test thread stays synchronous, like the daemon tests).
-struct Bot {
-    fake: FakeTelegram,
+/// The fake Bot API on its own runtime (the test thread stays synchronous, like the daemon tests); shared
+/// with the other topics that talk to a phone.
+pub(crate) struct Bot {
+    pub(crate) fake: FakeTelegram,
     _runtime: tokio::runtime::Runtime,
 }
 
 impl Bot {
-    fn start() -> Bot {
+    pub(crate) fn start() -> Bot {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -34,26 +35,49 @@ impl Bot {
         Bot { fake, _runtime: runtime }
     }
 
-    fn messages(&self) -> Vec<Message> {
+    pub(crate) fn messages(&self) -> Vec<Message> {
         self.fake.bot_messages(CHAT)
     }
 
     /// Wait until the chat holds `n` bot messages and `check` holds.
-    fn wait(&self, what: &str, check: impl Fn(&[Message]) -> bool) -> Vec<Message> {
+    pub(crate) fn wait(&self, what: &str, check: impl Fn(&[Message]) -> bool) -> Vec<Message> {
         wait_for(what, LONG, || {
             let m = self.messages();
             check(&m).then_some(m)
         })
     }
+
+    /// Send `text` from the allowed chat and wait for the answer: the first new message that starts with
+    /// `starts`.
+    pub(crate) fn ask(&self, text: &str, starts: &str) -> Message {
+        let before = self.messages().len();
+        self.fake.user_message(CHAT, 5, text);
+        let m = self.wait(&format!("the answer to {text}"), |m| {
+            m.iter().skip(before).any(|x| x.text.starts_with(starts))
+        });
+        m.into_iter().skip(before).find(|x| x.text.starts_with(starts)).expect("found above")
+    }
+
+    /// Successful edits of the live message so far.
+    pub(crate) fn edits(&self) -> usize {
+        self.fake.ok_calls_to("editMessageText").len()
+    }
 }
 
-fn config(dir: &std::path::Path, port: u16, api: &str) -> String {
+/// A daemon on `port` in `dir` with one `telegram` notifier for [`CHAT`] at the fake Bot API `api`.
+pub(crate) fn config(dir: &std::path::Path, port: u16, api: &str) -> String {
+    config_with(dir, port, api, "")
+}
+
+/// [`config`] with more `[daemon]` keys (`daemon`: whole lines).
+pub(crate) fn config_with(dir: &std::path::Path, port: u16, api: &str, daemon: &str) -> String {
     format!(
         r#"[daemon]
 listen = "127.0.0.1:{port}"
 socket = "{dir}/herald.sock"
 state_dir = "{dir}/state"
 drain_timeout = "2s"
+{daemon}
 
 [[notifier]]
 name = "phone"
