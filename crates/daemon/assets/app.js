@@ -119,13 +119,13 @@
     const metrics = e ? Object.entries(e.metrics || {}).map(([m, v]) => m + " " + num(v)).join(", ") : "";
     const best = Object.entries(r.best).filter(([k]) => k !== "train_loss").map(([k, v]) => k + " " + num(v)).join(", ");
     return [
-      cell(r.host, "wide"),
+      cell(r.host, "wide text"),
       epoch,
       cell(r.state === "running" ? duration(r.eta_s) : "—", "wide"),
       cell(num(r.last_batch ? r.last_batch[3] : (e && e.train_loss)), "num"),
       cell(num(e && e.valid_loss), "num"),
-      cell(metrics, "wide"),
-      cell(best, "wide"),
+      cell(metrics, "wide text"),
+      cell(best, "wide text"),
       cell(age(r.last_event_ms)),
     ];
   }
@@ -144,7 +144,7 @@
       el("span", { class: "muted small", text: " job " + j.job + " · " + j.seen + "/" + expected + " ranks" }),
       el("br"), el("span", { class: "muted small health", text: j.health }));
     const cells = runCells(r);
-    cells[0] = cell(j.ranks.map((k) => k.host).filter((h, i, a) => h && a.indexOf(h) === i).join(", "), "wide");
+    cells[0] = cell(j.ranks.map((k) => k.host).filter((h, i, a) => h && a.indexOf(h) === i).join(", "), "wide text");
     const out = [el("tr", { "data-run": key, class: "job" }, el("td", {}, stateBadge(j.state)), name, ...cells)];
     if (isOpen) {
       for (const k of j.ranks) {
@@ -186,6 +186,7 @@
         el("td", { class: "text" }, el("a", { href: "/runs/" + encodeURIComponent(r.run), text: r.name })),
         ...runCells(r))]);
       patchRows(tbody, out);
+      labelCells(document.getElementById("runs"));
       document.getElementById("empty").hidden = rows.length > 0 || name.value !== "" || state.value !== "";
       const last = offset + rows.length;
       document.getElementById("count").textContent = matched === 0 ? "" :
