@@ -7,9 +7,11 @@
 //! daemon's dispatcher over the [`JetStreamOutbox`] (`outbox.rs`), fed from the stream. The stream, its
 //! subjects and buckets are named by `names.rs`; `connect.rs` reaches the servers and checks the stream;
 //! stop requests asked at any node travel to the edges through a bucket (`stops.rs`); the leader's status
-//! reaches every node's `herald status` through another (`status.rs`).
+//! reaches every node's `herald status` through another (`status.rs`); a deliver-only node serves a small
+//! API for `herald status` and `herald stop` (`api.rs`).
 //! This crate does not change the daemon: it configures it and gives it another outbox.
 
+mod api;
 mod connect;
 mod deliver;
 mod edge;
@@ -41,18 +43,7 @@ pub async fn serve(config: &Config, registry: &Registry) -> Result<(), ClusterEr
     tracing::info!(role = cluster.role.as_str(), servers = %cluster.servers.join(", "), prefix = %cluster.prefix, "cluster mode");
     let role = cluster.role;
     if !role.edge() {
-        // A deliverer alone: no API, only the lease and, while leading, the notifiers.
-        let (stop_tx, stop) = tokio::sync::watch::channel(false);
-        let deliverer = deliver::run(config.clone(), registry.clone(), target, cluster.lease, stop);
-        tokio::pin!(deliverer);
-        return tokio::select! {
-            done = &mut deliverer => done,
-            why = shutdown_signal() => {
-                tracing::info!(signal = why, "shutting down");
-                let _ = stop_tx.send(true);
-                deliverer.await
-            }
-        };
+        return serve_deliver_only(config, registry, target, cluster.lease).await;
     }
     check_reachable(&target).await?;
     let edge = edge_config(config, &target);
@@ -90,6 +81,61 @@ pub async fn serve(config: &Config, registry: &Registry) -> Result<(), ClusterEr
         deliverer.await.map_err(|e| ClusterError::nats("the deliverer task failed", &e))??;
     }
     Ok(served?)
+}
+
+/// A deliverer alone: the lease and, while leading, the notifiers; and a small API on `[daemon] listen`
+/// (`api.rs`) so that `herald status` and `herald stop` work here too.
+async fn serve_deliver_only(
+    config: &Config,
+    registry: &Registry,
+    target: Target,
+    lease: std::time::Duration,
+) -> Result<(), ClusterError> {
+    herald_daemon::check_listen(config)?;
+    let d = &config.daemon;
+    let listener = tokio::net::TcpListener::bind(d.listen)
+        .await
+        .map_err(|source| herald_daemon::DaemonError::Bind { addr: d.listen.to_string(), source })?;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let view: status::Shared = std::sync::Arc::new(std::sync::Mutex::new(herald_daemon::ClusterView {
+        role: "deliver".to_owned(),
+        node: status::node_id(),
+        ..Default::default()
+    }));
+    let viewer = tokio::spawn(status::watch(target.clone(), view.clone(), stop.clone()));
+    let (hook, requests) = stops::hook();
+    let sender = tokio::spawn(stops::send(target.clone(), requests, stop.clone()));
+    let token = d.token.as_ref().map(|t| t.expose().to_owned()).filter(|t| !t.is_empty());
+    let router = api::router(view, hook, token.as_deref());
+    let mut served = stop.clone();
+    let server = tokio::spawn(async move {
+        let until = async move {
+            while !*served.borrow() {
+                if served.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(until).await {
+            tracing::warn!(error = %e, "the deliverer's API stopped");
+        }
+    });
+    tracing::info!(listen = %d.listen, "deliver-only node: API for herald status and herald stop");
+    let deliverer = deliver::run(config.clone(), registry.clone(), target, lease, stop);
+    tokio::pin!(deliverer);
+    let done = tokio::select! {
+        done = &mut deliverer => done,
+        why = shutdown_signal() => {
+            tracing::info!(signal = why, "shutting down");
+            let _ = stop_tx.send(true);
+            deliverer.await
+        }
+    };
+    let _ = stop_tx.send(true);
+    let _ = viewer.await;
+    let _ = sender.await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+    done
 }
 
 async fn shutdown_signal() -> &'static str {
