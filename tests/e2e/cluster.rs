@@ -248,7 +248,8 @@ pub(crate) fn run_events(run: &str) -> Vec<(u64, String)> {
     out
 }
 
-/// A deliverer: `herald serve` with `role = "deliver"` (no API), started and killed by the test.
+/// A deliverer: `herald serve` with `role = "deliver"` (its API is only status, stop and health), started
+/// and killed by the test.
 pub struct Deliverer {
     child: Option<Child>,
     config: PathBuf,
