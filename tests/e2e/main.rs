@@ -25,6 +25,7 @@ mod slack;
 mod telegram;
 mod train;
 mod watch;
+mod webhook_batch;
 
 /// The path of the `herald` binary built in this target folder.
 pub fn herald_bin() -> PathBuf {
