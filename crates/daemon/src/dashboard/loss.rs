@@ -5,17 +5,25 @@
 //! axis (`wall_ms`, the `batch_ended` event's time), so the page can plot against either. Downsampling takes
 //! the union of the min-max indices of the smoothed loss and of the lr ([`downsample::min_max`], half the
 //! budget each), so the minimum and maximum of both series are always kept.
+//!
+//! Reading and decoding a long history from the outbox costs most of an answer (20 000 points: milliseconds), so
+//! the latest answers are kept ([`LossCache`], [`CACHED_ANSWERS`] of them, by run and `points`), each under the
+//! run's loss version ([`Outbox::loss_version`], taken before the read) and the run's epochs: a page polling or
+//! opened again gets the kept bytes, and any new point, forgotten run or new epoch makes a fresh answer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Mutex, PoisonError};
 
-use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use herald_plugin::RunContext;
 use serde::Serialize;
 
 use super::api::state_of;
 use super::{Dash, downsample, form_pairs};
-use crate::outbox::LossPoint;
+use crate::outbox::{LossPoint, Outbox, StoreError};
 use crate::server::ApiError;
 
 /// Points a loss series has at most when the request does not say.
@@ -147,12 +155,90 @@ pub fn loss_series(run: &str, points: &[LossPoint], ctx: &RunContext, max_points
     }
 }
 
+/// Answers the loss cache keeps (about 120 KB each at the default 2000 points).
+pub const CACHED_ANSWERS: usize = 32;
+
+/// What an answer is made of besides the points: the run, the budget, the run's loss version and the parts
+/// of its context [`loss_series`] reads (batches per epoch; each epoch's number and losses, as bits).
+#[derive(Debug, PartialEq, Eq)]
+struct AnswerKey {
+    run: String,
+    max_points: usize,
+    version: u64,
+    batches_per_epoch: u64,
+    epochs: Vec<(u32, u64, Option<u64>)>,
+}
+
+impl AnswerKey {
+    fn new(run: &str, max_points: usize, version: u64, ctx: &RunContext) -> AnswerKey {
+        AnswerKey {
+            run: run.to_owned(),
+            max_points,
+            version,
+            batches_per_epoch: ctx.batches_per_epoch,
+            epochs: ctx
+                .epochs
+                .iter()
+                .map(|e| (e.epoch, e.train_loss.to_bits(), e.valid_loss.map(f64::to_bits)))
+                .collect(),
+        }
+    }
+}
+
+/// The latest loss answers (JSON bodies), most recently used first, at most [`CACHED_ANSWERS`].
+#[derive(Debug, Default)]
+pub(crate) struct LossCache {
+    kept: Mutex<VecDeque<(AnswerKey, Bytes)>>,
+}
+
+impl LossCache {
+    /// The body kept under exactly `key`, moved to the front.
+    fn get(&self, key: &AnswerKey) -> Option<Bytes> {
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        let i = kept.iter().position(|(k, _)| k == key)?;
+        let entry = kept.remove(i)?;
+        let body = entry.1.clone();
+        kept.push_front(entry);
+        Some(body)
+    }
+
+    /// Keep `body` under `key`, in place of any older answer for the same run and budget.
+    fn put(&self, key: AnswerKey, body: Bytes) {
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.retain(|(k, _)| !(k.run == key.run && k.max_points == key.max_points));
+        kept.push_front((key, body));
+        kept.truncate(CACHED_ANSWERS);
+    }
+}
+
+/// The JSON body of `run`'s loss answer: the one kept in `cache` when the run's loss version and epochs are
+/// those it was made from, else made from the outbox's history (and kept, when the outbox has versions).
+async fn answer(
+    cache: &LossCache,
+    outbox: &dyn Outbox,
+    run: &str,
+    ctx: &RunContext,
+    max_points: usize,
+) -> Result<Bytes, StoreError> {
+    // The version before the read: the history read is at least as new, so the answer may be kept under it.
+    let key = outbox.loss_version(run).map(|v| AnswerKey::new(run, max_points, v, ctx));
+    if let Some(body) = key.as_ref().and_then(|k| cache.get(k)) {
+        return Ok(body);
+    }
+    let points = outbox.loss_history(run).await?;
+    let body = Bytes::from(serde_json::to_vec(&loss_series(run, &points, ctx, max_points))?);
+    if let Some(key) = key {
+        cache.put(key, body.clone());
+    }
+    Ok(body)
+}
+
 /// `GET /v1/runs/{run}/loss?points=N`: at most N points (default 2000, at most 100 000).
 pub async fn get_loss(
     State(dash): State<Dash>,
     Path(run): Path<String>,
     RawQuery(query): RawQuery,
-) -> Result<Json<LossSeries>, ApiError> {
+) -> Result<Response, ApiError> {
     let mut max_points = DEFAULT_POINTS;
     for (k, v) in form_pairs(query.as_deref().unwrap_or("")) {
         match k.as_str() {
@@ -166,15 +252,103 @@ pub async fn get_loss(
         }
     }
     let st = state_of(&dash, &run)?;
-    let points = dash.handle.loss_history(&run).await?;
-    Ok(Json(loss_series(&run, &points, &st.context, max_points)))
+    let outbox = dash.handle.shared().outbox.clone();
+    let body = answer(&dash.loss_cache, outbox.as_ref(), &run, &st.context, max_points).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 #[cfg(test)]
 mod tests {
-    use herald_event::{EpochEnded, Metrics};
+    use herald_event::{BatchEnded, EpochEnded, Event, Metrics};
 
     use super::*;
+    use crate::outbox::{MemoryOutbox, RedbOutbox, WriteBatch};
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(f)
+    }
+
+    /// `batch_ended` events `seqs` of run `run`, 10 batches an epoch.
+    fn batches(run: &str, seqs: std::ops::Range<u64>) -> WriteBatch {
+        let events = seqs
+            .map(|i| {
+                let b = BatchEnded {
+                    epoch: (i / 10) as u32,
+                    batch: i % 10,
+                    n_batches: 10,
+                    loss: 1.0,
+                    smooth_loss: 1.0 / (1.0 + i as f64),
+                    lr: 1e-3,
+                };
+                Event::now(run, i, b)
+            })
+            .collect();
+        WriteBatch { events, ..WriteBatch::default() }
+    }
+
+    fn total(body: &Bytes) -> u64 {
+        let v: serde_json::Value = serde_json::from_slice(body).expect("json");
+        v["total"].as_u64().expect("total")
+    }
+
+    #[test]
+    fn the_cache_answers_again_until_new_points_an_epoch_or_a_forget_and_never_stale() {
+        block_on(async {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = RedbOutbox::open(&dir.path().join("state")).expect("open");
+            let cache = LossCache::default();
+            let mut ctx = RunContext::new("r");
+            store.apply(batches("r", 0..30)).expect("write");
+            store.apply(batches("q", 0..5)).expect("write");
+            let first = answer(&cache, &store, "r", &ctx, 100).await.expect("answer");
+            assert_eq!(total(&first), 30);
+            let again = answer(&cache, &store, "r", &ctx, 100).await.expect("answer");
+            assert_eq!(again.as_ptr(), first.as_ptr(), "the kept answer, not a new one");
+            let fewer = answer(&cache, &store, "r", &ctx, 4).await.expect("answer");
+            assert_ne!(fewer.as_ptr(), first.as_ptr(), "another budget, another answer");
+
+            // Points of another run leave r's answer kept; new points of r make a fresh one.
+            store.apply(batches("q", 5..9)).expect("write");
+            assert_eq!(
+                answer(&cache, &store, "r", &ctx, 100).await.expect("answer").as_ptr(),
+                first.as_ptr()
+            );
+            assert_eq!(total(&answer(&cache, &store, "q", &ctx, 100).await.expect("answer")), 9);
+            store.apply(batches("r", 30..31)).expect("write");
+            let newer = answer(&cache, &store, "r", &ctx, 100).await.expect("answer");
+            assert_eq!(total(&newer), 31, "a new point is in the answer at once");
+
+            // A new epoch in the run's context changes the answer's epochs, with the same points.
+            ctx.epochs.push(epoch(0, 0.5));
+            let with_epoch = answer(&cache, &store, "r", &ctx, 100).await.expect("answer");
+            let v: serde_json::Value = serde_json::from_slice(&with_epoch).expect("json");
+            assert_eq!(v["epochs"].as_array().map(Vec::len), Some(1));
+
+            // A forgotten run has no points left.
+            store.apply(WriteBatch { forget: vec!["r".to_owned()], ..WriteBatch::default() }).expect("write");
+            assert_eq!(total(&answer(&cache, &store, "r", &ctx, 100).await.expect("answer")), 0);
+
+            // Over its size, the least recently used answers go.
+            for k in 0..CACHED_ANSWERS + 4 {
+                answer(&cache, &store, "q", &ctx, 10 + k).await.expect("answer");
+            }
+            assert_eq!(cache.kept.lock().expect("lock").len(), CACHED_ANSWERS);
+        });
+    }
+
+    #[test]
+    fn an_outbox_without_versions_is_read_every_time() {
+        block_on(async {
+            let store = MemoryOutbox::new();
+            let cache = LossCache::default();
+            let ctx = RunContext::new("r");
+            store.commit(batches("r", 0..3)).await.expect("write");
+            assert_eq!(total(&answer(&cache, &store, "r", &ctx, 100).await.expect("answer")), 3);
+            store.commit(batches("r", 3..5)).await.expect("write");
+            assert_eq!(total(&answer(&cache, &store, "r", &ctx, 100).await.expect("answer")), 5);
+            assert!(cache.kept.lock().expect("lock").is_empty());
+        });
+    }
 
     fn epoch(epoch: u32, valid: f64) -> EpochEnded {
         EpochEnded {

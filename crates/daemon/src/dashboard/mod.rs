@@ -40,6 +40,8 @@ pub(crate) struct Dash {
     handle: Handle,
     hub: Arc<Hub>,
     auth: Arc<auth::Auth>,
+    /// The latest `GET /v1/runs/{run}/loss` answers.
+    loss_cache: Arc<loss::LossCache>,
 }
 
 /// The dashboard's router for a listener on `addr`: pages, assets, the read API, the stream and Stop.
@@ -52,7 +54,7 @@ pub(crate) fn router(
     token: Option<&str>,
 ) -> Result<Router, crate::DaemonError> {
     let auth = auth::Auth::new(addr, token)?;
-    let dash = Dash { handle, hub, auth: Arc::new(auth) };
+    let dash = Dash { handle, hub, auth: Arc::new(auth), loss_cache: Arc::default() };
     Ok(Router::new()
         .route("/", get(assets::runs_page))
         .route("/runs/{run}", get(assets::run_page))
@@ -76,7 +78,8 @@ pub(crate) fn router(
 /// The read routes for the main API listener (`GET /v1/runs`, `/v1/runs/{run}`, `/loss`, `/plot.png`,
 /// `/v1/stream`), behind its Bearer token when one is set.
 pub(crate) fn api_routes(handle: Handle, hub: Arc<Hub>, token: Option<&str>) -> Router {
-    let dash = Dash { handle, hub, auth: Arc::new(auth::Auth::bearer_only(token)) };
+    let dash =
+        Dash { handle, hub, auth: Arc::new(auth::Auth::bearer_only(token)), loss_cache: Arc::default() };
     Router::new()
         .route("/v1/runs", get(list::list_runs))
         .route("/v1/runs/{run}", get(api::get_run))

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use herald_event::Event;
 use herald_plugin::Receipt;
@@ -68,6 +68,17 @@ from_redb!(
 pub struct RedbOutbox {
     db: Arc<Database>,
     path: PathBuf,
+    /// Per run, a number changed after each commit that changes its loss history ([`Outbox::loss_version`]).
+    loss_versions: Arc<Mutex<LossVersions>>,
+}
+
+/// The loss versions of the runs whose loss history changed since the outbox was opened (others are at 0).
+#[derive(Debug, Default)]
+struct LossVersions {
+    /// The last version given.
+    last: u64,
+    /// Each run's version; a forgotten run keeps a new one, so that nothing read before is taken as current.
+    runs: HashMap<String, u64>,
 }
 
 impl std::fmt::Debug for RedbOutbox {
@@ -87,7 +98,7 @@ impl RedbOutbox {
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::InUse { path }),
             Err(e) => return Err(e.into()),
         };
-        let outbox = RedbOutbox { db: Arc::new(db), path };
+        let outbox = RedbOutbox { db: Arc::new(db), path, loss_versions: Arc::default() };
         outbox.apply(WriteBatch::default())?;
         Ok(outbox)
     }
@@ -148,7 +159,26 @@ impl RedbOutbox {
                 meta.insert(NEXT_JOB_ID, id)?;
             }
         }
-        txn.commit()?;
+        // Runs whose loss history the batch changes: their versions move once the commit is over (whatever its
+        // outcome), so that a reader that took a version before a read never keeps an older history under a
+        // newer version.
+        let mut touched: Vec<&str> = batch.forget.iter().map(String::as_str).collect();
+        touched.extend(batch.events.iter().filter(|e| LossPoint::of(e).is_some()).map(|e| e.run.as_str()));
+        let result = txn.commit();
+        if !touched.is_empty() {
+            let mut v = self.loss_versions.lock().unwrap_or_else(PoisonError::into_inner);
+            v.last += 1;
+            let last = v.last;
+            for run in touched {
+                match v.runs.get_mut(run) {
+                    Some(n) => *n = last,
+                    None => {
+                        v.runs.insert(run.to_owned(), last);
+                    }
+                }
+            }
+        }
+        result?;
         Ok(committed)
     }
 
@@ -354,6 +384,18 @@ impl Outbox for RedbOutbox {
     async fn latest_receipt(&self, notifier: &str, run: &str) -> Result<Option<Receipt>, StoreError> {
         let (notifier, run) = (notifier.to_owned(), run.to_owned());
         self.blocking(move |o| o.load_latest_receipt(&notifier, &run)).await
+    }
+
+    fn loss_version(&self, run: &str) -> Option<u64> {
+        Some(
+            self.loss_versions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .runs
+                .get(run)
+                .copied()
+                .unwrap_or(0),
+        )
     }
 
     async fn loss_history(&self, run: &str) -> Result<Vec<LossPoint>, StoreError> {

@@ -240,6 +240,15 @@ pub trait Outbox: Send + Sync + 'static {
     /// The receipt of `notifier`'s latest delivery for `run` (the highest sequence number delivered).
     async fn latest_receipt(&self, notifier: &str, run: &str) -> Result<Option<Receipt>, StoreError>;
 
+    /// A number that changes whenever `run`'s loss history changes, for caching what is made of that history:
+    /// taken before [`Outbox::loss_history`], the history read is at least as new as the number says, so an
+    /// answer kept under it is current as long as the number stays the same. `None`: this outbox keeps no such
+    /// number (reading it is cheap), and nothing read may be kept.
+    fn loss_version(&self, run: &str) -> Option<u64> {
+        let _ = run;
+        None
+    }
+
     /// A run's loss history (smoothed loss, learning rate and wall time per batch), in sequence order.
     async fn loss_history(&self, run: &str) -> Result<Vec<LossPoint>, StoreError>;
 
