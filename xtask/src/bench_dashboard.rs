@@ -4,14 +4,16 @@
 //!   HTTP in NDJSON batches by four clients, the path a trainer's events take; kept under
 //!   `target/bench-dashboard/` and reused by later runs unless `--refill`);
 //! - restarts the daemon over the filled store and reads its idle RSS;
-//! - `GET /v1/runs/{run}/loss` latency (p50, p99) over many runs, and `GET /v1/runs?limit=100`;
+//! - `GET /v1/runs/{run}/loss` latency (p50, p99) over many runs: first read, all runs again, and each run
+//!   asked twice in a row (the second timed: a page polling or opened again), and `GET /v1/runs?limit=100`;
 //! - time to first paint of `/` and of a run page in headless Chromium (Debian's, over WebDriver), from the
 //!   Performance API: `first-paint`, `first-contentful-paint`, and when the data is on the page (the runs
 //!   page's `herald:runs-rendered` mark; the run page's loss response end), median and max of several loads;
 //! - the daemon's RSS with 10 open dashboards (five runs pages, five run pages, in three Chromium instances)
 //!   following a live run.
 //!
-//! `--runs N` fills a smaller store (a quick look), `--no-build` uses the binary already built. Goals (issue 14):
+//! `--runs N` fills a smaller store (a quick look), `--no-build` uses the binary already built, `--herald PATH`
+//! measures another binary (an older build, to compare), `--api-only` stops after the API figures. Goals (issue 14):
 //! first paint <= 300 ms each, loss <= 20 ms, RSS with 10 dashboards <= idle + 10 MB.
 
 use std::net::{TcpListener, TcpStream};
@@ -300,17 +302,23 @@ fn median_max(mut v: Vec<f64>) -> (f64, f64) {
 struct Args {
     runs: usize,
     refill: bool,
+    herald: Option<PathBuf>,
+    api_only: bool,
 }
 
 fn parse(args: &[String]) -> Result<Args> {
-    let mut out = Args { runs: 1000, refill: false };
+    let mut out = Args { runs: 1000, refill: false, herald: None, api_only: false };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--runs" => out.runs = it.next().and_then(|n| n.parse().ok()).context("--runs takes a number")?,
             "--refill" => out.refill = true,
             "--no-build" => {}
-            other => bail!("unknown option `{other}`: --runs N, --refill, --no-build"),
+            "--herald" => out.herald = Some(it.next().context("--herald takes a path")?.into()),
+            "--api-only" => out.api_only = true,
+            other => {
+                bail!("unknown option `{other}`: --runs N, --refill, --no-build, --herald PATH, --api-only")
+            }
         }
     }
     Ok(out)
@@ -318,7 +326,10 @@ fn parse(args: &[String]) -> Result<Args> {
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let opts = parse(args)?;
-    let bin = profiling_herald(root, args)?;
+    let bin = match &opts.herald {
+        Some(path) => path.clone(),
+        None => profiling_herald(root, args)?,
+    };
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let dir = target.join("bench-dashboard").join(format!("store-{}", opts.runs));
     let marker = dir.join("filled");
@@ -372,8 +383,21 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             }
         }
     }
+    // Each run asked twice in a row, the second timed: a page polling, or opened again.
+    let mut again = Vec::new();
+    for &i in &sample {
+        let path = format!("/v1/runs/bench-{i:04}/loss");
+        conn.request("GET", &path, b"")?;
+        let t = Instant::now();
+        let (status, _) = conn.request("GET", &path, b"")?;
+        again.push(t.elapsed().as_nanos() as u64);
+        if status != 200 {
+            bail!("{path} answered {status}");
+        }
+    }
     cold.sort_unstable();
     warm.sort_unstable();
+    again.sort_unstable();
     let mut list = Vec::new();
     for _ in 0..50 {
         let t = Instant::now();
@@ -384,6 +408,42 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         }
     }
     list.sort_unstable();
+    let mut api = format!(
+        "\nherald dashboard benchmark ({}, {} runs, {points} batch points)\n",
+        opts.herald.as_ref().map_or_else(|| "profiling build".to_owned(), |p| p.display().to_string()),
+        opts.runs
+    );
+    if let Some((n, secs)) = filled {
+        api += &format!(
+            "  fill over HTTP                 {n} events in {secs:.0} s ({:.0} events/s)\n",
+            n as f64 / secs
+        );
+    }
+    api += &format!(
+        "  outbox file                    {:.0} MB; daemon start over it {:.2} s\n",
+        outbox_bytes as f64 / 1e6,
+        start_s
+    );
+    api += &format!(
+        "  GET /v1/runs/{{run}}/loss        first read p50 {:.2} ms, p99 {:.2} ms; all again p50 {:.2} ms, p99 {:.2} ms; \
+         twice in a row p50 {:.2} ms, p99 {:.2} ms   (goal <= 20 ms)\n",
+        percentile(&cold, 0.5),
+        percentile(&cold, 0.99),
+        percentile(&warm, 0.5),
+        percentile(&warm, 0.99),
+        percentile(&again, 0.5),
+        percentile(&again, 0.99)
+    );
+    api += &format!(
+        "  GET /v1/runs?limit=100         p50 {:.2} ms, p99 {:.2} ms",
+        percentile(&list, 0.5),
+        percentile(&list, 0.99)
+    );
+    if opts.api_only {
+        drop(d);
+        println!("{api}");
+        return Ok(());
+    }
 
     // First paint in headless Chromium.
     eprintln!("loss and list measured; first paint in Chromium...");
@@ -482,30 +542,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     drop(d);
 
     let ms = |v: f64| format!("{v:.1} ms");
-    println!("\nherald dashboard benchmark (profiling build, {} runs, {points} batch points)", opts.runs);
-    if let Some((n, secs)) = filled {
-        println!(
-            "  fill over HTTP                 {n} events in {secs:.0} s ({:.0} events/s)",
-            n as f64 / secs
-        );
-    }
-    println!(
-        "  outbox file                    {:.0} MB; daemon start over it {:.2} s",
-        outbox_bytes as f64 / 1e6,
-        start_s
-    );
-    println!(
-        "  GET /v1/runs/{{run}}/loss        first read p50 {:.2} ms, p99 {:.2} ms; again p50 {:.2} ms, p99 {:.2} ms   (goal <= 20 ms)",
-        percentile(&cold, 0.5),
-        percentile(&cold, 0.99),
-        percentile(&warm, 0.5),
-        percentile(&warm, 0.99)
-    );
-    println!(
-        "  GET /v1/runs?limit=100         p50 {:.2} ms, p99 {:.2} ms",
-        percentile(&list, 0.5),
-        percentile(&list, 0.99)
-    );
+    println!("{api}");
     for (page, (fp, fcp, data), what) in
         [("/", runs_page, "rows rendered"), ("/runs/{run}", run_page, "loss data in")]
     {
