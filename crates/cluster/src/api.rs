@@ -9,22 +9,22 @@
 //! - `GET /healthz`: liveness, no auth.
 //! - Anything else, ingest included: 404 (405 for a wrong method) `deliver_only`, saying where events go.
 //!
-//! With a token configured, the two API routes need `Authorization: Bearer <token>`, compared in constant
-//! time as the daemon does (`herald_daemon::server::constant_time_eq`); the daemon's own middleware and
-//! `ApiError` are private to it, so this module answers errors in the same JSON shape
-//! (`{"error": {"code", "message"}}`) itself. No Unix socket: the CLI reaches the daemon over TCP.
+//! With a token configured, the two API routes need `Authorization: Bearer <token>`, checked as the daemon
+//! checks it (`herald_daemon::server::check_bearer`); errors are the daemon's `ApiError`, in the same JSON
+//! shape. No Unix socket: the CLI reaches the daemon over TCP.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use herald_daemon::api::OutboxView;
+use herald_daemon::server::{ApiError, check_bearer, stop_reason};
 use herald_daemon::{Status, StopHook};
 use serde_json::json;
 
@@ -59,35 +59,15 @@ pub fn router(view: Shared, stop: StopHook, token: Option<&str>) -> Router {
         .with_state(state)
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({ "error": { "code": code, "message": message } }))).into_response()
+fn error(status: StatusCode, code: &'static str, message: &str) -> Response {
+    ApiError::new(status, code, message).into_response()
 }
 
 async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        match given {
-            Some(g) if herald_daemon::server::constant_time_eq(g.as_bytes(), token.as_bytes()) => {}
-            Some(_) => {
-                return error(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "wrong token: use the [daemon] token",
-                );
-            }
-            None => {
-                return error(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "this daemon needs `Authorization: Bearer <token>` (the [daemon] token)",
-                );
-            }
-        }
+    if let Some(token) = &state.token
+        && let Err(e) = check_bearer(request.headers(), token)
+    {
+        return e.into_response();
     }
     next.run(request).await
 }
@@ -106,11 +86,6 @@ async fn get_status(State(state): State<AppState>) -> Json<Status> {
 }
 
 async fn post_stop(State(state): State<AppState>, Path(run): Path<String>, body: Body) -> Response {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct StopBody {
-        reason: Option<String>,
-    }
     let Ok(bytes) = axum::body::to_bytes(body, BODY_LIMIT).await else {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -118,14 +93,10 @@ async fn post_stop(State(state): State<AppState>, Path(run): Path<String>, body:
             &format!("request body over {BODY_LIMIT} bytes"),
         );
     };
-    let mut reason = "stop requested through the daemon".to_owned();
-    if !bytes.iter().all(u8::is_ascii_whitespace) {
-        match serde_json::from_slice::<StopBody>(&bytes) {
-            Ok(StopBody { reason: Some(r) }) => reason = r,
-            Ok(StopBody { reason: None }) => {}
-            Err(e) => return error(StatusCode::BAD_REQUEST, "malformed_json", &format!("stop body: {e}")),
-        }
-    }
+    let reason = match stop_reason(&bytes, "stop requested through the daemon") {
+        Ok(reason) => reason,
+        Err(e) => return e.into_response(),
+    };
     if !(state.stop.0)(&run, &reason) {
         return error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "this node is stopping");
     }

@@ -65,8 +65,9 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// An error with this status, code and message (the dashboard's handlers make theirs too).
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    /// An error with this status, code and message (the dashboard's handlers and the cluster's deliver-only
+    /// API make theirs too).
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError { status, code, message: message.into(), index: None }
     }
 
@@ -169,23 +170,42 @@ async fn authorize(
     next: Next,
 ) -> Result<Response, ApiError> {
     if let Some(token) = &state.token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        match given {
-            Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => {}
-            Some(_) => return Err(ApiError::unauthorized("wrong token: use the [daemon] token")),
-            None => {
-                return Err(ApiError::unauthorized(
-                    "this daemon needs `Authorization: Bearer <token>` (the [daemon] token)",
-                ));
-            }
-        }
+        check_bearer(request.headers(), token)?;
     }
     Ok(next.run(request).await)
+}
+
+/// Whether `headers` carry `Authorization: Bearer <token>`, compared in constant time; the error says what to
+/// send.
+pub fn check_bearer(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError::unauthorized("wrong token: use the [daemon] token")),
+        None => Err(ApiError::unauthorized(
+            "this daemon needs `Authorization: Bearer <token>` (the [daemon] token)",
+        )),
+    }
+}
+
+/// The reason of a stop request: the body's `reason` (`{"reason": "..."}`, every key optional, an empty body
+/// allowed), else `default`.
+pub fn stop_reason(body: &[u8], default: &str) -> Result<String, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct StopBody {
+        reason: Option<String>,
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(default.to_owned());
+    }
+    let stop = serde_json::from_slice::<StopBody>(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("stop body: {e}")))?;
+    Ok(stop.reason.unwrap_or_else(|| default.to_owned()))
 }
 
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes, ApiError> {
@@ -227,21 +247,8 @@ async fn post_stop(
     headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct StopBody {
-        reason: Option<String>,
-    }
     let bytes = read_body(&headers, body).await?;
-    let mut reason = "stop requested through the daemon".to_owned();
-    if !bytes.iter().all(u8::is_ascii_whitespace) {
-        let stop = serde_json::from_slice::<StopBody>(&bytes).map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("stop body: {e}"))
-        })?;
-        if let Some(r) = stop.reason {
-            reason = r;
-        }
-    }
+    let reason = stop_reason(&bytes, "stop requested through the daemon")?;
     if !state.handle.request_stop(&run, &reason).await? {
         return Err(ApiError::unknown_run(&run));
     }

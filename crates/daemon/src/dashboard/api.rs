@@ -164,20 +164,7 @@ pub async fn post_stop(
     extensions: Extensions,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct StopBody {
-        reason: Option<String>,
-    }
-    let mut reason = "stop requested from the dashboard".to_owned();
-    if !body.iter().all(u8::is_ascii_whitespace) {
-        let stop = serde_json::from_slice::<StopBody>(&body).map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("stop body: {e}"))
-        })?;
-        if let Some(r) = stop.reason {
-            reason = r;
-        }
-    }
+    let mut reason = crate::server::stop_reason(&body, "stop requested from the dashboard")?;
     if let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<std::net::SocketAddr>>() {
         reason = format!("{reason} (from {})", peer.ip());
     }
