@@ -12,7 +12,7 @@
 
 use std::io::{BufRead as _, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -318,8 +318,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let venv_bin = root.join(".venv/bin");
     let plugin_bin = venv_bin.join("herald-notify-apprise");
     let apprise_cli = venv_bin.join("apprise");
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let herald = target.join("release/herald");
+    let herald = crate::target_dir(root).join("release/herald");
     let dir = std::env::temp_dir().join(format!("herald-bench-apprise-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;

@@ -487,8 +487,7 @@ pub(crate) fn profiling_herald(root: &Path, args: &[String]) -> Result<PathBuf> 
     if !args.iter().any(|a| a == "--no-build") {
         step("build herald (profiling)", cargo(&["build", "--profile", "profiling", "-p", "herald"]))?;
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    Ok(target.join("profiling/herald"))
+    Ok(crate::target_dir(root).join("profiling/herald"))
 }
 
 /// `.venv/bin/apprise`, installing apprise 2.2 into the venv when missing.

@@ -85,7 +85,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         ]
     };
 
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into);
+    let target = crate::target_dir(root);
     let herald_bin = target.join("profiling/examples/bench_trainer");
     let herald_json = out.join("herald.json");
     let torch_json = out.join("torch.json");

@@ -27,7 +27,8 @@ const USAGE: &str = "usage: cargo xtask <setup|test|demo|bench NAME> [args]
   setup torch      install only torch into .venv (what herald-train needs to build)
   test             setup, cargo fmt --check, clippy -D warnings, every test
   demo [ARGS]      torch if missing, then `herald train` on the digits data (ARGS go to herald train)
-  bench NAME       run a benchmark: emitter, trainer, daemon";
+  bench NAME       run a benchmark: emitter, trainer, daemon, dashboard, ranks, rules, cluster, plugins,
+                   apprise (docs name each one's figures)";
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -80,8 +81,7 @@ fn demo(root: &Path, args: &[String]) -> Result<()> {
         "build herald (demo profile)",
         cargo(&["build", "--profile", "demo", "-p", "herald", "-p", "herald-train"]),
     )?;
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let bin = target.join("demo/herald");
+    let bin = target_dir(root).join("demo/herald");
     let mut cmd = Command::new(&bin);
     cmd.arg("train").args(args);
     eprintln!("xtask: herald train");
@@ -95,7 +95,20 @@ fn demo(root: &Path, args: &[String]) -> Result<()> {
 pub(crate) fn cargo(args: &[&str]) -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.args(args);
+    // A criterion bench runs in its crate's folder and would write `<crate>/target/criterion` there.
+    // `main` runs in the workspace root, so the current folder names the target folder.
+    if args.first() == Some(&"bench")
+        && std::env::var_os("CRITERION_HOME").is_none()
+        && let Ok(root) = std::env::current_dir()
+    {
+        cmd.env("CRITERION_HOME", target_dir(&root).join("criterion"));
+    }
     cmd
+}
+
+/// The workspace's target folder: `CARGO_TARGET_DIR`, else `<root>/target`.
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }
 
 fn has_nextest() -> bool {
