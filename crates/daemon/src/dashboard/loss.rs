@@ -157,6 +157,9 @@ pub fn loss_series(run: &str, points: &[LossPoint], ctx: &RunContext, max_points
 
 /// Answers the loss cache keeps (about 120 KB each at the default 2000 points).
 pub const CACHED_ANSWERS: usize = 32;
+/// The most bytes the kept answers take together; an answer over a quarter of it (`points` in the tens of
+/// thousands) is not kept.
+pub const CACHED_BYTES: usize = 8 << 20;
 
 /// What an answer is made of besides the points: the run, the budget, the run's loss version and the parts
 /// of its context [`loss_series`] reads (batches per epoch; each epoch's number and losses, as bits).
@@ -185,7 +188,8 @@ impl AnswerKey {
     }
 }
 
-/// The latest loss answers (JSON bodies), most recently used first, at most [`CACHED_ANSWERS`].
+/// The latest loss answers (JSON bodies), most recently used first, at most [`CACHED_ANSWERS`] and
+/// [`CACHED_BYTES`].
 #[derive(Debug, Default)]
 pub(crate) struct LossCache {
     kept: Mutex<VecDeque<(AnswerKey, Bytes)>>,
@@ -206,8 +210,14 @@ impl LossCache {
     fn put(&self, key: AnswerKey, body: Bytes) {
         let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
         kept.retain(|(k, _)| !(k.run == key.run && k.max_points == key.max_points));
+        if body.len() > CACHED_BYTES / 4 {
+            return;
+        }
         kept.push_front((key, body));
         kept.truncate(CACHED_ANSWERS);
+        while kept.iter().map(|(_, b)| b.len()).sum::<usize>() > CACHED_BYTES {
+            kept.pop_back();
+        }
     }
 }
 
@@ -333,6 +343,16 @@ mod tests {
                 answer(&cache, &store, "q", &ctx, 10 + k).await.expect("answer");
             }
             assert_eq!(cache.kept.lock().expect("lock").len(), CACHED_ANSWERS);
+            let kept = |run: &str| cache.kept.lock().expect("lock").iter().any(|(k, _)| k.run == run);
+            cache.put(AnswerKey::new("big", 2, 0, &ctx), Bytes::from(vec![b' '; CACHED_BYTES / 4 + 1]));
+            assert!(!kept("big"), "an answer over a quarter of the bytes is not kept");
+            for k in 0..5 {
+                cache.put(
+                    AnswerKey::new(&format!("b{k}"), 2, 0, &ctx),
+                    Bytes::from(vec![b' '; CACHED_BYTES / 4]),
+                );
+            }
+            assert!(!kept("b0") && kept("b1") && kept("b4"), "the oldest go to stay within the bytes");
         });
     }
 
