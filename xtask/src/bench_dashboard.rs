@@ -330,8 +330,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         Some(path) => path.clone(),
         None => profiling_herald(root, args)?,
     };
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let dir = target.join("bench-dashboard").join(format!("store-{}", opts.runs));
+    let dir = crate::target_dir(root).join("bench-dashboard").join(format!("store-{}", opts.runs));
     let marker = dir.join("filled");
     let dash_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let keys = format!("dashboard = \"127.0.0.1:{dash_port}\"\n");
