@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::{self, kv, stream};
 use herald_daemon::config::{ClusterAuth, ClusterConfig};
 use serde::{Deserialize, Serialize};
 
@@ -146,4 +146,28 @@ pub async fn ensure_stream(js: &jetstream::Context, target: &Target) -> Result<(
         tracing::warn!(stream = %names.stream(), have = have.num_replicas, want = want.num_replicas, "the stream has another number of replicas than [cluster] replicas");
     }
     Ok(())
+}
+
+/// The key-value bucket `name` (one value per key, file storage, `replicas`), made with `max_age` when
+/// missing. An existing bucket is opened as it is, whatever its settings.
+pub(crate) async fn open_bucket(
+    js: &jetstream::Context,
+    name: String,
+    replicas: usize,
+    max_age: Option<Duration>,
+) -> Result<kv::Store, ClusterError> {
+    if let Ok(store) = js.get_key_value(&name).await {
+        return Ok(store);
+    }
+    let config = kv::Config {
+        bucket: name.clone(),
+        history: 1,
+        max_age: max_age.unwrap_or_default(),
+        num_replicas: replicas,
+        storage: jetstream::stream::StorageType::File,
+        ..kv::Config::default()
+    };
+    js.create_key_value(config)
+        .await
+        .map_err(|e| ClusterError::nats(&format!("cannot create the bucket {name}"), &e))
 }

@@ -56,25 +56,13 @@ pub async fn bucket(
     lease: Duration,
 ) -> Result<kv::Store, ClusterError> {
     let name = names.bucket("leader");
-    if let Ok(store) = js.get_key_value(&name).await {
-        if let Ok(status) = store.status().await
-            && status.max_age() != lease
-        {
-            tracing::warn!(bucket = %name, have = ?status.max_age(), want = ?lease, "the lease bucket has another max_age than [cluster] lease: every deliverer must use the same lease");
-        }
-        return Ok(store);
+    let store = crate::connect::open_bucket(js, name.clone(), replicas, Some(lease)).await?;
+    if let Ok(status) = store.status().await
+        && status.max_age() != lease
+    {
+        tracing::warn!(bucket = %name, have = ?status.max_age(), want = ?lease, "the lease bucket has another max_age than [cluster] lease: every deliverer must use the same lease");
     }
-    let config = kv::Config {
-        bucket: name.clone(),
-        history: 1,
-        max_age: lease,
-        num_replicas: replicas,
-        storage: jetstream::stream::StorageType::File,
-        ..kv::Config::default()
-    };
-    js.create_key_value(config)
-        .await
-        .map_err(|e| ClusterError::nats(&format!("cannot create the bucket {name}"), &e))
+    Ok(store)
 }
 
 /// Take the lease if nobody holds it: the revision held, or `None` when another node leads.

@@ -35,6 +35,7 @@ use herald_event::{Event, Payload};
 use herald_plugin::Receipt;
 use serde::{Deserialize, Serialize};
 
+use crate::connect::open_bucket;
 use crate::error::ClusterError;
 use crate::names::{Names, token, untoken};
 
@@ -147,24 +148,6 @@ fn json<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
 
 fn store_err(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Task(format!("{what}: {e}: is NATS reachable?"))
-}
-
-/// Make (or open) one bucket.
-async fn bucket(js: &jetstream::Context, name: String, replicas: usize) -> Result<kv::Store, ClusterError> {
-    let config = kv::Config {
-        bucket: name.clone(),
-        history: 1,
-        num_replicas: replicas,
-        storage: jetstream::stream::StorageType::File,
-        ..kv::Config::default()
-    };
-    match js.get_key_value(&name).await {
-        Ok(store) => Ok(store),
-        Err(_) => js
-            .create_key_value(config)
-            .await
-            .map_err(|e| ClusterError::nats(&format!("cannot create the bucket {name}"), &e)),
-    }
 }
 
 /// Every live (key, value) of a bucket.
@@ -299,12 +282,12 @@ impl JetStreamOutbox {
         replicas: usize,
     ) -> Result<JetStreamOutbox, ClusterError> {
         let buckets = Buckets {
-            runs: bucket(js, names.bucket("runs"), replicas).await?,
-            history: bucket(js, names.bucket("history"), replicas).await?,
-            jobs: bucket(js, names.bucket("jobs"), replicas).await?,
-            receipts: bucket(js, names.bucket("receipts"), replicas).await?,
-            giveups: bucket(js, names.bucket("giveups"), replicas).await?,
-            meta: bucket(js, names.bucket("meta"), replicas).await?,
+            runs: open_bucket(js, names.bucket("runs"), replicas, None).await?,
+            history: open_bucket(js, names.bucket("history"), replicas, None).await?,
+            jobs: open_bucket(js, names.bucket("jobs"), replicas, None).await?,
+            receipts: open_bucket(js, names.bucket("receipts"), replicas, None).await?,
+            giveups: open_bucket(js, names.bucket("giveups"), replicas, None).await?,
+            meta: open_bucket(js, names.bucket("meta"), replicas, None).await?,
         };
         let mut batch = WriteBatch::default();
         let mut index = Index::default();

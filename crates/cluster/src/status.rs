@@ -33,20 +33,7 @@ pub async fn bucket(
     names: &Names,
     replicas: usize,
 ) -> Result<kv::Store, ClusterError> {
-    let name = names.bucket("status");
-    if let Ok(store) = js.get_key_value(&name).await {
-        return Ok(store);
-    }
-    let config = kv::Config {
-        bucket: name.clone(),
-        history: 1,
-        num_replicas: replicas,
-        storage: jetstream::stream::StorageType::File,
-        ..kv::Config::default()
-    };
-    js.create_key_value(config)
-        .await
-        .map_err(|e| ClusterError::nats(&format!("cannot create the bucket {name}"), &e))
+    crate::connect::open_bucket(js, names.bucket("status"), replicas, None).await
 }
 
 /// The leader's side: publish `handle`'s status every [`PUBLISH_EVERY`] while `fence` holds, until `done`.

@@ -30,21 +30,13 @@ pub async fn bucket(
     names: &Names,
     replicas: usize,
 ) -> Result<kv::Store, ClusterError> {
-    let name = names.bucket("stops");
-    if let Ok(store) = js.get_key_value(&name).await {
-        return Ok(store);
-    }
-    let config = kv::Config {
-        bucket: name.clone(),
-        history: 1,
-        max_age: Duration::from_secs(14 * 24 * 3600),
-        num_replicas: replicas,
-        storage: jetstream::stream::StorageType::File,
-        ..kv::Config::default()
-    };
-    js.create_key_value(config)
-        .await
-        .map_err(|e| ClusterError::nats(&format!("cannot create the bucket {name}"), &e))
+    crate::connect::open_bucket(
+        js,
+        names.bucket("stops"),
+        replicas,
+        Some(Duration::from_secs(14 * 24 * 3600)),
+    )
+    .await
 }
 
 /// The daemon's stop hook and what it hands over: every stop request the daemon is asked (`herald stop`,
