@@ -6,8 +6,8 @@
 //! when its condition clears (a threshold crossed back, a plateau ended by an improvement, a finite loss);
 //! what a rule remembers of a run is the run's [`RuleMemory`] in [`RunState::rules`], so it survives a
 //! restart with the run table. What every rule of a run shares (its latest epoch durations, for `slow_epoch`)
-//! is kept once per run, under the key [`SHARED`] of the same table, and updated once per `epoch_ended`
-//! however many rules read it. A rule about a metric a run never reports says so once.
+//! is kept once per run, in [`RunState::epoch_times_s`], and updated once per `epoch_ended` however many
+//! rules read it. A rule about a metric a run never reports says so once.
 //!
 //! The per-kind logic is one file per concern: `nan.rs` (batches and epochs), `epoch.rs` (threshold,
 //! plateau, diverging, slow_epoch), `sweep.rs` (all_finished, across runs), `phone.rs` (the threshold rules
@@ -30,10 +30,6 @@ use herald_event::{Alert, EpochEnded, Event, EventKind, Payload};
 pub use crate::config::{Glob, Op, RuleConfig, RuleKind};
 
 use crate::runs::{RuleMemory, RunState, lower_is_better};
-
-/// The key in [`RunState::rules`] of what all the rules of a run share (its epoch durations, for
-/// `slow_epoch`), rather than a copy per rule. No rule has this name: rule names are never blank.
-pub const SHARED: &str = "";
 
 /// Calls its argument with the state of each other run the daemon knows (for `all_finished`).
 pub type EachRun<'a> = dyn Fn(&mut dyn FnMut(&RunState)) + 'a;
@@ -202,7 +198,8 @@ impl Rules {
     }
 
     /// The median duration of the run's earlier epochs when some `slow_epoch` rule watches the run and it has
-    /// enough of them; takes this epoch's duration into the run's shared list ([`SHARED`]) either way.
+    /// enough of them; takes this epoch's duration into the run's list ([`RunState::epoch_times_s`]) either
+    /// way.
     fn pace(&self, st: &mut RunState, e: &EpochEnded) -> Option<f64> {
         let watched = self.watches_pace
             && self
@@ -212,11 +209,7 @@ impl Rules {
         if !watched {
             return None;
         }
-        let shared = match st.rules.get_mut(SHARED) {
-            Some(m) => m,
-            None => st.rules.entry(SHARED.to_owned()).or_default(),
-        };
-        epoch::pace(&mut shared.epoch_s, e.elapsed_s)
+        epoch::pace(&mut st.epoch_times_s, e.elapsed_s)
     }
 }
 

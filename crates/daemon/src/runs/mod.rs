@@ -77,6 +77,10 @@ pub struct RunState {
     /// a rule does not fire again after a restart).
     #[serde(default)]
     pub rules: BTreeMap<String, RuleMemory>,
+    /// The run's latest epoch durations, seconds, oldest first (at most 64): what every `slow_epoch` rule of
+    /// the run judges against, kept once however many rules read it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub epoch_times_s: Vec<f64>,
     /// The run is a rank of a distributed job (its `run_started` named a `job`): what the job view keeps of
     /// it (see `jobs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,8 +108,6 @@ pub struct RuleMemory {
     pub best: Option<(f64, u32)>,
     /// Epochs since the metric last improved (plateau).
     pub since_best: u32,
-    /// The run's epoch durations, seconds, oldest first (slow_epoch; the latest 64).
-    pub epoch_s: Vec<f64>,
 }
 
 impl RunState {
