@@ -10,7 +10,7 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -156,20 +156,9 @@ fn start_daemon(dir: &Path, notifiers: &str) -> Daemon {
 
 /// (Re)start `herald serve` for `d`, as `Daemon::restart` does, with the venv on PATH.
 fn spawn(d: &mut Daemon) {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(d.dir.join("daemon.log"))
-        .expect("log file");
-    let child = herald()
-        .arg("--config")
-        .arg(&d.config)
-        .arg("serve")
-        .env("RUST_LOG", "info")
+    let child = crate::daemon::serve_command(&d.config, &d.dir.join("daemon.log"))
         .env("PATH", path_with_venv())
         .env("XDG_STATE_HOME", d.dir.join("xdg-state"))
-        .stdout(Stdio::null())
-        .stderr(log)
         .spawn()
         .expect("start herald serve");
     d.child = Some(child);

@@ -296,16 +296,8 @@ lease = "{LEASE_S}s"
     }
 
     fn restart(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
-        let child = crate::herald()
-            .arg("--config")
-            .arg(&self.config)
-            .arg("serve")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start herald serve");
+        let child =
+            crate::daemon::serve_command(&self.config, &self.log).spawn().expect("start herald serve");
         self.child = Some(child);
         let log = self.log.clone();
         wait_for("the deliverer to compete for the lease", Duration::from_secs(20), || {

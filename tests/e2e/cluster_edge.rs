@@ -302,25 +302,8 @@ fn cluster_stop_from_the_phone_at_the_leader_stops_herald_train_on_an_edge() {
         leader_pid(&nats.url()).filter(|p| Some(*p) == leader.pid())
     });
     // A real trainer on the edge's machine: batch size 1 makes an epoch far longer than a stop takes.
-    let digits = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/digits.csv.gz");
     let mut train = crate::KillOnDrop(
-        crate::herald()
-            .arg("--config")
-            .arg(&edge.config)
-            .args([
-                "train",
-                "--epochs",
-                "50",
-                "--bs",
-                "1",
-                "--threads",
-                "1",
-                "--name",
-                "e2e-cluster-stop",
-                "--data",
-            ])
-            .arg(&digits)
-            .stdout(Stdio::null())
+        crate::train::long_train(&edge.config, Some("e2e-cluster-stop"))
             .stderr(Stdio::piped())
             .spawn()
             .expect("start herald train"),

@@ -19,6 +19,19 @@ fn digits() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/digits.csv.gz")
 }
 
+/// `herald --config <config> train` on the digits data, 50 epochs of batch size 1 on one thread: epochs of 1438
+/// batches, far longer than a stop takes to travel or a page to look, so only a stop or a signal ends it in a
+/// test's time. Named `name` when given; stdout discarded. The caller sets stderr and spawns.
+pub(crate) fn long_train(config: &Path, name: Option<&str>) -> std::process::Command {
+    let mut cmd = herald();
+    cmd.arg("--config").arg(config).args(["train", "--epochs", "50", "--bs", "1", "--threads", "1"]);
+    if let Some(name) = name {
+        cmd.args(["--name", name]);
+    }
+    cmd.arg("--data").arg(digits()).stdout(std::process::Stdio::null());
+    cmd
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -179,12 +192,7 @@ fn train_reports_to_a_running_daemon_and_herald_stop_ends_it_within_an_epoch() {
     // Batch size 1 makes an epoch 1438 batches long, far longer than a stop takes to travel, so "within an
     // epoch" does not depend on the machine's speed.
     let mut child = crate::KillOnDrop(
-        herald()
-            .arg("--config")
-            .arg(&daemon.config)
-            .args(["train", "--epochs", "50", "--bs", "1", "--threads", "1", "--name", "e2e-stop", "--data"])
-            .arg(digits())
-            .stdout(std::process::Stdio::null())
+        long_train(&daemon.config, Some("e2e-stop"))
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("start herald train"),
@@ -371,23 +379,7 @@ fn ctrl_c_in_herald_train_stops_after_the_batch_and_the_daemon_hears_a_stopped_r
     let daemon = Daemon::start(&dir, port, &config_text(&dir, port, hook.port, "", ""));
     // 1438-batch epochs (batch size 1): the run is far from its end when the signal comes.
     let mut child = crate::KillOnDrop(
-        herald()
-            .arg("--config")
-            .arg(&daemon.config)
-            .args([
-                "train",
-                "--epochs",
-                "50",
-                "--bs",
-                "1",
-                "--threads",
-                "1",
-                "--name",
-                "e2e-sigint",
-                "--data",
-            ])
-            .arg(digits())
-            .stdout(std::process::Stdio::null())
+        long_train(&daemon.config, Some("e2e-sigint"))
             .stderr(std::process::Stdio::piped())
             .process_group(0)
             .spawn()
@@ -440,12 +432,7 @@ fn a_second_ctrl_c_quits_herald_train_at_once() {
     )
     .expect("write the config");
     let mut child = crate::KillOnDrop(
-        herald()
-            .arg("--config")
-            .arg(&config)
-            .args(["train", "--epochs", "50", "--bs", "1", "--threads", "1", "--data"])
-            .arg(digits())
-            .stdout(std::process::Stdio::null())
+        long_train(&config, None)
             .stderr(std::process::Stdio::piped())
             .process_group(0)
             .spawn()

@@ -219,6 +219,15 @@ impl Receiver {
     }
 }
 
+/// `herald --config <config> serve` logging at info, appending its stderr to `log`; the caller adds what its
+/// topic needs (environment) and spawns.
+pub fn serve_command(config: &Path, log: &Path) -> Command {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+    let mut cmd = herald();
+    cmd.arg("--config").arg(config).arg("serve").env("RUST_LOG", "info").stdout(Stdio::null()).stderr(log);
+    cmd
+}
+
 /// A `herald serve` in a temp folder.
 pub struct Daemon {
     pub child: Option<Child>,
@@ -273,20 +282,8 @@ impl Daemon {
 
     /// (Re)start the process with the same configuration.
     pub fn restart(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("daemon.log"))
-            .expect("log file");
-        let child = herald()
-            .arg("--config")
-            .arg(&self.config)
-            .arg("serve")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start herald serve");
+        let child =
+            serve_command(&self.config, &self.dir.join("daemon.log")).spawn().expect("start herald serve");
         self.child = Some(child);
         let port = self.port;
         let dir = self.dir.clone();

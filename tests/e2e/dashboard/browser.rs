@@ -362,26 +362,9 @@ fn dashboard_in_chromium_updates_live_stops_a_run_shows_names_as_text_and_logs_n
 fn dashboard_in_chromium_follows_a_herald_train_run_and_its_stop_button_ends_it() {
     let d = Dash::start();
     let base = format!("http://127.0.0.1:{}", d.port);
-    let digits = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/digits.csv.gz");
     // Batch size 1: epochs of 1438 batches, long enough for the page to see the run going.
     let mut trainer = crate::KillOnDrop(
-        crate::herald()
-            .arg("--config")
-            .arg(&d.daemon.config)
-            .args([
-                "train",
-                "--epochs",
-                "50",
-                "--bs",
-                "1",
-                "--threads",
-                "1",
-                "--name",
-                "in-the-browser",
-                "--data",
-            ])
-            .arg(&digits)
-            .stdout(Stdio::null())
+        crate::train::long_train(&d.daemon.config, Some("in-the-browser"))
             .stderr(Stdio::null())
             .spawn()
             .expect("start herald train"),
