@@ -218,7 +218,13 @@ struct Envelope {
 }
 
 /// Deserialize `T` from `text`, naming the offending field in the error.
+///
+/// Valid input takes the plain path; only a failure is read again with the field's path tracked (which
+/// allocates for every key), so the error can name it.
 fn field_errors<T: serde::de::DeserializeOwned>(kind: EventKind, text: &str) -> Result<T, DecodeError> {
+    if let Ok(value) = serde_json::from_str(text) {
+        return Ok(value);
+    }
     let de = &mut serde_json::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
