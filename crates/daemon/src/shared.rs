@@ -140,8 +140,8 @@ pub(crate) type Reply<T> = Option<oneshot::Sender<Result<T, String>>>;
 pub(crate) enum WriteOp {
     /// Events from a sender (`made: false`) or the run watch (`made: true`).
     Ingest { events: Vec<Event>, made: bool, reply: Reply<IngestReply> },
-    /// A worker finished a delivery attempt of job `job`.
-    Finish { notifier: usize, job: u64, run: String, seq: u64, kind: EventKind, outcome: Outcome },
+    /// A worker finished delivery attempts: all of one call (a batch) in one operation, so one commit.
+    Finish { notifier: usize, jobs: Vec<Finished> },
     /// Someone asked a run to stop; the answer is whether the run is known.
     Stop { run: String, reason: String, reply: Reply<bool> },
     /// A change from the phone to a run (rules, mute); the answer is how many were added or removed, or
@@ -151,6 +151,16 @@ pub(crate) enum WriteOp {
     Forget { runs: Vec<String> },
     /// Stop the writer after this group.
     Exit,
+}
+
+/// How one delivery attempt of job `job` (of `run`'s event `seq`) ended.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub job: u64,
+    pub run: String,
+    pub seq: u64,
+    pub kind: EventKind,
+    pub outcome: Outcome,
 }
 
 /// Counters and recent facts about one notifier, for status.

@@ -13,14 +13,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use herald_event::{EventKind, Payload};
-use herald_plugin::{DeliveryError, Notification, Receipt, RunContext, render};
+use herald_plugin::{DeliveryError, Notification, Receipt, Renderings, RunContext, render};
 use tokio::sync::{mpsc, watch};
 
 use crate::api::RecentDelivery;
 use crate::limits::{self, TokenBucket};
 use crate::outbox::JobRecord;
 use crate::quiet::digest;
-use crate::shared::{Outcome, Phase, Shared, Slot, WriteOp, now_ms};
+use crate::shared::{Finished, Outcome, Phase, Shared, Slot, WriteOp, now_ms};
 
 /// Jobs held in memory per worker.
 const WINDOW: usize = 1024;
@@ -247,16 +247,17 @@ impl Worker {
     }
 
     async fn report(&self, id: u64, job: &JobRecord, outcome: Outcome) {
-        let op = WriteOp::Finish {
-            notifier: self.index,
-            job: id,
-            run: job.event.run.clone(),
-            seq: job.event.seq,
-            kind: job.event.kind(),
-            outcome,
-        };
-        if self.writer.send(op).await.is_err() {
-            tracing::warn!(notifier = %self.slot.name, job = id, "outbox writer gone; the job will be retried at the next start");
+        self.report_all(vec![finished(id, job, outcome)]).await;
+    }
+
+    /// Hand the outcomes of one delivery call to the writer as one operation (one commit).
+    async fn report_all(&self, jobs: Vec<Finished>) {
+        if jobs.is_empty() {
+            return;
+        }
+        let n = jobs.len();
+        if self.writer.send(WriteOp::Finish { notifier: self.index, jobs }).await.is_err() {
+            tracing::warn!(notifier = %self.slot.name, jobs = n, "outbox writer gone; the jobs will be retried at the next start");
         }
     }
 
@@ -309,6 +310,11 @@ impl Worker {
     /// The notification for job `id`, if it is still in the window.
     async fn prepare(&mut self, id: u64) -> Option<(JobRecord, Notification)> {
         let job = self.window.get(&id).cloned()?;
+        let renderings = self.slot.notifier.renderings();
+        if renderings == Renderings::None {
+            let notification = render::bare(&job.event, job.attempt + 1);
+            return Some((job, notification));
+        }
         let run = job.event.run.clone();
         let context = {
             let runs = self.shared.runs();
@@ -330,7 +336,8 @@ impl Worker {
         } else {
             None
         };
-        let notification = render::notification(&context, &job.event, previous, image, job.attempt + 1);
+        let notification =
+            render::notification_with(renderings, &context, &job.event, previous, image, job.attempt + 1);
         Some((job, notification))
     }
 
@@ -353,15 +360,18 @@ impl Worker {
             _ => attempt_batch(&self.slot, notifications).await,
         };
         let mut results = results.into_iter();
+        let mut finished = Vec::with_capacity(jobs.len());
         for (id, job) in jobs {
             let result = results.next().unwrap_or_else(|| {
                 Err(DeliveryError::retryable("the notifier answered fewer results than asked"))
             });
-            self.settle(id, job, result).await;
+            finished.push(self.settle(id, job, result));
         }
+        self.report_all(finished).await;
     }
 
-    async fn settle(&mut self, id: u64, mut job: JobRecord, result: Result<Receipt, DeliveryError>) {
+    /// Settle one attempt in the worker's own state, and say how it ended, for the writer.
+    fn settle(&mut self, id: u64, mut job: JobRecord, result: Result<Receipt, DeliveryError>) -> Finished {
         let run = job.event.run.clone();
         let now = now_ms();
         let stats = &self.slot.stats;
@@ -379,7 +389,7 @@ impl Worker {
                     receipt: receipt.clone(),
                 });
                 tracing::debug!(notifier = %self.slot.name, run = %job.event.run, seq = job.event.seq, "delivered");
-                self.report(id, &job, Outcome::Delivered(receipt)).await;
+                finished(id, &job, Outcome::Delivered(receipt))
             }
             Err(err) => {
                 stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
@@ -403,7 +413,7 @@ impl Worker {
                         error = %err, "giving up on a delivery: {why}"
                     );
                     self.window.remove(&id);
-                    self.report(id, &job, Outcome::GaveUp { error: err.message, attempts: failures }).await;
+                    finished(id, &job, Outcome::GaveUp { error: err.message, attempts: failures })
                 } else {
                     tracing::info!(
                         notifier = %self.slot.name, run = %job.event.run, seq = job.event.seq, attempt = failures,
@@ -413,7 +423,7 @@ impl Worker {
                     job.not_before_ms = now + delay.as_millis() as u64;
                     job.last_error = Some(err.message);
                     self.window.insert(id, job.clone());
-                    self.report(id, &job, Outcome::Retry(Box::new(job.clone()))).await;
+                    finished(id, &job, Outcome::Retry(Box::new(job.clone())))
                 }
             }
         }
@@ -450,11 +460,11 @@ impl Worker {
                 tracing::info!(notifier = %self.slot.name, jobs = due.len(), "digest delivered");
                 self.slot.stats.facts().last_delivery_ms = Some(now);
                 self.digest_retry = (0, 0);
-                for id in due {
-                    if let Some(job) = self.held.remove(&id) {
-                        self.report(id, &job, Outcome::Digested).await;
-                    }
-                }
+                let done = due
+                    .iter()
+                    .filter_map(|id| Some(finished(*id, &self.held.remove(id)?, Outcome::Digested)));
+                let done: Vec<Finished> = done.collect();
+                self.report_all(done).await;
             }
             Err(err) => {
                 self.slot.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
@@ -475,14 +485,18 @@ impl Worker {
                 tracing::warn!(notifier = %self.slot.name, attempt = failures, error = %err, "giving up on a digest");
                 self.digest_retry = (0, 0);
                 let (message, attempts) = (err.message.clone(), failures);
-                for id in due {
-                    if let Some(job) = self.held.remove(&id) {
-                        self.report(id, &job, Outcome::GaveUp { error: message.clone(), attempts }).await;
-                    }
-                }
+                let gave_up = || Outcome::GaveUp { error: message.clone(), attempts };
+                let done = due.iter().filter_map(|id| Some(finished(*id, &self.held.remove(id)?, gave_up())));
+                let done: Vec<Finished> = done.collect();
+                self.report_all(done).await;
             }
         }
     }
+}
+
+/// How the attempt at job `id` ended, for the writer.
+fn finished(id: u64, job: &JobRecord, outcome: Outcome) -> Finished {
+    Finished { job: id, run: job.event.run.clone(), seq: job.event.seq, kind: job.event.kind(), outcome }
 }
 
 /// Epoch-state events that `min_interval` coalesces.

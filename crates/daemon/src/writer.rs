@@ -72,8 +72,10 @@ async fn commit(
     for (index, op) in ops.iter_mut().enumerate() {
         match op {
             WriteOp::Ingest { events, made, .. } => group.ingest(index, events, *made),
-            WriteOp::Finish { notifier, job, run, seq, kind, outcome } => {
-                group.finish(*notifier, *job, run, *seq, kind.as_str(), outcome);
+            WriteOp::Finish { notifier, jobs } => {
+                for f in jobs.iter() {
+                    group.finish(*notifier, f.job, &f.run, f.seq, f.kind.as_str(), &f.outcome);
+                }
             }
             WriteOp::Stop { run, reason, .. } => group.stop(index, run, reason),
             WriteOp::Change { run, change, .. } => group.change(index, run, change),

@@ -38,7 +38,8 @@ pub use host::{
     WatchRequest,
 };
 pub use notifier::{
-    Capabilities, DeliveryError, Health, Image, Notification, Notifier, Receipt, RunContext, error_chain,
+    Capabilities, DeliveryError, Health, Image, Notification, Notifier, Receipt, Renderings, RunContext,
+    error_chain,
 };
 pub use notifier_type::NotifierType;
 pub use progress::DeliveryProgress;

@@ -17,6 +17,19 @@ pub struct Capabilities {
     pub commands: bool,
 }
 
+/// The renderings a notifier's deliveries carry ([`Notifier::renderings`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Renderings {
+    /// `title`, `text`, `html` and `markdown`.
+    #[default]
+    All,
+    /// `title` and `text` only (`html` and `markdown` empty), as the webhook sends.
+    Text,
+    /// None, and a bare run context holding only the run's id ([`crate::render::bare`]): for a notifier that
+    /// passes on only [`Notification::event`], as cluster mode's forwarder does.
+    None,
+}
+
 /// Whether a notifier can deliver right now, as `herald check` and `/v1/status` show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -194,6 +207,12 @@ pub trait Notifier: Send + Sync {
 
     /// Make one delivery attempt.
     async fn deliver(&self, notification: &Notification) -> Result<Receipt, DeliveryError>;
+
+    /// Which renderings its deliveries need ([`Renderings::All`] by default); the host skips the others and
+    /// leaves them empty.
+    fn renderings(&self) -> Renderings {
+        Renderings::All
+    }
 
     /// How many notifications [`Notifier::deliver_batch`] takes at once; 1 (the default) means the host
     /// calls [`Notifier::deliver`] one at a time.

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use crate::config::{ConfigError, parse_table};
 use crate::host::Host;
-use crate::notifier::{Capabilities, DeliveryError, Health, Notification, Notifier, Receipt};
+use crate::notifier::{Capabilities, DeliveryError, Health, Notification, Notifier, Receipt, Renderings};
 
 /// A notifier type: its configuration table (this struct, `#[serde(deny_unknown_fields)]`), its name and
 /// description, and how a configuration becomes a notifier.
@@ -99,6 +99,10 @@ impl<N: Notifier> Notifier for Typed<N> {
 
     fn max_batch(&self) -> usize {
         self.notifier.max_batch()
+    }
+
+    fn renderings(&self) -> Renderings {
+        self.notifier.renderings()
     }
 
     async fn deliver_batch(&self, notifications: &[Notification]) -> Vec<Result<Receipt, DeliveryError>> {

@@ -20,7 +20,7 @@ use herald_event::format::{float6, format_time};
 use herald_event::{Event, Level, Payload, RunStatus};
 
 use crate::duration::format_duration;
-use crate::notifier::{Image, Notification, Receipt, RunContext};
+use crate::notifier::{Image, Notification, Receipt, Renderings, RunContext};
 pub use crate::table::{COMPACT_ROWS, COMPACT_WIDTH, MAX_TABLE_ROWS, TableLayout};
 /// A traceback in a notification keeps its last this many lines (where the error is).
 pub const MAX_TRACEBACK_LINES: usize = 40;
@@ -36,18 +36,51 @@ pub fn notification(
     image: Option<Image>,
     attempt: u32,
 ) -> Notification {
+    notification_with(Renderings::All, run, event, previous, image, attempt)
+}
+
+/// [`notification`] with only the renderings a notifier asked for ([`crate::Notifier::renderings`]); the
+/// others are empty.
+pub fn notification_with(
+    renderings: Renderings,
+    run: &RunContext,
+    event: &Event,
+    previous: Option<Receipt>,
+    image: Option<Image>,
+    attempt: u32,
+) -> Notification {
+    if renderings == Renderings::None {
+        return Notification { previous, image, ..bare(event, attempt) };
+    }
     let mut ctx = run.clone();
     ctx.apply(event);
     let parts = parts(&ctx, event, TableLayout::Full);
+    let all = renderings == Renderings::All;
     Notification {
         title: parts.title.clone(),
         text: parts.text(),
-        html: parts.html(),
-        markdown: parts.markdown(),
+        html: if all { parts.html() } else { String::new() },
+        markdown: if all { parts.markdown() } else { String::new() },
         run: ctx,
         event: event.clone(),
         image,
         previous,
+        attempt,
+    }
+}
+
+/// The notification of `event` without renderings, for a notifier that reads only the event
+/// ([`Renderings::None`]): empty title and texts, a context holding only the run's id.
+pub fn bare(event: &Event, attempt: u32) -> Notification {
+    Notification {
+        run: RunContext::new(&event.run),
+        event: event.clone(),
+        title: String::new(),
+        text: String::new(),
+        html: String::new(),
+        markdown: String::new(),
+        image: None,
+        previous: None,
         attempt,
     }
 }
