@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -34,7 +34,29 @@ const STATUS_EVERY: Duration = Duration::from_millis(500);
 pub struct Item {
     pub id: u64,
     pub kind: &'static str,
-    pub data: String,
+    data: Data,
+}
+
+/// An item's `data:`: a committed event is encoded the first time a stream sends it, so that a daemon
+/// nobody watches spends nothing on encoding.
+#[derive(Debug)]
+enum Data {
+    Text(String),
+    Event(Event, OnceLock<String>),
+}
+
+impl Item {
+    fn data(&self) -> &str {
+        match &self.data {
+            Data::Text(text) => text,
+            Data::Event(event, json) => json.get_or_init(|| {
+                serde_json::to_string(event).unwrap_or_else(|e| {
+                    tracing::debug!(run = %event.run, error = %e, "event not streamed");
+                    "null".to_owned()
+                })
+            }),
+        }
+    }
 }
 
 /// Numbers committed events, keeps the latest for resume, and fans them out.
@@ -66,7 +88,7 @@ impl Hub {
     }
 
     /// Number an item, keep it and send it to the open streams.
-    fn push(&self, kind: &'static str, data: String) {
+    fn push(&self, kind: &'static str, data: Data) {
         let mut ring = self.ring();
         let id = ring.back().map_or(1, |last| last.id + 1);
         let item = Arc::new(Item { id, kind, data });
@@ -110,17 +132,16 @@ impl Hub {
         loop {
             tokio::select! {
                 got = events.recv() => match got {
-                    Ok(event) => match serde_json::to_string(&event) {
-                        Ok(data) => self.push(event.kind().as_str(), data),
-                        Err(e) => tracing::debug!(run = %event.run, error = %e, "event not streamed"),
-                    },
-                    Err(broadcast::error::RecvError::Lagged(n)) => self.push("resync", format!("{{\"missed\":{n}}}")),
+                    Ok(event) => self.push(event.kind().as_str(), Data::Event(event, OnceLock::new())),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        self.push("resync", Data::Text(format!("{{\"missed\":{n}}}")))
+                    }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = tick.tick() => {
                     let status = status_data(&handle);
                     if status != last_status {
-                        self.push("status", status.clone());
+                        self.push("status", Data::Text(status.clone()));
                         last_status = status;
                     }
                 }
@@ -220,7 +241,7 @@ impl Open {
 }
 
 fn sse(hub: &Hub, item: &Item) -> SseEvent {
-    SseEvent::default().event(item.kind).id(hub.sse_id(item.id)).data(&item.data)
+    SseEvent::default().event(item.kind).id(hub.sse_id(item.id)).data(item.data())
 }
 
 #[cfg(test)]
@@ -235,7 +256,7 @@ mod tests {
     fn resume_gives_what_was_missed_or_asks_for_a_resync() {
         let hub = Hub::new(77);
         for i in 0..(RING + 10) {
-            hub.push("epoch_ended", format!("{i}"));
+            hub.push("epoch_ended", Data::Text(format!("{i}")));
         }
         let newest = (RING + 10) as u64;
         let ids = |v: Option<Vec<Arc<Item>>>| v.map(|v| v.iter().map(|i| i.id).collect::<Vec<_>>());

@@ -4,7 +4,8 @@
 //! duplicate check), `loss_lr` ((run, seq) -> (epoch, batch, smoothed loss, lr, wall time) per `batch_ended`, the
 //! history behind plots, status and the dashboard's curves; outboxes written before it have a `loss` table
 //! without lr and time, still read), `jobs` ((notifier, job id) -> [`JobRecord`]: one delivery still to make),
-//! `receipt_log` ((notifier, run, seq) -> [`Receipt`]), `give_ups` (the latest give-ups, for status) and
+//! `receipt_log` ((notifier, run, seq) -> [`Receipt`]; of a batch's receipts only the latest per notifier and
+//! run), `give_ups` (the latest give-ups, for status) and
 //! `meta` (the next job id). Outboxes written before receipts were keyed by sequence number have a
 //! `receipts` table ((notifier, run) -> the latest receipt), still read as a fallback. A job is removed in the
 //! same transaction that records its receipt, so a delivery recorded as done is never made again; finished
@@ -140,7 +141,15 @@ impl RedbOutbox {
             for done in &batch.done {
                 committed.removed.push(jobs.remove((done.notifier.as_str(), done.id))?.is_some());
             }
+            // Only a run's latest receipt per notifier is ever read: of a batch's, the latest is enough.
+            let mut latest: HashMap<(&str, &str), &super::ReceiptRecord> = HashMap::new();
             for r in &batch.receipts {
+                let slot = latest.entry((r.notifier.as_str(), r.run.as_str())).or_insert(r);
+                if r.seq > slot.seq {
+                    *slot = r;
+                }
+            }
+            for r in latest.into_values() {
                 let key = (r.notifier.as_str(), r.run.as_str(), r.seq);
                 receipts.insert(key, serde_json::to_vec(&r.receipt)?.as_slice())?;
             }
