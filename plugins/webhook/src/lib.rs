@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use herald_plugin::http::AnswerPolicy;
 use herald_plugin::{
-    ConfigError, DeliveryError, Health, Notification, Notifier, NotifierType, Receipt, Secret,
+    ConfigError, DeliveryError, Health, Notification, Notifier, NotifierType, Receipt, Renderings, Secret,
 };
 use hmac::{Hmac, Mac};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -145,6 +145,22 @@ impl NotifierType for WebhookConfig {
     }
 }
 
+/// The JSON object POSTed for one notification (its keys in alphabetical order).
+#[derive(serde::Serialize)]
+struct Body<'a> {
+    event: &'a herald_event::Event,
+    host: &'a str,
+    idempotency_key: String,
+    name: &'a str,
+    notifier: &'a str,
+    run: &'a str,
+    seq: u64,
+    text: &'a str,
+    title: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+}
+
 impl Webhook {
     /// `<run>:<seq>:<notifier name>`: the same for every attempt at the same delivery.
     pub fn idempotency_key(&self, n: &Notification) -> String {
@@ -166,24 +182,20 @@ impl Webhook {
         })
     }
 
-    /// The JSON object sent for one notification.
-    fn object(&self, n: &Notification) -> Result<serde_json::Value, DeliveryError> {
-        let event = serde_json::to_value(&n.event).map_err(|e| {
-            DeliveryError::permanent(format!("cannot encode the event as JSON: {e}")).with_code("encode")
-        })?;
-        let body = serde_json::json!({
-            "run": n.event.run,
-            "seq": n.event.seq,
-            "type": n.event.kind().as_str(),
-            "name": n.run.name,
-            "host": n.run.host,
-            "notifier": self.name,
-            "title": n.title,
-            "text": n.text,
-            "idempotency_key": self.idempotency_key(n),
-            "event": event,
-        });
-        Ok(body)
+    /// The JSON object sent for one notification: borrowed from it, encoded without an intermediate value.
+    fn object<'a>(&'a self, n: &'a Notification) -> Result<Body<'a>, DeliveryError> {
+        Ok(Body {
+            event: &n.event,
+            host: &n.run.host,
+            idempotency_key: self.idempotency_key(n),
+            name: &n.run.name,
+            notifier: &self.name,
+            run: &n.event.run,
+            seq: n.event.seq,
+            text: &n.text,
+            title: &n.title,
+            kind: n.event.kind().as_str(),
+        })
     }
 
     /// One POST of `body`: the status on a 2xx answer.
@@ -254,6 +266,11 @@ impl Notifier for Webhook {
         let status = self.post(body, Some(&key), n.attempt).await?;
         tracing::debug!(notifier = %self.name, run = %n.event.run, seq = n.event.seq, status, "webhook delivered");
         Ok(Receipt(serde_json::json!({ "status": status })))
+    }
+
+    /// The body carries the title and the plain text only.
+    fn renderings(&self) -> Renderings {
+        Renderings::Text
     }
 
     fn max_batch(&self) -> usize {
