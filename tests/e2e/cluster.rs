@@ -171,49 +171,62 @@ replicas = {replicas}
     )
 }
 
-/// Every event in the stream `herald-events`, in stream order, as (run, seq, kind, Nats-Msg-Id).
-pub(crate) fn stream_events(url: &str) -> Vec<(String, u64, String, String)> {
+/// One event in the stream: its run, sequence number and type, and its message's `Nats-Msg-Id` with the
+/// sequence numbers of the message's first and last event (a message is one event or a pack of one run's).
+pub(crate) struct StreamEvent {
+    run: String,
+    seq: u64,
+    id: String,
+    first: u64,
+    last: u64,
+}
+
+/// Every event in the stream `herald-events`, in stream order (none before the stream exists).
+pub(crate) fn stream_events(url: &str) -> Vec<StreamEvent> {
     rt().block_on(async {
-        let client = async_nats::connect(url).await.expect("connect to read the stream");
+        let Ok(client) = async_nats::connect(url).await else { return Vec::new() };
         let js = async_nats::jetstream::new(client);
-        let mut stream = js.get_stream("herald-events").await.expect("the edge made the stream");
+        let Ok(mut stream) = js.get_stream("herald-events").await else { return Vec::new() };
         let info = stream.info().await.expect("stream info");
         let (first, last) = (info.state.first_sequence, info.state.last_sequence);
         let mut out = Vec::new();
         for seq in first..=last {
             let Ok(m) = stream.get_raw_message(seq).await else { continue };
-            let v: Value = serde_json::from_slice(&m.payload).expect("events are JSON");
             let id = m.headers.get("Nats-Msg-Id").map(|h| h.to_string()).unwrap_or_default();
-            out.push((
-                v["run"].as_str().unwrap_or("").to_owned(),
-                v["seq"].as_u64().unwrap_or(u64::MAX),
-                v["type"].as_str().unwrap_or("").to_owned(),
-                id,
-            ));
+            let events: Vec<Value> = serde_json::Deserializer::from_slice(&m.payload)
+                .into_iter::<Value>()
+                .map(|v| v.expect("a message holds JSON events"))
+                .collect();
+            let seq_of = |v: &Value| v["seq"].as_u64().unwrap_or(u64::MAX);
+            let (first, last) = (seq_of(&events[0]), seq_of(&events[events.len() - 1]));
+            out.extend(events.iter().map(|v| StreamEvent {
+                run: v["run"].as_str().unwrap_or("").to_owned(),
+                seq: seq_of(v),
+                id: id.clone(),
+                first,
+                last,
+            }));
         }
         out
     })
 }
 
-/// How many messages the stream holds (0 before it exists).
+/// How many events the stream holds (0 before it exists).
 pub(crate) fn stream_len(url: &str) -> u64 {
-    rt().block_on(async {
-        let Ok(client) = async_nats::connect(url).await else { return 0 };
-        let js = async_nats::jetstream::new(client);
-        match js.get_stream("herald-events").await {
-            Ok(mut s) => s.info().await.map_or(0, |i| i.state.messages),
-            Err(_) => 0,
-        }
-    })
+    stream_events(url).len() as u64
 }
 
 /// Check that every (run, seq) in `expected` is in the stream exactly once, each run's in `expected`'s order,
-/// and that the dedupe id is `<run>/<seq>`.
-pub(crate) fn check_once_in_order(got: &[(String, u64, String, String)], expected: &[(String, u64)]) {
+/// and that the dedupe id is `<run>/<seq>`, or `<run>/<first>-<last>` for a pack.
+pub(crate) fn check_once_in_order(got: &[StreamEvent], expected: &[(String, u64)]) {
     let mut count: HashMap<(String, u64), usize> = HashMap::new();
-    for (run, seq, _, id) in got {
-        *count.entry((run.clone(), *seq)).or_default() += 1;
-        assert_eq!(id, &format!("{run}/{seq}"), "Nats-Msg-Id of {run}/{seq}");
+    for e in got {
+        *count.entry((e.run.clone(), e.seq)).or_default() += 1;
+        let id = match e.first == e.last {
+            true => format!("{}/{}", e.run, e.seq),
+            false => format!("{}/{}-{}", e.run, e.first, e.last),
+        };
+        assert_eq!(e.id, id, "Nats-Msg-Id of {}/{}", e.run, e.seq);
     }
     let dupes: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
     assert!(dupes.is_empty(), "events in the stream more than once: {dupes:?}");
@@ -222,8 +235,8 @@ pub(crate) fn check_once_in_order(got: &[(String, u64, String, String)], expecte
     }
     assert_eq!(got.len(), expected.len(), "the stream holds other events than those posted");
     let mut runs: HashMap<&str, Vec<u64>> = HashMap::new();
-    for (run, seq, _, _) in got {
-        runs.entry(run).or_default().push(*seq);
+    for e in got {
+        runs.entry(&e.run).or_default().push(e.seq);
     }
     for (run, seqs) in runs {
         let want: Vec<u64> = expected.iter().filter(|(r, _)| r == run).map(|(_, s)| *s).collect();

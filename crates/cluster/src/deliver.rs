@@ -20,7 +20,7 @@ use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
 use herald_daemon::config::Config;
 use herald_daemon::{Dispatcher, Handle, Options, build_notifiers};
-use herald_event::decode_event;
+use herald_event::decode_batch;
 use herald_plugin::Registry;
 use tokio::sync::watch;
 
@@ -30,8 +30,11 @@ use crate::lease;
 use crate::outbox::JetStreamOutbox;
 use crate::stops;
 
-/// Events handed to the dispatcher at once.
+/// Messages fetched at once (a message is one event or a pack of one run's events, `pack.rs`).
 const BATCH: usize = 500;
+/// Bytes fetched at once, which bounds the events handed to the dispatcher together (about 4,000 of
+/// `batch_ended`).
+const BATCH_BYTES: usize = 1 << 20;
 /// How long one fetch waits for events.
 const FETCH_WAIT: Duration = Duration::from_millis(500);
 
@@ -137,13 +140,14 @@ async fn lead(
         release,
     ));
     let names = target.names();
-    let outbox = JetStreamOutbox::open(js, &names, target.replicas).await?.with_fence(fence.clone());
+    let outbox =
+        Arc::new(JetStreamOutbox::open(js, &names, target.replicas).await?.with_fence(fence.clone()));
     let notifiers = build_notifiers(config, registry)?;
     let (hook, requests) = stops::hook();
     let mut options = Options::new(config.daemon.stall_after).with_stop_hook(Some(hook));
     // Lost processes are the edges' to see: the leader's machine is not the runs'.
     options.hostname = String::new();
-    let dispatcher = Dispatcher::start(Arc::new(outbox), notifiers, options).await?;
+    let dispatcher = Dispatcher::start(outbox.clone(), notifiers, options).await?;
     let handle = dispatcher.handle();
     let (done_tx, done) = watch::channel(false);
     let publisher = match stops::bucket(js, &names, target.replicas).await {
@@ -170,7 +174,7 @@ async fn lead(
                 _ = lost.changed() => break Ok(Term::Lost),
                 fetched = fetch(&consumer), if fence.holds() => match fetched {
                     Ok(batch) => {
-                        if let Err(e) = ingest(&handle, batch).await {
+                        if let Err(e) = ingest(&handle, &outbox, batch).await {
                             tracing::warn!(error = %e, "cannot apply a batch from the stream; it will be read again");
                             tokio::time::sleep(Duration::from_millis(200)).await;
                         }
@@ -233,11 +237,12 @@ async fn consumer_from_floor(
         .map_err(|e| ClusterError::nats(&format!("cannot create the consumer {name}"), &e))
 }
 
-/// Up to [`BATCH`] messages, waiting at most [`FETCH_WAIT`].
+/// Up to [`BATCH`] messages or [`BATCH_BYTES`] (at least one message), waiting at most [`FETCH_WAIT`].
 async fn fetch(consumer: &consumer::PullConsumer) -> Result<Vec<jetstream::Message>, ClusterError> {
     let mut batch = consumer
         .fetch()
         .max_messages(BATCH)
+        .max_bytes(BATCH_BYTES)
         .expires(FETCH_WAIT)
         .messages()
         .await
@@ -255,19 +260,33 @@ async fn fetch(consumer: &consumer::PullConsumer) -> Result<Vec<jetstream::Messa
     Ok(out)
 }
 
-/// Commit one batch through the dispatcher, then acknowledge it (its last message acknowledges all).
-async fn ingest(handle: &Handle, batch: Vec<jetstream::Message>) -> Result<(), ClusterError> {
+/// Commit one batch (its messages' events and packs of events) through the dispatcher, with where each
+/// event is in the stream, then acknowledge it (its last message acknowledges all).
+async fn ingest(
+    handle: &Handle,
+    outbox: &JetStreamOutbox,
+    batch: Vec<jetstream::Message>,
+) -> Result<(), ClusterError> {
     let Some(last) = batch.last() else { return Ok(()) };
     let mut events = Vec::with_capacity(batch.len());
+    let mut positions = Vec::new();
     for m in &batch {
-        match decode_event(&m.payload) {
-            Ok(e) => events.push(e),
+        match decode_batch(&m.payload) {
+            Ok(pack) => {
+                // Where each event is, so that its jobs name the message instead of copying the event.
+                if let Ok(info) = m.info() {
+                    let at = info.stream_sequence;
+                    positions.extend(pack.iter().map(|e| (e.run.clone(), e.seq, at)));
+                }
+                events.extend(pack)
+            }
             Err(e) => {
-                tracing::warn!(subject = %m.subject, error = %e, "skipping a message that is not a Herald event")
+                tracing::warn!(subject = %m.subject, error = %e, "skipping a message that is not Herald events")
             }
         }
     }
     if !events.is_empty() {
+        outbox.note_positions(positions);
         handle.ingest(events).await?;
     }
     last.ack().await.map_err(|e| ClusterError::nats("cannot acknowledge a batch", &e))

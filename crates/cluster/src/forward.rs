@@ -11,17 +11,21 @@
 //! posts are answered as usual: training never waits for NATS. The edge's own daemon-made events get
 //! sequence numbers of their own range in the stream ([`stream_seq`]).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use herald_daemon::runs::MADE_SEQ_BASE;
 use herald_event::{EventKind, encode_event};
-use herald_plugin::{ConfigError, DeliveryError, Health, Notification, Notifier, Receipt, parse_table};
+use herald_plugin::{
+    ConfigError, DeliveryError, Health, Notification, Notifier, Receipt, Renderings, parse_table,
+};
 use tokio::sync::OnceCell;
 
 use crate::connect::{Target, connect, ensure_stream};
 use crate::error::ClusterError;
-use crate::names::msg_id;
+use crate::pack;
 
 /// The forwarder's notifier type (and slot name).
 pub const KIND: &str = "cluster";
@@ -51,18 +55,24 @@ enum Pending {
 pub struct Forwarder {
     target: Target,
     link: OnceCell<(async_nats::Client, jetstream::Context)>,
+    /// Per run, the bounds of the packs published whose outcome is not known: they go again as they were.
+    replay: Mutex<HashMap<String, Vec<(u64, u64)>>>,
 }
 
 impl Forwarder {
     /// A forwarder to `target`; it connects at its first delivery.
     pub fn new(target: Target) -> Forwarder {
-        Forwarder { target, link: OnceCell::new() }
+        Forwarder { target, link: OnceCell::new(), replay: Mutex::default() }
     }
 
     /// The registry's constructor: the table is a serialized [`Target`].
     pub fn from_table(_name: &str, table: toml::Table) -> Result<Box<dyn Notifier>, ConfigError> {
         let target: Target = parse_table(table)?;
         Ok(Box::new(Forwarder::new(target)))
+    }
+
+    fn replay(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(u64, u64)>>> {
+        self.replay.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The connection, made (with the stream checked) the first time it is needed.
@@ -114,59 +124,112 @@ impl Notifier for Forwarder {
         MAX_BATCH
     }
 
-    /// Publish every event, then await the acknowledgements together: one round trip for the batch, not
-    /// one per event. A run's events go out in order on the one connection; once one of a run's publishes
-    /// or acknowledgements fails, its later events in the batch are reported failed too, to be published
-    /// again after it (a copy already stored is dropped by the stream's duplicate window).
+    /// Only the event is published: no renderings needed.
+    fn renderings(&self) -> Renderings {
+        Renderings::None
+    }
+
+    /// Publish every event, in packs of one run's consecutive events (`pack.rs`), then await the
+    /// acknowledgements together: one round trip for the batch. A run's packs go out in order on the one
+    /// connection; once one of a run's packs fails, its later packs in the batch are reported failed too, to
+    /// be published again after it, with the same bounds (a copy already stored is dropped by the stream's
+    /// duplicate window).
     async fn deliver_batch(&self, notifications: &[Notification]) -> Vec<Result<Receipt, DeliveryError>> {
         let js = match self.link().await {
             Ok((_, js)) => js,
             Err(e) => return notifications.iter().map(|_| Err(retry("not connected to NATS", &e))).collect(),
         };
         let names = self.target.names();
-        let mut pending = Vec::with_capacity(notifications.len());
-        for n in notifications {
+        let mut out: Vec<Option<Result<Receipt, DeliveryError>>> = vec![None; notifications.len()];
+        // Each run's events, encoded, in order: (index in the batch, stream sequence number, JSON).
+        let mut runs: Vec<(&str, Vec<(usize, u64, String)>)> = Vec::new();
+        let mut run_index: HashMap<&str, usize> = HashMap::new();
+        for (i, n) in notifications.iter().enumerate() {
             let mut event = n.event.clone();
             event.seq = stream_seq(event.seq);
-            let payload = match encode_event(&event) {
-                Ok(p) => p,
-                Err(e) => {
-                    pending.push(Pending::Failed(DeliveryError::permanent(format!(
-                        "cannot encode the event: {e}"
-                    ))));
-                    continue;
+            match encode_event(&event) {
+                Ok(json) => {
+                    let run = n.event.run.as_str();
+                    let slot = *run_index.entry(run).or_insert_with(|| {
+                        runs.push((run, Vec::new()));
+                        runs.len() - 1
+                    });
+                    runs[slot].1.push((i, event.seq, json));
                 }
-            };
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", msg_id(&event.run, event.seq).as_str());
-            match js
-                .publish_with_headers(names.subject(&event.run), headers, payload.into_bytes().into())
-                .await
-            {
-                Ok(ack) => pending.push(Pending::Ack(ack)),
-                Err(e) => pending.push(Pending::Failed(retry("cannot publish to JetStream", &e))),
+                Err(e) => {
+                    out[i] = Some(Err(DeliveryError::permanent(format!("cannot encode the event: {e}"))))
+                }
             }
         }
-        let mut failed: Vec<&str> = Vec::new();
-        let mut out = Vec::with_capacity(pending.len());
-        for (n, p) in notifications.iter().zip(pending) {
-            let result = match p {
+        // Publish every run's packs: (run, bounds, the batch's indices, the acknowledgement to await).
+        let mut sent: Vec<(usize, (u64, u64), Vec<usize>, Pending)> = Vec::new();
+        let mut kept: HashMap<usize, Vec<(u64, u64)>> = HashMap::new();
+        for (r, (run, events)) in runs.iter().enumerate() {
+            // Read, not taken: should this attempt be cancelled (the worker's timeout), they still stand.
+            let remembered = self.replay().get(*run).cloned().unwrap_or_default();
+            let sizes: Vec<(u64, usize)> = events.iter().map(|(_, seq, json)| (*seq, json.len())).collect();
+            let plan = pack::plan(&sizes, &remembered);
+            for (i, _, _) in &events[plan.deferred..] {
+                out[*i] = Some(Err(retry("waiting to publish a pack of unknown outcome again whole", &"")));
+            }
+            kept.insert(r, plan.kept);
+            for range in plan.packs {
+                let part = &events[range];
+                let (first, last) = (part[0].1, part[part.len() - 1].1);
+                let mut payload = String::with_capacity(part.iter().map(|(_, _, j)| j.len() + 1).sum());
+                for (k, (_, _, json)) in part.iter().enumerate() {
+                    if k > 0 {
+                        payload.push('\n');
+                    }
+                    payload.push_str(json);
+                }
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", pack::msg_id(run, first, last).as_str());
+                let pending = match js
+                    .publish_with_headers(names.subject(run), headers, payload.into_bytes().into())
+                    .await
+                {
+                    Ok(ack) => Pending::Ack(ack),
+                    Err(e) => Pending::Failed(retry("cannot publish to JetStream", &e)),
+                };
+                sent.push((r, (first, last), part.iter().map(|(i, _, _)| *i).collect(), pending));
+            }
+        }
+        // Settle each pack; a run's packs from its first failure on are remembered, to go again as they were.
+        let mut unknown: HashMap<usize, Vec<(u64, u64)>> = HashMap::new();
+        for (r, bounds, indices, pending) in sent {
+            let result = match pending {
                 Pending::Ack(ack) => {
-                    ack.await.map(|_| Receipt::none()).map_err(|e| retry("JetStream did not acknowledge", &e))
+                    ack.await.map(|_| ()).map_err(|e| retry("JetStream did not acknowledge", &e))
                 }
                 Pending::Failed(e) => Err(e),
             };
-            let run = n.event.run.as_str();
-            if failed.contains(&run) {
-                out.push(Err(retry("an earlier event of the run was not stored", &"")));
-                continue;
+            let result = match unknown.get_mut(&r) {
+                Some(packs) => {
+                    packs.push(bounds);
+                    Err(retry("an earlier event of the run was not stored", &""))
+                }
+                None => result.inspect_err(|_| {
+                    unknown.insert(r, vec![bounds]);
+                }),
+            };
+            for i in indices {
+                out[i] = Some(result.clone().map(|()| Receipt::none()));
             }
-            if result.is_err() {
-                failed.push(run);
-            }
-            out.push(result);
         }
-        out
+        {
+            let mut replay = self.replay();
+            for (r, (run, _)) in runs.iter().enumerate() {
+                let mut packs = unknown.remove(&r).unwrap_or_default();
+                packs.extend(kept.remove(&r).unwrap_or_default());
+                if packs.is_empty() {
+                    replay.remove(*run);
+                } else {
+                    replay.insert((*run).to_owned(), packs);
+                }
+            }
+        }
+        out.into_iter().map(|r| r.unwrap_or_else(|| Err(retry("no answer", &"")))).collect()
     }
 
     async fn health_check(&self) -> Health {

@@ -21,6 +21,7 @@ mod lease;
 mod loss;
 pub mod names;
 mod outbox;
+mod pack;
 mod status;
 mod stops;
 

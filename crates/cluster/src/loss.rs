@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream::LastRawMessageErrorKind};
 use futures_util::StreamExt;
-use herald_event::{Event, Payload, decode_event};
+use herald_event::{Event, Payload, decode_batch};
 
 use crate::error::ClusterError;
 use crate::names::Names;
@@ -45,11 +45,9 @@ pub async fn batch_ended_events(
             Ok(None) => break,
             Err(_) => return Err(fail("reading a run's events from the stream", &"timed out")),
         };
-        if let Ok(event) = decode_event(&m.payload)
-            && matches!(event.payload, Payload::BatchEnded(_))
-        {
-            out.push(event);
-        }
+        // A message is one event or a pack of them (`pack.rs`).
+        let events = decode_batch(&m.payload).unwrap_or_default();
+        out.extend(events.into_iter().filter(|e| matches!(e.payload, Payload::BatchEnded(_))));
         let seq = m.info().map_or(u64::MAX, |i| i.stream_sequence);
         if seq >= last {
             break;

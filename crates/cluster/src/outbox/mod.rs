@@ -9,25 +9,26 @@
 //! deletes (finished jobs, forgotten runs), so a crash in between leaves a finished job beside its receipt:
 //! [`JetStreamOutbox::open`] drops such a job, and only deliveries in flight at a crash are repeated.
 //!
-//! Jobs are written in chunks, one entry per commit (up to [`CHUNK`] jobs), not one per job: a chunk is
-//! deleted once all its jobs are finished, and a job finished without a receipt (superseded, given up)
-//! while its chunk lives on gets a tombstone. So a delivery costs about one receipt write per run and
-//! commit, not a put and a delete of its own.
+//! Jobs are written in chunks, one entry per commit, not one per job, and a job whose event came from the
+//! stream names the stream message holding it rather than copying it (`jobs.rs`). So a delivery costs about
+//! one receipt write per run and commit, not a put and a delete of its own, and an event is stored once.
+//! `kv.rs` reads and writes the buckets.
 //!
 //! `known(run, seq)` of a sender's event is `seq <=` the run's high-water mark: a run's events reach the
 //! leader in order (one edge, per-run order kept by its worker), so that is what was applied. Loss points
 //! (`batch_ended`) are not written to the buckets: the stream already holds them, and the first time a
 //! leader needs a run's history it reads them back from there (`loss.rs`), so the curve survives a failover.
 
+mod jobs;
+mod kv;
+
 use std::collections::{HashMap, HashSet};
 
-use async_nats::jetstream::{self, kv};
-use bytes::Bytes;
-use futures_util::future::{BoxFuture, try_join_all};
-use futures_util::{FutureExt, StreamExt};
+use async_nats::jetstream::{self, kv as nats_kv};
+use futures_util::future::try_join_all;
 use herald_daemon::api::GiveUp;
 use herald_daemon::outbox::{
-    Committed, JobRecord, LossPoint, OutboxInfo, PutJob, ReceiptRecord, StoreError, WriteBatch,
+    Committed, JobRecord, LossPoint, OutboxInfo, ReceiptRecord, StoreError, WriteBatch,
 };
 use herald_daemon::runs::{MADE_SEQ_BASE, RunState};
 use herald_daemon::{MemoryOutbox, Outbox};
@@ -35,6 +36,8 @@ use herald_event::{Event, Payload};
 use herald_plugin::Receipt;
 use serde::{Deserialize, Serialize};
 
+use self::jobs::{Chunks, Receipts};
+use self::kv::{Put, decode, delete, json, load, put, store_err};
 use crate::connect::open_bucket;
 use crate::error::ClusterError;
 use crate::names::{Names, token, untoken};
@@ -56,53 +59,33 @@ struct ReceiptValue {
     receipt: Receipt,
 }
 
-/// A job as the `jobs` bucket keeps it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct JobValue {
-    notifier: String,
-    id: u64,
-    job: JobRecord,
-}
-
 struct Buckets {
-    runs: kv::Store,
-    history: kv::Store,
-    jobs: kv::Store,
-    receipts: kv::Store,
-    giveups: kv::Store,
-    meta: kv::Store,
+    runs: nats_kv::Store,
+    history: nats_kv::Store,
+    jobs: nats_kv::Store,
+    receipts: nats_kv::Store,
+    giveups: nats_kv::Store,
+    meta: nats_kv::Store,
 }
 
-/// What the outbox knows beyond the [`MemoryOutbox`]: run records, where the receipts are, and which
-/// chunks of the `jobs` bucket hold which unfinished jobs.
+/// What the outbox knows beyond the [`MemoryOutbox`]: run records, where the receipts are, which chunks
+/// of the `jobs` bucket hold which unfinished jobs, and where the events being applied are in the stream.
 #[derive(Default)]
 struct Index {
     runs: HashMap<String, RunRecord>,
-    /// (notifier, run) -> the latest receipt's sequence number.
-    receipts: HashMap<(String, String), u64>,
-    /// Chunk number -> the unfinished jobs it holds a copy of.
-    chunks: HashMap<u64, HashSet<u64>>,
-    /// Unfinished job -> (notifier, run, seq) and the chunks holding a copy of it.
-    jobs: HashMap<u64, (JobOf, Vec<u64>)>,
-    /// Chunk number -> the tombstones (`d.<id>`) that stand for finished jobs it still holds.
-    tombs: HashMap<u64, Vec<u64>>,
-    /// Tombstone -> how many live chunks still hold its job.
-    tomb_refs: HashMap<u64, usize>,
-    next_chunk: u64,
+    receipts: Receipts,
+    chunks: Chunks,
+    /// (run, seq) -> the stream message holding the event, for the batch being applied
+    /// ([`JetStreamOutbox::note_positions`]).
+    positions: HashMap<(String, u64), u64>,
 }
 
-/// A job's (notifier, run, seq).
-type JobOf = (String, String, u64);
-
-/// Jobs per chunk: a chunk is one key-value entry (under NATS's 1 MB message limit).
-const CHUNK: usize = 256;
-
-fn chunk_key(n: u64) -> String {
-    format!("c.{n:020}")
+fn event_key(run: &str, seq: u64) -> String {
+    format!("{}.{seq:020}", token(run))
 }
 
-fn tomb_key(id: u64) -> String {
-    format!("d.{id:020}")
+fn receipt_key(notifier: &str, run: &str) -> String {
+    format!("{}.{}", token(notifier), token(run))
 }
 
 /// The leader's outbox in JetStream key-value buckets.
@@ -116,162 +99,6 @@ pub struct JetStreamOutbox {
     buckets: Buckets,
     memory: MemoryOutbox,
     index: std::sync::Mutex<Index>,
-}
-
-type Put = BoxFuture<'static, Result<(), String>>;
-
-fn put(store: &kv::Store, key: String, value: Vec<u8>) -> Put {
-    let store = store.clone();
-    async move { store.put(key, Bytes::from(value)).await.map(|_| ()).map_err(|e| e.to_string()) }.boxed()
-}
-
-fn delete(store: &kv::Store, key: String) -> Put {
-    let store = store.clone();
-    async move { store.delete(key).await.map_err(|e| e.to_string()) }.boxed()
-}
-
-fn job_key(notifier: &str, id: u64) -> String {
-    format!("{}.{id:020}", token(notifier))
-}
-
-fn event_key(run: &str, seq: u64) -> String {
-    format!("{}.{seq:020}", token(run))
-}
-
-fn receipt_key(notifier: &str, run: &str) -> String {
-    format!("{}.{}", token(notifier), token(run))
-}
-
-fn json<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
-    Ok(serde_json::to_vec(v)?)
-}
-
-fn store_err(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Task(format!("{what}: {e}: is NATS reachable?"))
-}
-
-/// Every live (key, value) of a bucket.
-async fn load(store: &kv::Store) -> Result<Vec<(String, Bytes)>, ClusterError> {
-    let fail = |e: &dyn std::fmt::Display| ClusterError::nats("cannot read a bucket", e);
-    let status = store.status().await.map_err(|e| fail(&e))?;
-    if status.values() == 0 {
-        return Ok(Vec::new());
-    }
-    let mut values: HashMap<String, Bytes> = HashMap::new();
-    let mut watch = store.watch_with_history(">").await.map_err(|e| fail(&e))?;
-    while let Some(entry) = watch.next().await {
-        let entry = entry.map_err(|e| fail(&e))?;
-        match entry.operation {
-            kv::Operation::Put => {
-                values.insert(entry.key, entry.value);
-            }
-            kv::Operation::Delete | kv::Operation::Purge => {
-                values.remove(&entry.key);
-            }
-        }
-        if entry.delta == 0 {
-            break;
-        }
-    }
-    Ok(values.into_iter().collect())
-}
-
-fn decode<T: for<'de> Deserialize<'de>>(bucket: &str, key: &str, bytes: &[u8]) -> Option<T> {
-    match serde_json::from_slice(bytes) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            tracing::warn!(bucket, key, error = %e, "skipping an unreadable record (written by another version?)");
-            None
-        }
-    }
-}
-
-/// Read the `jobs` bucket: chunks (`c.<n>`, the latest copy of a job wins), tombstones of finished jobs
-/// (`d.<id>`) and single jobs of an earlier version. A job whose receipt is recorded, or tombstoned, is
-/// finished. Unfinished jobs go into `batch` and the chunk index; the entries no longer needed are
-/// returned, to be deleted.
-async fn load_jobs(
-    store: &kv::Store,
-    index: &mut Index,
-    batch: &mut WriteBatch,
-) -> Result<Vec<Put>, ClusterError> {
-    let mut chunks: Vec<(u64, Vec<JobValue>)> = Vec::new();
-    let mut tombstones: HashSet<u64> = HashSet::new();
-    let mut single: Vec<(String, JobValue)> = Vec::new();
-    for (key, bytes) in load(store).await? {
-        if let Some(n) = key.strip_prefix("c.").and_then(|n| n.parse::<u64>().ok()) {
-            if let Some(values) = decode::<Vec<JobValue>>("jobs", &key, &bytes) {
-                chunks.push((n, values));
-            }
-        } else if let Some(id) = key.strip_prefix("d.").and_then(|n| n.parse::<u64>().ok()) {
-            tombstones.insert(id);
-        } else if let Some(j) = decode::<JobValue>("jobs", &key, &bytes) {
-            single.push((key, j));
-        }
-    }
-    chunks.sort_by_key(|(n, _)| *n);
-    index.next_chunk = chunks.last().map_or(0, |(n, _)| n + 1);
-    let delivered = |index: &Index, j: &JobValue| {
-        index
-            .receipts
-            .get(&(j.notifier.clone(), j.job.event.run.clone()))
-            .is_some_and(|seq| *seq >= j.job.event.seq)
-    };
-    let mut stale = Vec::new();
-    let mut latest: HashMap<u64, (JobValue, Vec<u64>)> = HashMap::new();
-    for (n, values) in chunks {
-        for j in values {
-            let id = j.id;
-            let slot = latest.entry(id).or_insert_with(|| (j.clone(), Vec::new()));
-            slot.0 = j;
-            slot.1.push(n);
-        }
-        index.chunks.insert(n, HashSet::new());
-    }
-    for (id, (j, held)) in latest {
-        if tombstones.contains(&id) {
-            for n in &held {
-                index.tombs.entry(*n).or_default().push(id);
-            }
-            index.tomb_refs.insert(id, held.len());
-            continue;
-        }
-        if delivered(index, &j) {
-            continue;
-        }
-        for n in &held {
-            index.chunks.entry(*n).or_default().insert(id);
-        }
-        let what = (j.notifier.clone(), j.job.event.run.clone(), j.job.event.seq);
-        index.jobs.insert(id, (what, held));
-        batch.jobs.push(PutJob { notifier: j.notifier, id, job: j.job });
-    }
-    // Chunks of finished jobs only, and the tombstones no live chunk needs.
-    let empty: Vec<u64> = index.chunks.iter().filter(|(_, set)| set.is_empty()).map(|(n, _)| *n).collect();
-    for n in empty {
-        index.chunks.remove(&n);
-        stale.push(delete(store, chunk_key(n)));
-        for id in index.tombs.remove(&n).unwrap_or_default() {
-            if let Some(left) = index.tomb_refs.get_mut(&id) {
-                *left = left.saturating_sub(1);
-            }
-        }
-    }
-    for id in tombstones {
-        if index.tomb_refs.get(&id).is_none_or(|left| *left == 0) {
-            index.tomb_refs.remove(&id);
-            stale.push(delete(store, tomb_key(id)));
-        }
-    }
-    for (key, j) in single {
-        if delivered(index, &j) {
-            stale.push(delete(store, key));
-        } else {
-            batch.jobs.push(PutJob { notifier: j.notifier, id: j.id, job: j.job });
-        }
-    }
-    batch.jobs.sort_by_key(|j| j.id);
-    Ok(stale)
 }
 
 impl JetStreamOutbox {
@@ -315,7 +142,13 @@ impl JetStreamOutbox {
                 });
             }
         }
-        let stale = load_jobs(&buckets.jobs, &mut index, &mut batch).await?;
+        let events = js
+            .get_stream(names.stream())
+            .await
+            .map_err(|e| ClusterError::nats("cannot open the stream to read jobs' events", &e))?;
+        let (chunks, jobs, stale) = Chunks::load(&buckets.jobs, &events, &index.receipts).await?;
+        index.chunks = chunks;
+        batch.jobs = jobs;
         if !stale.is_empty() {
             tracing::info!(entries = stale.len(), "dropping job entries whose jobs are finished");
             try_join_all(stale).await.map_err(|e| ClusterError::nats("cannot drop finished jobs", &e))?;
@@ -356,6 +189,15 @@ impl JetStreamOutbox {
         self.index.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Where the events about to be applied are in the stream: (run, seq, stream sequence number of the
+    /// message holding it). Their jobs then name the message instead of copying the event. Replaces what
+    /// was noted for the previous batch.
+    pub fn note_positions(&self, positions: impl IntoIterator<Item = (String, u64, u64)>) {
+        let mut index = self.index();
+        index.positions.clear();
+        index.positions.extend(positions.into_iter().map(|(run, seq, message)| ((run, seq), message)));
+    }
+
     /// The bucket writes of one batch: puts first, then deletes.
     async fn write_through(&self, batch: &WriteBatch) -> Result<(), StoreError> {
         let b = &self.buckets;
@@ -392,23 +234,9 @@ impl JetStreamOutbox {
                     puts.push(put(&b.runs, token(&run), json(record)?));
                 }
             }
-            // New and rescheduled jobs go out as chunks, one entry per [`CHUNK`] jobs.
-            for group in batch.jobs.chunks(CHUNK) {
-                let n = index.next_chunk;
-                index.next_chunk += 1;
-                let mut values = Vec::with_capacity(group.len());
-                for job in group {
-                    values.push(JobValue {
-                        notifier: job.notifier.clone(),
-                        id: job.id,
-                        job: job.job.clone(),
-                    });
-                    let what = (job.notifier.clone(), job.job.event.run.clone(), job.job.event.seq);
-                    index.jobs.entry(job.id).or_insert_with(|| (what, Vec::new())).1.push(n);
-                    index.chunks.entry(n).or_default().insert(job.id);
-                }
-                puts.push(put(&b.jobs, chunk_key(n), json(&values)?));
-            }
+            // New and rescheduled jobs go out as chunks (`jobs.rs`).
+            let Index { chunks, positions, .. } = &mut *index;
+            chunks.put(&b.jobs, &batch.jobs, positions, &mut puts)?;
             // Only the latest receipt of each (notifier, run) is kept: one put per key and batch.
             let mut latest: HashMap<(&str, &str), &ReceiptRecord> = HashMap::new();
             for r in &batch.receipts {
@@ -437,50 +265,8 @@ impl JetStreamOutbox {
             if let Some(id) = batch.next_job_id {
                 puts.push(put(&b.meta, "next_job_id".to_owned(), id.to_string().into_bytes()));
             }
-            // A finished job leaves its chunks; a chunk left empty is deleted. One finished without a
-            // receipt saying so (superseded, given up) while a chunk still holds it gets a tombstone.
-            let mut emptied = Vec::new();
-            for done in &batch.done {
-                let Some(((notifier, run, seq), held)) = index.jobs.remove(&done.id) else {
-                    // Stored one per key by an earlier version.
-                    deletes.push(delete(&b.jobs, job_key(&done.notifier, done.id)));
-                    continue;
-                };
-                let mut alive = Vec::new();
-                for n in held {
-                    if let Some(set) = index.chunks.get_mut(&n) {
-                        set.remove(&done.id);
-                        if set.is_empty() {
-                            emptied.push(n);
-                        } else {
-                            alive.push(n);
-                        }
-                    }
-                }
-                let delivered = index.receipts.get(&(notifier, run)).is_some_and(|r| *r >= seq);
-                if !alive.is_empty() && !delivered {
-                    index.tomb_refs.insert(done.id, alive.len());
-                    for n in alive {
-                        index.tombs.entry(n).or_default().push(done.id);
-                    }
-                    puts.push(put(&b.jobs, tomb_key(done.id), Vec::new()));
-                }
-            }
-            emptied.sort_unstable();
-            emptied.dedup();
-            for n in emptied {
-                index.chunks.remove(&n);
-                deletes.push(delete(&b.jobs, chunk_key(n)));
-                for id in index.tombs.remove(&n).unwrap_or_default() {
-                    let left = index.tomb_refs.get(&id).copied().unwrap_or(1).saturating_sub(1);
-                    if left == 0 {
-                        index.tomb_refs.remove(&id);
-                        deletes.push(delete(&b.jobs, tomb_key(id)));
-                    } else {
-                        index.tomb_refs.insert(id, left);
-                    }
-                }
-            }
+            let Index { chunks, receipts, .. } = &mut *index;
+            chunks.finish(&b.jobs, &batch.done, receipts, &mut puts, &mut deletes);
             for run in &batch.forget {
                 index.runs.remove(run);
                 deletes.push(delete(&b.runs, token(run)));
