@@ -42,7 +42,7 @@ pub struct Item {
 #[derive(Debug)]
 enum Data {
     Text(String),
-    Event(Event, OnceLock<String>),
+    Event(Box<Event>, OnceLock<String>),
 }
 
 impl Item {
@@ -132,7 +132,7 @@ impl Hub {
         loop {
             tokio::select! {
                 got = events.recv() => match got {
-                    Ok(event) => self.push(event.kind().as_str(), Data::Event(event, OnceLock::new())),
+                    Ok(event) => self.push(event.kind().as_str(), Data::Event(Box::new(event), OnceLock::new())),
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         self.push("resync", Data::Text(format!("{{\"missed\":{n}}}")))
                     }
