@@ -25,7 +25,7 @@ use tokio::sync::OnceCell;
 
 use crate::connect::{Target, connect, ensure_stream};
 use crate::error::ClusterError;
-use crate::pack;
+use crate::pack::{self, Bounds};
 
 /// The forwarder's notifier type (and slot name).
 pub const KIND: &str = "cluster";
@@ -55,8 +55,8 @@ enum Pending {
 pub struct Forwarder {
     target: Target,
     link: OnceCell<(async_nats::Client, jetstream::Context)>,
-    /// Per run, the bounds of the packs published whose outcome is not known: they go again as they were.
-    replay: Mutex<HashMap<String, Vec<(u64, u64)>>>,
+    /// The packs published whose outcome is not known: they go again as they were.
+    replay: Mutex<pack::Replay>,
 }
 
 impl Forwarder {
@@ -71,7 +71,7 @@ impl Forwarder {
         Ok(Box::new(Forwarder::new(target)))
     }
 
-    fn replay(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(u64, u64)>>> {
+    fn replay(&self) -> std::sync::MutexGuard<'_, pack::Replay> {
         self.replay.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -162,17 +162,17 @@ impl Notifier for Forwarder {
             }
         }
         // Publish every run's packs: (run, bounds, the batch's indices, the acknowledgement to await).
-        let mut sent: Vec<(usize, (u64, u64), Vec<usize>, Pending)> = Vec::new();
-        let mut kept: HashMap<usize, Vec<(u64, u64)>> = HashMap::new();
+        let mut sent: Vec<(usize, Bounds, Vec<usize>, Pending)> = Vec::new();
+        let mut kept: Vec<Vec<Bounds>> = Vec::with_capacity(runs.len());
         for (r, (run, events)) in runs.iter().enumerate() {
             // Read, not taken: should this attempt be cancelled (the worker's timeout), they still stand.
-            let remembered = self.replay().get(*run).cloned().unwrap_or_default();
+            let remembered = self.replay().remembered(run).to_vec();
             let sizes: Vec<(u64, usize)> = events.iter().map(|(_, seq, json)| (*seq, json.len())).collect();
             let plan = pack::plan(&sizes, &remembered);
             for (i, _, _) in &events[plan.deferred..] {
                 out[*i] = Some(Err(retry("waiting to publish a pack of unknown outcome again whole", &"")));
             }
-            kept.insert(r, plan.kept);
+            kept.push(plan.kept);
             for range in plan.packs {
                 let part = &events[range];
                 let (first, last) = (part[0].1, part[part.len() - 1].1);
@@ -195,8 +195,9 @@ impl Notifier for Forwarder {
                 sent.push((r, (first, last), part.iter().map(|(i, _, _)| *i).collect(), pending));
             }
         }
-        // Settle each pack; a run's packs from its first failure on are remembered, to go again as they were.
-        let mut unknown: HashMap<usize, Vec<(u64, u64)>> = HashMap::new();
+        // Await every acknowledgement, then settle each run's packs in order (`pack::Replay`).
+        let mut acked: Vec<Vec<(Bounds, Vec<usize>, Result<(), DeliveryError>)>> =
+            runs.iter().map(|_| Vec::new()).collect();
         for (r, bounds, indices, pending) in sent {
             let result = match pending {
                 Pending::Ack(ack) => {
@@ -204,31 +205,25 @@ impl Notifier for Forwarder {
                 }
                 Pending::Failed(e) => Err(e),
             };
-            let result = match unknown.get_mut(&r) {
-                Some(packs) => {
-                    packs.push(bounds);
-                    Err(retry("an earlier event of the run was not stored", &""))
-                }
-                None => result.inspect_err(|_| {
-                    unknown.insert(r, vec![bounds]);
-                }),
-            };
-            for i in indices {
-                out[i] = Some(result.clone().map(|()| Receipt::none()));
-            }
+            acked[r].push((bounds, indices, result));
         }
-        {
-            let mut replay = self.replay();
-            for (r, (run, _)) in runs.iter().enumerate() {
-                let mut packs = unknown.remove(&r).unwrap_or_default();
-                packs.extend(kept.remove(&r).unwrap_or_default());
-                if packs.is_empty() {
-                    replay.remove(*run);
-                } else {
-                    replay.insert((*run).to_owned(), packs);
+        let mut replay = self.replay();
+        for (r, packs) in acked.into_iter().enumerate() {
+            let outcomes: Vec<(Bounds, bool)> =
+                packs.iter().map(|(b, _, result)| (*b, result.is_ok())).collect();
+            let stored = replay.settle(runs[r].0, &outcomes, std::mem::take(&mut kept[r]));
+            for ((_, indices, result), stored) in packs.into_iter().zip(stored) {
+                let result = match result {
+                    Ok(()) if stored => Ok(Receipt::none()),
+                    Ok(()) => Err(retry("an earlier event of the run was not stored", &"")),
+                    Err(e) => Err(e),
+                };
+                for i in indices {
+                    out[i] = Some(result.clone());
                 }
             }
         }
+        drop(replay);
         out.into_iter().map(|r| r.unwrap_or_else(|| Err(retry("no answer", &"")))).collect()
     }
 

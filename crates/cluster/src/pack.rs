@@ -13,7 +13,11 @@
 //! stream's duplicate window drops the copy. Only an edge that restarts in between packs afresh; then the
 //! leader's high-water mark per run drops the events it applied already. This module does no I/O.
 
+use std::collections::HashMap;
 use std::ops::Range;
+
+/// The stream sequence numbers of a pack's first and last event.
+pub type Bounds = (u64, u64);
 
 /// Events in one message at most.
 pub const PACK_EVENTS: usize = 500;
@@ -39,13 +43,13 @@ pub struct Plan {
     /// this delivery, and must not be published with other bounds.
     pub deferred: usize,
     /// The remembered packs not published this time (from the first deferred one on), to remember still.
-    pub kept: Vec<(u64, u64)>,
+    pub kept: Vec<Bounds>,
 }
 
 /// Plan the messages for a run's events, given as (stream sequence number, encoded length) in order, and
 /// the bounds of its packs of unknown outcome (`replay`, in order): those first, with the same bounds, then
 /// the rest in packs of at most [`PACK_EVENTS`] events and [`PACK_BYTES`] bytes.
-pub fn plan(events: &[(u64, usize)], replay: &[(u64, u64)]) -> Plan {
+pub fn plan(events: &[(u64, usize)], replay: &[Bounds]) -> Plan {
     let mut packs = Vec::new();
     let mut at = 0;
     for (i, &(first, last)) in replay.iter().enumerate() {
@@ -76,6 +80,34 @@ pub fn plan(events: &[(u64, usize)], replay: &[(u64, u64)]) -> Plan {
         packs.push(start..at);
     }
     Plan { packs, deferred: events.len(), kept: Vec::new() }
+}
+
+/// Per run, the bounds of the packs published whose outcome is not known, in order: they go again as they
+/// were ([`plan`]).
+#[derive(Debug, Default)]
+pub struct Replay(HashMap<String, Vec<Bounds>>);
+
+impl Replay {
+    /// The remembered bounds of `run`'s packs.
+    pub fn remembered(&self, run: &str) -> &[Bounds] {
+        self.0.get(run).map_or(&[], Vec::as_slice)
+    }
+
+    /// Settle an attempt at `run`'s packs, given in order as (bounds, acknowledged), with the remembered
+    /// packs the plan did not publish (`kept`). A pack counts as stored only when it and every earlier pack
+    /// of the run were acknowledged; from the first that was not, every pack's outcome is unknown and its
+    /// bounds are remembered, with `kept` after them. Returns whether each pack counts as stored.
+    pub fn settle(&mut self, run: &str, packs: &[(Bounds, bool)], kept: Vec<Bounds>) -> Vec<bool> {
+        let stored = packs.iter().take_while(|(_, acked)| *acked).count();
+        let mut unknown: Vec<Bounds> = packs[stored..].iter().map(|(bounds, _)| *bounds).collect();
+        unknown.extend(kept);
+        if unknown.is_empty() {
+            self.0.remove(run);
+        } else {
+            self.0.insert(run.to_owned(), unknown);
+        }
+        (0..packs.len()).map(|i| i < stored).collect()
+    }
 }
 
 #[cfg(test)]
@@ -123,6 +155,24 @@ mod tests {
         let plan = plan(&small(20..25), &[(10, 14)]);
         assert_eq!(plan.packs, vec![0..5]);
         assert_eq!((plan.deferred, plan.kept.len()), (5, 0));
+    }
+
+    #[test]
+    fn from_a_runs_first_unacknowledged_pack_on_every_pack_is_remembered() {
+        let mut replay = Replay::default();
+        let stored = replay.settle("r", &[((1, 5), true), ((6, 9), false), ((10, 12), true)], vec![(13, 14)]);
+        assert_eq!(stored, vec![true, false, false], "a pack after a failed one is not counted stored");
+        assert_eq!(replay.remembered("r"), &[(6, 9), (10, 12), (13, 14)]);
+        assert_eq!(replay.remembered("other"), &[] as &[(u64, u64)]);
+        // The next attempt publishes them with the same bounds first; all acknowledged, nothing is left.
+        let plan = plan(&small(6..20), replay.remembered("r"));
+        assert_eq!(plan.packs[..3], [0..4, 4..7, 7..9]);
+        let acked: Vec<((u64, u64), bool)> = vec![((6, 9), true), ((10, 12), true), ((13, 14), true)];
+        assert_eq!(replay.settle("r", &acked, plan.kept), vec![true; 3]);
+        assert_eq!(replay.remembered("r"), &[] as &[(u64, u64)]);
+        // A run whose packs all wait keeps what it remembered.
+        replay.settle("w", &[], vec![(3, 4)]);
+        assert_eq!(replay.remembered("w"), &[(3, 4)]);
     }
 
     #[test]

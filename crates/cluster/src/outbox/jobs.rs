@@ -8,6 +8,7 @@
 //! which are in no stream message, are written whole. So a job costs the buckets a few dozen bytes, and
 //! JetStream stores each event once, in the stream.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use async_nats::jetstream::{kv, stream};
@@ -36,7 +37,7 @@ fn job_key(notifier: &str, id: u64) -> String {
 }
 
 /// A job as a chunk holds it: with its event (`job`), or with where its event is in the stream (`at`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Deserialize)]
 struct JobValue {
     notifier: String,
     id: u64,
@@ -241,10 +242,18 @@ impl Chunks {
         let mut stale = Vec::new();
         let mut latest: HashMap<u64, (JobValue, Vec<u64>)> = HashMap::new();
         for (n, values) in chunks {
+            // Chunks in order: a later copy of a job replaces the earlier one.
             for j in values {
-                let slot = latest.entry(j.id).or_insert_with(|| (j.clone(), Vec::new()));
-                slot.0 = j;
-                slot.1.push(n);
+                match latest.entry(j.id) {
+                    Entry::Occupied(mut slot) => {
+                        let (job, held) = slot.get_mut();
+                        *job = j;
+                        held.push(n);
+                    }
+                    Entry::Vacant(slot) => {
+                        slot.insert((j, vec![n]));
+                    }
+                }
             }
             me.chunks.insert(n, HashSet::new());
         }

@@ -238,14 +238,7 @@ impl JetStreamOutbox {
             let Index { chunks, positions, .. } = &mut *index;
             chunks.put(&b.jobs, &batch.jobs, positions, &mut puts)?;
             // Only the latest receipt of each (notifier, run) is kept: one put per key and batch.
-            let mut latest: HashMap<(&str, &str), &ReceiptRecord> = HashMap::new();
-            for r in &batch.receipts {
-                let slot = latest.entry((r.notifier.as_str(), r.run.as_str())).or_insert(r);
-                if r.seq >= slot.seq {
-                    *slot = r;
-                }
-            }
-            for r in latest.into_values() {
+            for r in batch.latest_receipts() {
                 let key = (r.notifier.clone(), r.run.clone());
                 if index.receipts.get(&key).is_some_and(|seq| *seq > r.seq) {
                     continue;

@@ -141,15 +141,7 @@ impl RedbOutbox {
             for done in &batch.done {
                 committed.removed.push(jobs.remove((done.notifier.as_str(), done.id))?.is_some());
             }
-            // Only a run's latest receipt per notifier is ever read: of a batch's, the latest is enough.
-            let mut latest: HashMap<(&str, &str), &super::ReceiptRecord> = HashMap::new();
-            for r in &batch.receipts {
-                let slot = latest.entry((r.notifier.as_str(), r.run.as_str())).or_insert(r);
-                if r.seq > slot.seq {
-                    *slot = r;
-                }
-            }
-            for r in latest.into_values() {
+            for r in batch.latest_receipts() {
                 let key = (r.notifier.as_str(), r.run.as_str(), r.seq);
                 receipts.insert(key, serde_json::to_vec(&r.receipt)?.as_slice())?;
             }

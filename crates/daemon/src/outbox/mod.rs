@@ -189,6 +189,19 @@ impl WriteBatch {
             && self.runs.is_empty()
             && self.next_job_id.is_none()
     }
+
+    /// The batch's latest receipt (the highest sequence number; of equals, the later) per notifier and run:
+    /// only a run's latest receipt per notifier is ever read, so a store needs to keep no other.
+    pub fn latest_receipts(&self) -> Vec<&ReceiptRecord> {
+        let mut latest: HashMap<(&str, &str), &ReceiptRecord> = HashMap::new();
+        for r in &self.receipts {
+            let slot = latest.entry((r.notifier.as_str(), r.run.as_str())).or_insert(r);
+            if r.seq >= slot.seq {
+                *slot = r;
+            }
+        }
+        latest.into_values().collect()
+    }
 }
 
 /// What a committed batch changed that the writer cannot know beforehand.
